@@ -1,0 +1,53 @@
+package gateway
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/roomgate/roomgate/rooms"
+)
+
+// Errors the gateway itself refuses a handshake with.
+var (
+	errBadName      = errors.New("gateway: class or room name is not valid")
+	errBadQuery     = errors.New("gateway: query string is not valid")
+	errOrigin       = errors.New("gateway: origin not allowed")
+	errDraining     = errors.New("gateway: node is draining")
+	errUnknownClass = rooms.ErrUnknownClass
+)
+
+// publicErrors is the one table that maps errors to the public codes of
+// DESIGN §1: the REST and handshake body {"error":{"code":...}}, the HTTP
+// status before the upgrade, and the close code after it. kind labels
+// roomgate_bad_input_total; empty means the error is not the client's fault.
+var publicErrors = []struct {
+	err    error
+	code   string
+	status int
+	close  int
+	kind   string
+}{
+	{errBadName, "bad_name", http.StatusBadRequest, closePolicy, "bad_name"},
+	{errBadQuery, "bad_query", http.StatusBadRequest, closePolicy, "bad_query"},
+	{errOrigin, "origin_refused", http.StatusForbidden, 4403, "origin"},
+	{errUnknownClass, "unknown_class", http.StatusNotFound, 4404, "unknown_class"},
+	{errDraining, "draining", http.StatusServiceUnavailable, 1012, ""},
+	{rooms.ErrRefused, "forbidden", http.StatusForbidden, 4403, ""},
+	{rooms.ErrFailed, "room_failed", http.StatusInternalServerError, closeInternal, ""},
+}
+
+// publicError finds err's row; an unknown error is "internal", 500, 1011.
+func publicError(err error) (code string, status, closeCode int, kind string) {
+	for _, row := range publicErrors {
+		if errors.Is(err, row.err) {
+			return row.code, row.status, row.close, row.kind
+		}
+	}
+	return "internal", http.StatusInternalServerError, closeInternal, ""
+}
+
+// closeFor returns the close code and a short reason for err.
+func closeFor(err error) (int, string) {
+	code, _, closeCode, _ := publicError(err)
+	return closeCode, code
+}

@@ -1,0 +1,391 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+
+	"github.com/roomgate/roomgate/rooms"
+)
+
+// A connection's first bytes decide who serves it. "GET /ws/" goes to
+// gobwas/ws's zero-copy Upgrader, which parses the request in a pooled buffer
+// and allocates nothing for headers it does not need. Everything else goes
+// to net/http and the chi routes. chi also routes /ws/{class}/{room}, for the
+// rare client that upgrades on a connection it already used for HTTP.
+const wsPrefix = "GET /ws/"
+
+var peekReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16) }}
+
+// handshake collects what admission needs from either upgrade path.
+type handshake struct {
+	class, room string
+	query       string
+	origin      string
+	remote      string
+	pathOK      bool
+	info        rooms.ConnectInfo // set by admit
+}
+
+// parseWSPath splits a request target "/ws/{class}/{room}?query". It checks
+// the shape only; rooms.ValidClass and rooms.ValidRoom check the names.
+func parseWSPath(target string) (class, room, query string, ok bool) {
+	path, query, _ := strings.Cut(target, "?")
+	rest, ok := strings.CutPrefix(path, "/ws/")
+	if !ok {
+		return "", "", "", false
+	}
+	class, room, ok = strings.Cut(rest, "/")
+	return class, room, query, ok
+}
+
+// serveConn runs on its own goroutine from accept until the connection is
+// upgraded, refused or handed to net/http. Its deadline bounds a slow or
+// silent client; handshakes run side by side, so one never delays another.
+func (s *Server) serveConn(ctx context.Context, c net.Conn) {
+	defer s.handshakeDone(c)
+	c.SetDeadline(time.Now().Add(s.o.HandshakeTimeout))
+	br := peekReaders.Get().(*bufio.Reader)
+	br.Reset(c)
+	head, err := br.Peek(len(wsPrefix))
+	if err != nil {
+		// Silent, too slow, or gone before sending eight bytes: no request
+		// line is that short, so nobody is waiting for an answer.
+		s.countHandshakeError(err)
+		c.Close()
+		br.Reset(nil)
+		peekReaders.Put(br)
+		return
+	}
+	if string(head) != wsPrefix {
+		// Not ours: net/http reads the peeked bytes first, then the rest.
+		c.SetDeadline(time.Time{})
+		if !s.httpConns.deliver(&peekedConn{Conn: c, r: br}) {
+			c.Close()
+		}
+		return
+	}
+
+	var h handshake
+	h.remote = c.RemoteAddr().String()
+	var refusal error
+	gate := &gateWriter{w: c}
+	u := ws.Upgrader{
+		OnRequest: func(uri []byte) error {
+			h.class, h.room, h.query, h.pathOK = parseWSPath(string(uri))
+			return nil
+		},
+		OnHeader: func(key, value []byte) error {
+			if string(key) == "Origin" {
+				h.origin = string(value)
+			}
+			return nil
+		},
+		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			if refusal = s.admit(&h); refusal != nil {
+				gate.refused = true
+				return nil, refusal
+			}
+			return nil, nil
+		},
+	}
+	_, err = u.Upgrade(struct {
+		io.Reader
+		io.Writer
+	}{br, gate})
+	br.Reset(nil)
+	peekReaders.Put(br)
+	switch {
+	case refusal != nil:
+		s.refuse(c, refusal)
+	case err != nil:
+		s.countHandshakeError(err)
+		c.Close()
+	default:
+		c.SetDeadline(time.Time{})
+		s.open(ctx, c, &h)
+	}
+}
+
+// gateWriter passes the Upgrader's response through, unless admission refused
+// the socket: gobwas/ws can only answer a refusal in text/plain, so the
+// gateway swallows that and writes the contract's JSON error itself.
+type gateWriter struct {
+	w       io.Writer
+	refused bool
+}
+
+func (g *gateWriter) Write(p []byte) (int, error) {
+	if g.refused {
+		return len(p), nil
+	}
+	return g.w.Write(p)
+}
+
+// refuse answers a refused handshake with its status and a JSON error, then
+// closes. The Upgrader read every header first, so no unread request bytes
+// turn the close into a reset that could eat the answer.
+func (s *Server) refuse(c net.Conn, err error) {
+	code, status, _, kind := publicError(err)
+	if kind != "" {
+		s.m.badInput.WithLabelValues(kind).Inc()
+	}
+	body := errorBody(code, err)
+	fmt.Fprintf(c, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+		status, http.StatusText(status), len(body), body)
+	c.Close()
+}
+
+// errorBody renders {"error":{"code":...,"message":...}}.
+func errorBody(code string, err error) []byte {
+	var body struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	body.Error.Code = code
+	body.Error.Message = strings.TrimPrefix(err.Error(), "gateway: ")
+	b, _ := json.Marshal(body)
+	return b
+}
+
+// WriteError writes err as the contract's JSON error with its status.
+func WriteError(w http.ResponseWriter, err error) {
+	code, status, _, _ := publicError(err)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(errorBody(code, err))
+}
+
+func (s *Server) countHandshakeError(err error) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		s.m.badInput.WithLabelValues("handshake_timeout").Inc()
+		return
+	}
+	s.m.badInput.WithLabelValues("handshake").Inc()
+}
+
+// admit decides before the upgrade whether a socket may open, in the order
+// of DESIGN §1: 503 draining, 400 bad name, 403 origin, 404 class, 400 bad
+// query. On success h.info says who the client is.
+func (s *Server) admit(h *handshake) error {
+	if s.draining.Load() {
+		return errDraining
+	}
+	if !h.pathOK || !rooms.ValidClass(h.class) || !rooms.ValidRoom(h.room) {
+		return errBadName
+	}
+	if len(s.origins) > 0 && h.origin != "" && !s.origins[strings.ToLower(h.origin)] {
+		return errOrigin
+	}
+	if !s.router.HasClass(h.class) {
+		return errUnknownClass
+	}
+	info, err := connectInfo(h)
+	if err != nil {
+		return err
+	}
+	h.info = info
+	return nil
+}
+
+// connectInfo derives who the client is. Without an auth key configured the
+// gateway runs in dev mode: ?user= and ?name= say who, or a random guest.
+func connectInfo(h *handshake) (rooms.ConnectInfo, error) {
+	q, err := url.ParseQuery(h.query)
+	if err != nil {
+		return rooms.ConnectInfo{}, fmt.Errorf("%w: %v", errBadQuery, err)
+	}
+	user, name := q.Get("user"), q.Get("name")
+	if len(user) > 128 || len(name) > 64 || !utf8.ValidString(user) || !utf8.ValidString(name) ||
+		strings.ContainsFunc(name, isControl) || strings.ContainsFunc(user, isControl) {
+		return rooms.ConnectInfo{}, fmt.Errorf("%w: user must be at most 128 bytes and name at most 64, printable UTF-8", errBadQuery)
+	}
+	if user == "" {
+		user = "u-" + randomHex(8)
+	}
+	if name == "" {
+		name = "guest-" + randomHex(2)
+	}
+	q.Del("token")
+	return rooms.ConnectInfo{
+		User:       rooms.User{ID: user, Name: name},
+		Query:      q.Encode(),
+		RemoteAddr: h.remote,
+	}, nil
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// upgradeHTTP is chi's /ws/{class}/{room}: the same admission on an
+// http.Request, for upgrades that arrive on a connection net/http serves.
+func (s *Server) upgradeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := handshake{
+		class:  chi.URLParam(r, "class"),
+		room:   chi.URLParam(r, "room"),
+		query:  r.URL.RawQuery,
+		origin: r.Header.Get("Origin"),
+		remote: r.RemoteAddr,
+		pathOK: true,
+	}
+	if err := s.admit(&h); err != nil {
+		if _, _, _, kind := publicError(err); kind != "" {
+			s.m.badInput.WithLabelValues(kind).Inc()
+		}
+		WriteError(w, err)
+		return
+	}
+	c, rw, _, err := ws.UpgradeHTTP(r, w)
+	if err != nil {
+		s.m.badInput.WithLabelValues("handshake").Inc()
+		return
+	}
+	// A client that did not wait for the 101 may have frames in net/http's
+	// buffer already; they become the socket's first input.
+	var early []byte
+	if n := rw.Reader.Buffered(); n > 0 {
+		early, _ = rw.Reader.Peek(n)
+	}
+	if pc, ok := c.(*peekedConn); ok {
+		c = pc.Conn // every peeked byte was consumed by the request
+	}
+	s.open(r.Context(), c, &h, early...)
+}
+
+// open turns an upgraded connection into a socket: it takes the descriptor,
+// introduces the socket to its room, and only then lets epoll report input,
+// so Connect always comes before the first Message.
+func (s *Server) open(ctx context.Context, c net.Conn, h *handshake, early ...byte) {
+	fd, err := detach(c)
+	if err != nil {
+		s.log.Warn("detach socket", "err", err)
+		return
+	}
+	sk := &socket{id: rooms.SocketID(s.nextID.Add(1)), fd: fd, srv: s, addr: rooms.Addr{Class: h.class, Room: h.room}}
+	sk.reads.Store(1) // this goroutine holds the reader role until a worker takes it
+	if len(early) > 0 {
+		sk.in = &inbound{buf: append(getReadBuffer(), early...)}
+	}
+	if perr := s.fds.put(fd, sk); perr != nil {
+		s.log.Warn("register socket", "err", perr)
+		unix.Close(fd)
+		return
+	}
+	s.socketOpened()
+	if err := s.router.Connect(ctx, sk.addr, sk, h.info); err != nil {
+		code, reason := closeFor(err)
+		if _, _, _, kind := publicError(err); kind != "" {
+			s.m.badInput.WithLabelValues(kind).Inc()
+		}
+		sk.Close(code, reason)
+	}
+	if perr := s.pollers[fd%len(s.pollers)].add(fd); perr != nil {
+		s.log.Warn("poll socket", "err", perr)
+		sk.terminate(closeInternal, "poll failed")
+	}
+	if s.draining.Load() {
+		sk.Close(closeGoingAway, "going away") // drain may have swept the table before this socket joined it
+	}
+	s.submit(task{s: sk, kind: taskRead})
+}
+
+// detach takes the descriptor away from Go's network poller: a duplicate
+// stays open for the gateway and the net.Conn is closed. An idle WebSocket
+// then costs no netFD, no runtime pollDesc and no deadline timers, only the
+// socket struct and our epoll registration (DESIGN §3.4). The duplicate
+// shares the original's O_NONBLOCK, and TCP keepalive set by the listener
+// still finds dead peers.
+func detach(c net.Conn) (int, error) {
+	defer c.Close()
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1, fmt.Errorf("gateway: %T has no descriptor", c)
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var dupErr error
+	if err := raw.Control(func(f uintptr) {
+		fd, dupErr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return -1, err
+	}
+	if dupErr != nil {
+		return -1, fmt.Errorf("gateway: dup socket: %w", dupErr)
+	}
+	return fd, nil
+}
+
+// peekedConn replays the bytes peeked while deciding who serves a
+// connection, then reads the connection itself.
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// connQueue is the net.Listener net/http serves: it yields connections the
+// gateway's own accept loop decided are plain HTTP.
+type connQueue struct {
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+	addr  net.Addr
+}
+
+func newConnQueue(addr net.Addr) *connQueue {
+	return &connQueue{conns: make(chan net.Conn), done: make(chan struct{}), addr: addr}
+}
+
+func (q *connQueue) deliver(c net.Conn) bool {
+	select {
+	case q.conns <- c:
+		return true
+	case <-q.done:
+		return false
+	}
+}
+
+func (q *connQueue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.conns:
+		return c, nil
+	case <-q.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (q *connQueue) Close() error {
+	q.once.Do(func() { close(q.done) })
+	return nil
+}
+
+func (q *connQueue) Addr() net.Addr { return q.addr }

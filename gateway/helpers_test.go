@@ -1,0 +1,159 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/roomgate/roomgate/rooms"
+)
+
+// testServer is a real gateway on a loopback port, run until the test ends.
+type testServer struct {
+	*Server
+	url    string // ws://127.0.0.1:port
+	http   string // http://127.0.0.1:port
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startServer(tb testing.TB, o Options) *testServer {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	o.Listener = ln
+	if o.Router == nil {
+		rt := rooms.New()
+		rt.Register("echo", rooms.Echo{})
+		o.Router = rt
+	}
+	if o.Metrics == nil {
+		o.Metrics = prometheus.NewRegistry()
+	}
+	srv, err := New(o)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ts := &testServer{
+		Server: srv,
+		url:    "ws://" + ln.Addr().String(),
+		http:   "http://" + ln.Addr().String(),
+		cancel: cancel,
+		done:   make(chan error, 1),
+	}
+	go func() { ts.done <- srv.Run(ctx) }()
+	tb.Cleanup(func() { ts.stop(tb) })
+	return ts
+}
+
+// stop cancels Run and waits for it; calling it twice is fine.
+func (ts *testServer) stop(tb testing.TB) {
+	tb.Helper()
+	ts.cancel()
+	select {
+	case err, ok := <-ts.done:
+		if ok && err != nil {
+			tb.Errorf("Run: %v", err)
+		}
+		if ok {
+			close(ts.done)
+		}
+	case <-time.After(15 * time.Second):
+		tb.Fatal("Run did not return within 15s of cancel")
+	}
+}
+
+func (ts *testServer) badInput(kind string) float64 {
+	return testutil.ToFloat64(ts.m.badInput.WithLabelValues(kind))
+}
+
+// dial opens a WebSocket to path on ts.
+func dial(tb testing.TB, ts *testServer, path string) net.Conn {
+	tb.Helper()
+	c, _, _, err := ws.Dial(context.Background(), ts.url+path)
+	if err != nil {
+		tb.Fatalf("dial %s: %v", path, err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	return c
+}
+
+// readData reads the next data message from the server, answering pings. A
+// close frame comes back as wsutil.ClosedError.
+func readData(tb testing.TB, c net.Conn) ([]byte, ws.OpCode, error) {
+	tb.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	defer c.SetReadDeadline(time.Time{})
+	return wsutil.ReadServerData(c)
+}
+
+// expectClose reads until the server's close frame and checks its code.
+func expectClose(tb testing.TB, c net.Conn, want int) {
+	tb.Helper()
+	for {
+		_, _, err := readData(tb, c)
+		var ce wsutil.ClosedError
+		if errors.As(err, &ce) {
+			if int(ce.Code) != want {
+				tb.Fatalf("close code = %d (%q), want %d", ce.Code, ce.Reason, want)
+			}
+			return
+		}
+		if err != nil {
+			tb.Fatalf("waiting for close %d: %v", want, err)
+		}
+	}
+}
+
+// expectEOF checks the server closes the TCP connection.
+func expectEOF(tb testing.TB, c net.Conn) {
+	tb.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := io.Copy(io.Discard, c)
+	if err != nil && !errors.Is(err, net.ErrClosed) && !strings.Contains(err.Error(), "reset") {
+		tb.Fatalf("waiting for EOF: %v", err)
+	}
+}
+
+// eventually polls f until it returns nil or d passes.
+func eventually(tb testing.TB, d time.Duration, f func() error) {
+	tb.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("after %v: %v", d, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func httpGet(tb testing.TB, url string) (*http.Response, string) {
+	tb.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }

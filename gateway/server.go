@@ -1,0 +1,484 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
+
+	"github.com/roomgate/roomgate/rooms"
+)
+
+// Options configure a Server. A zero field means its default.
+type Options struct {
+	Addr                 string                          // listen address; default ":8080". Ignored when Listener is set
+	Listener             net.Listener                    // an already open listener, e.g. tests' 127.0.0.1:0
+	Router               rooms.Router                    // required
+	Metrics              *prometheus.Registry            // required: collectors register here and /metrics serves it
+	Logger               *slog.Logger                    // default: discards
+	Handler              http.Handler                    // serves paths the gateway does not own (pages, REST); default 404
+	Ready                func(ctx context.Context) error // extra readiness check for /readyz, e.g. storage; default none
+	AllowedOrigins       []string                        // browser Origins allowed to connect; default any
+	MaxMessageBytes      int                             // larger messages close with 1009; default 1 MiB
+	MaxQueueBytes        int                             // a socket's unsent bytes before it closes with 1008; default 1 MiB
+	HandshakeTimeout     time.Duration                   // to finish the HTTP upgrade; default 10s
+	CloseTimeout         time.Duration                   // to finish a close handshake before the TCP close; default 3s
+	DrainTimeout         time.Duration                   // for sockets to close on shutdown; default 5s
+	MaxPendingHandshakes int                             // connections still in their handshake; more are dropped; default 8192
+	Workers              int                             // goroutines that read sockets; default 16 × GOMAXPROCS
+	Pollers              int                             // epoll instances; default one per 8 CPUs
+}
+
+func (o *Options) init() error {
+	if o.Router == nil {
+		return errors.New("gateway: Options.Router is required")
+	}
+	if o.Metrics == nil {
+		return errors.New("gateway: Options.Metrics is required")
+	}
+	if o.Addr == "" {
+		o.Addr = ":8080"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Handler == nil {
+		o.Handler = http.NotFoundHandler()
+	}
+	if o.MaxMessageBytes == 0 {
+		o.MaxMessageBytes = 1 << 20
+	}
+	if o.MaxQueueBytes == 0 {
+		o.MaxQueueBytes = 1 << 20
+	}
+	if o.HandshakeTimeout == 0 {
+		o.HandshakeTimeout = 10 * time.Second
+	}
+	if o.CloseTimeout == 0 {
+		o.CloseTimeout = 3 * time.Second
+	}
+	if o.DrainTimeout == 0 {
+		o.DrainTimeout = 5 * time.Second
+	}
+	if o.MaxPendingHandshakes == 0 {
+		o.MaxPendingHandshakes = 8192
+	}
+	if o.Workers == 0 {
+		o.Workers = 16 * runtime.GOMAXPROCS(0)
+	}
+	if o.Pollers == 0 {
+		o.Pollers = (runtime.GOMAXPROCS(0) + 7) / 8
+	}
+	switch {
+	case o.MaxMessageBytes < 125:
+		return fmt.Errorf("gateway: MaxMessageBytes %d is below the 125 bytes of a control frame", o.MaxMessageBytes)
+	case o.MaxQueueBytes < 0, o.HandshakeTimeout < 0, o.CloseTimeout < 0, o.DrainTimeout < 0,
+		o.MaxPendingHandshakes < 0, o.Workers < 0, o.Pollers < 0:
+		return errors.New("gateway: negative option")
+	}
+	return nil
+}
+
+// Server is the edge: it accepts connections, upgrades WebSockets, reads and
+// writes their frames, and serves the HTTP routes around them. Create it
+// with New, serve with Run; Addr is safe to call from any goroutine.
+type Server struct {
+	o       Options
+	router  rooms.Router
+	log     *slog.Logger
+	m       *metrics
+	origins map[string]bool
+
+	fds     *fdTable
+	pollers []*poller
+	tasks   chan task
+
+	nextID    atomic.Uint64
+	openCount atomic.Int64 // sockets opened and not yet reported Closed
+	pending   atomic.Int64 // connections in their handshake
+	draining  atomic.Bool
+	allDone   chan struct{} // closed by socketFinished when draining and open reaches zero
+
+	httpConns *connQueue
+	hsMu      sync.Mutex
+	hsConns   map[net.Conn]struct{} // connections in their handshake, closed on shutdown
+	hsWait    sync.WaitGroup
+	ln        net.Listener
+	bound     chan struct{} // closed once ln is set
+}
+
+// New checks o and builds a Server. It starts nothing; Run does.
+func New(o Options) (*Server, error) {
+	if err := o.init(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(o.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: register metrics: %w", err)
+	}
+	fds, err := newFDTable()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		o:       o,
+		router:  o.Router,
+		log:     o.Logger,
+		m:       m,
+		fds:     fds,
+		tasks:   make(chan task, 4096),
+		hsConns: make(map[net.Conn]struct{}),
+		bound:   make(chan struct{}),
+		allDone: make(chan struct{}),
+	}
+	if len(o.AllowedOrigins) > 0 {
+		s.origins = make(map[string]bool)
+		for _, org := range o.AllowedOrigins {
+			s.origins[strings.ToLower(strings.TrimSpace(org))] = true
+		}
+	}
+	// Socket ids start at a random point so two nodes' ids practically never meet.
+	var seed [8]byte
+	copy(seed[:], randomHex(4))
+	s.nextID.Store(uint64(time.Now().UnixNano())<<20 ^ uint64(seed[0])<<56)
+	return s, nil
+}
+
+// Addr returns the listening address once Run has bound it, waiting until then.
+func (s *Server) Addr() net.Addr {
+	<-s.bound
+	return s.ln.Addr()
+}
+
+// Run serves until ctx is cancelled, then drains: it stops accepting, closes
+// every socket with 1001, waits up to DrainTimeout for their close
+// handshakes, and returns once every goroutine it started has exited.
+func (s *Server) Run(ctx context.Context) error {
+	ln := s.o.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", s.o.Addr); err != nil {
+			return fmt.Errorf("gateway: listen: %w", err)
+		}
+	}
+	s.ln = ln
+	close(s.bound)
+	for range s.o.Pollers {
+		p, err := newPoller()
+		if err != nil {
+			s.closePollers()
+			ln.Close()
+			return err
+		}
+		s.pollers = append(s.pollers, p)
+	}
+	defer s.closePollers()
+	s.httpConns = newConnQueue(ln.Addr())
+	marks := &httpConnMarks{count: func() { s.m.badInput.WithLabelValues("handshake").Inc() }}
+	hs := &http.Server{
+		Handler:           s.routes(),
+		ReadHeaderTimeout: s.o.HandshakeTimeout,
+		IdleTimeout:       2 * time.Minute,
+		ConnState:         marks.connState,
+		ConnContext:       marks.connContext,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+
+	// Workers outlive ctx: they must deliver the Closed reports that drain waits for.
+	stopWorkers := make(chan struct{})
+	var workers errgroup.Group
+	for range s.o.Workers {
+		workers.Go(func() error {
+			s.work(context.WithoutCancel(ctx), stopWorkers)
+			return nil
+		})
+	}
+	var pollers errgroup.Group
+	for _, p := range s.pollers {
+		pollers.Go(func() error { return p.run(s.ready) })
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.accept(gctx, ln) })
+	g.Go(func() error {
+		if err := hs.Serve(s.httpConns); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		s.drain(hs, ln)
+		return nil
+	})
+	err := g.Wait()
+
+	for _, p := range s.pollers {
+		p.stop()
+	}
+	if perr := pollers.Wait(); err == nil {
+		err = perr
+	}
+	close(stopWorkers)
+	workers.Wait()
+	return err
+}
+
+// accept takes connections until the listener closes. Each gets its own
+// goroutine for the handshake only.
+func (s *Server) accept(ctx context.Context, ln net.Listener) error {
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.draining.Load() || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// Out of descriptors or a transient kernel error: back off as
+			// net/http does, and keep serving the sockets already open.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept", "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		if s.pending.Add(1) > int64(s.o.MaxPendingHandshakes) {
+			s.pending.Add(-1)
+			s.m.badInput.WithLabelValues("handshake_flood").Inc()
+			c.Close()
+			continue
+		}
+		s.hsMu.Lock()
+		s.hsConns[c] = struct{}{}
+		s.hsWait.Add(1)
+		s.hsMu.Unlock()
+		go s.serveConn(ctx, c)
+	}
+}
+
+func (s *Server) handshakeDone(c net.Conn) {
+	s.hsMu.Lock()
+	delete(s.hsConns, c)
+	s.hsMu.Unlock()
+	s.pending.Add(-1)
+	s.hsWait.Done()
+}
+
+// drain stops intake and closes every socket, giving clients DrainTimeout to
+// answer the close frame before the rest are cut.
+func (s *Server) drain(hs *http.Server, ln net.Listener) {
+	s.draining.Store(true)
+	ln.Close()
+	deadline := time.Now().Add(s.o.DrainTimeout)
+	shutdownCtx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	go hs.Shutdown(shutdownCtx)
+	s.hsMu.Lock()
+	for c := range s.hsConns {
+		c.Close()
+	}
+	s.hsMu.Unlock()
+	s.hsWait.Wait()
+
+	s.fds.each(func(sk *socket) { sk.Close(closeGoingAway, "going away") })
+	if s.openCount.Load() == 0 {
+		s.signalAllDone()
+	}
+	select {
+	case <-s.allDone:
+	case <-time.After(time.Until(deadline)):
+		s.log.Warn("drain deadline passed; cutting remaining sockets", "sockets", s.openCount.Load())
+		s.fds.each(func(sk *socket) { sk.terminate(closeGoingAway, "going away") })
+		<-s.allDone
+	}
+	hs.Close()
+}
+
+func (s *Server) signalAllDone() {
+	select {
+	case <-s.allDone:
+	default:
+		close(s.allDone)
+	}
+}
+
+func (s *Server) socketOpened() {
+	s.openCount.Add(1)
+	s.m.socketsOpen.Inc()
+	s.m.opened.Inc()
+}
+
+func (s *Server) socketFinished(code int) {
+	s.m.socketsOpen.Dec()
+	s.m.closed.WithLabelValues(codeLabel(code)).Inc()
+	if s.openCount.Add(-1) == 0 && s.draining.Load() {
+		s.signalAllDone()
+	}
+}
+
+func (s *Server) closePollers() {
+	for _, p := range s.pollers {
+		p.close()
+	}
+}
+
+// A task is one unit of socket work for the pool.
+type task struct {
+	s    *socket
+	kind uint8
+}
+
+const (
+	taskRead uint8 = iota
+	taskFlush
+)
+
+// worker holds scratch state reused across tasks, so a read turn allocates
+// nothing when a socket's input ends on a frame boundary.
+type worker struct {
+	in   inbound
+	sink sink
+}
+
+func (s *Server) work(ctx context.Context, stop <-chan struct{}) {
+	w := new(worker)
+	for {
+		select {
+		case t := <-s.tasks:
+			switch t.kind {
+			case taskRead:
+				t.s.readTurn(ctx, w)
+			case taskFlush:
+				t.s.flushQueued.Store(false)
+				t.s.wmu.Lock()
+				t.s.flushLocked()
+				t.s.wmu.Unlock()
+			}
+		case <-stop:
+			return
+		}
+	}
+}
+
+// ready turns a poller's readiness event into at most one read task and one
+// flush task per socket.
+func (s *Server) ready(fd int, events uint32) {
+	sk := s.fds.get(fd)
+	if sk == nil {
+		return
+	}
+	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && sk.reads.Add(1) == 1 {
+		s.tasks <- task{s: sk, kind: taskRead}
+	}
+	if events&unix.EPOLLOUT != 0 && sk.wantOut.Load() && sk.flushQueued.CompareAndSwap(false, true) {
+		s.tasks <- task{s: sk, kind: taskFlush}
+	}
+}
+
+// submit queues t, waiting for room when the queue is full. Only goroutines
+// the workers never wait on may call it: the pollers and handshakes.
+func (s *Server) submit(t task) { s.tasks <- t }
+
+// trySubmit queues t if there is room.
+func (s *Server) trySubmit(t task) bool {
+	select {
+	case s.tasks <- t:
+		return true
+	default:
+		return false
+	}
+}
+
+// kickReader makes sure a reader will look at sk. It may run on a room's
+// goroutine, which a worker may be waiting on, so it never blocks: when the
+// queue is full a short-lived goroutine waits instead.
+func (s *Server) kickReader(sk *socket) {
+	if sk.reads.Add(1) != 1 {
+		return
+	}
+	if !s.trySubmit(task{s: sk, kind: taskRead}) {
+		go s.submit(task{s: sk, kind: taskRead})
+	}
+}
+
+// httpConnMarks counts plain-HTTP connections that closed without a single
+// request reaching a handler: garbage that net/http answered with 400, or a
+// client too slow for ReadHeaderTimeout. net/http has no hook for either, so
+// each connection carries a mark that the router sets.
+type httpConnMarks struct {
+	marks sync.Map // net.Conn → *atomic.Bool (served)
+	count func()
+}
+
+type servedKey struct{}
+
+func (h *httpConnMarks) connContext(ctx context.Context, c net.Conn) context.Context {
+	served := new(atomic.Bool)
+	h.marks.Store(c, served)
+	return context.WithValue(ctx, servedKey{}, served)
+}
+
+func (h *httpConnMarks) connState(c net.Conn, st http.ConnState) {
+	switch st {
+	case http.StateHijacked:
+		h.marks.Delete(c)
+	case http.StateClosed:
+		if v, ok := h.marks.LoadAndDelete(c); ok && !v.(*atomic.Bool).Load() {
+			h.count()
+		}
+	}
+}
+
+func markServed(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if served, ok := r.Context().Value(servedKey{}).(*atomic.Bool); ok {
+			served.Store(true)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(markServed)
+	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"status":"ok"}` + "\n"))
+	})
+	r.Get("/readyz", s.readyz)
+	r.Handle("/metrics", promhttp.HandlerFor(s.o.Metrics, promhttp.HandlerOpts{Registry: s.o.Metrics}))
+	r.Get("/ws/{class}/{room}", s.upgradeHTTP)
+	r.NotFound(s.o.Handler.ServeHTTP)
+	r.MethodNotAllowed(s.o.Handler.ServeHTTP)
+	return r
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	err := error(nil)
+	if s.draining.Load() {
+		err = errDraining
+	} else if s.o.Ready != nil {
+		err = s.o.Ready(r.Context())
+	}
+	if err != nil {
+		WriteError(w, fmt.Errorf("%w: %w", errDraining, err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write([]byte(`{"status":"ready"}` + "\n"))
+}

@@ -1,0 +1,448 @@
+package gateway
+
+import (
+	"context"
+	"encoding/binary"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+
+	"github.com/roomgate/roomgate/rooms"
+)
+
+// A socket is one upgraded WebSocket connection whose descriptor the gateway
+// owns outright (see detach). While idle it is this struct, a slot in the
+// fdTable and an epoll registration: no goroutine, no buffer.
+//
+// Three roles touch a socket, each with its own guard:
+//   - the reader: whoever holds reads > 0, one at a time. It reads and
+//     parses frames, calls the Router (Connect, Message, Closed, in order)
+//     and owns in and lingering.
+//   - writers: any goroutine, serialized by wmu. A write goes straight to the
+//     kernel when nothing is queued; what the kernel refuses waits in out
+//     until epoll reports the socket writable.
+//   - the descriptor: fdRefs counts syscalls in flight, and the descriptor is
+//     closed only once the socket has ended and the count is zero, so a
+//     reused descriptor number can never be touched through a stale socket.
+//
+// Lock order: wmu is a leaf. The Router is never called with wmu held.
+type socket struct {
+	id   rooms.SocketID
+	fd   int
+	srv  *Server
+	addr rooms.Addr
+
+	fdRefs      atomic.Int32 // in-flight syscalls, plus endedBit once the socket ended
+	reads       atomic.Int32 // readiness events since the reader last caught up
+	wantOut     atomic.Bool  // output is queued and waits for EPOLLOUT
+	flushQueued atomic.Bool  // a flush task is queued
+	closing     atomic.Bool  // a close frame was queued or the socket ended: deliver no more data
+
+	// Reader-owned.
+	in        *inbound // unfinished input; nil when idle
+	lingering bool     // the connection failed: discard input until EOF
+
+	wmu        sync.Mutex
+	out        *outbound // frames the kernel has not taken yet; nil when empty
+	wstate     uint8
+	peerClosed bool // the peer's close frame arrived: end once our reply is written
+	linger     bool // after our close frame, shut down writes and drain input
+	endCode    int
+	endReason  string
+	timer      *time.Timer // ends a close handshake the peer never finishes
+}
+
+const endedBit = 1 << 30
+
+// Write states, guarded by wmu.
+const (
+	wsOpen      uint8 = iota
+	wsClosing         // our close frame is queued
+	wsCloseSent       // our close frame is written
+	wsEnded           // the socket is finished; only the reader's report remains
+)
+
+// ID implements rooms.Socket.
+func (s *socket) ID() rooms.SocketID { return s.id }
+
+// Send implements rooms.Socket.
+func (s *socket) Send(f rooms.Frame) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.wstate != wsOpen {
+		return rooms.ErrClosed
+	}
+	return s.sendLocked(ws.OpCode(f.Op), f.Data, true)
+}
+
+// Close implements rooms.Socket.
+func (s *socket) Close(code int, reason string) {
+	s.wmu.Lock()
+	s.closeLocked(code, reason, false)
+	s.wmu.Unlock()
+}
+
+// sendLocked writes one frame, or queues what the kernel does not take.
+// bounded applies the slow-consumer limit; close frames skip it.
+func (s *socket) sendLocked(op ws.OpCode, payload []byte, bounded bool) error {
+	if bounded && s.out != nil && s.out.bytes >= s.srv.o.MaxQueueBytes {
+		s.slowLocked()
+		return rooms.ErrSlow
+	}
+	if !s.acquire() {
+		return rooms.ErrClosed
+	}
+	defer s.release()
+	var hb [maxServerHeader]byte
+	hdr := appendHeader(hb[:0], op, len(payload))
+	if s.out == nil {
+		n, err := writeFrame(s.fd, hdr, payload)
+		if err != nil && err != unix.EAGAIN && err != unix.EINTR {
+			s.terminateLocked(closeAbnormal, "write failed")
+			return rooms.ErrClosed
+		}
+		s.srv.m.framesOut.Inc()
+		if n == len(hdr)+len(payload) {
+			s.drainedLocked()
+			return nil
+		}
+		s.out = new(outbound)
+		s.out.pushTail(hdr, payload, max(n, 0))
+	} else {
+		s.srv.m.framesOut.Inc()
+		s.out.pushTail(hdr, payload, 0)
+	}
+	return s.flushLocked()
+}
+
+// flushLocked writes queued frames until the queue is empty or the kernel's
+// buffer is full. wantOut is set before the write that may fail with EAGAIN,
+// so the EPOLLOUT edge that follows can never be missed.
+func (s *socket) flushLocked() error {
+	if s.out == nil {
+		return nil
+	}
+	if !s.acquire() {
+		return rooms.ErrClosed
+	}
+	defer s.release()
+	s.wantOut.Store(true)
+	for s.out.bytes > 0 {
+		err := s.out.writeTo(s.fd)
+		if err == unix.EAGAIN {
+			return nil
+		}
+		if err != nil && err != unix.EINTR {
+			s.terminateLocked(closeAbnormal, "write failed")
+			return rooms.ErrClosed
+		}
+	}
+	s.out = nil
+	s.wantOut.Store(false)
+	s.drainedLocked()
+	return nil
+}
+
+// drainedLocked runs when every queued byte reached the kernel: if that
+// included our close frame, the close handshake moves on.
+func (s *socket) drainedLocked() {
+	if s.wstate != wsClosing {
+		return
+	}
+	s.wstate = wsCloseSent
+	switch {
+	case s.peerClosed:
+		// Our frame answered theirs: the handshake is complete, and the
+		// server closes the TCP connection first (RFC 6455 §7.1.1).
+		s.terminateLocked(s.endCode, s.endReason)
+	case s.linger:
+		// A failed connection: send FIN after the close frame, so the peer
+		// reads the frame before any reset, and drain its input until EOF.
+		if s.acquire() {
+			unix.Shutdown(s.fd, unix.SHUT_WR)
+			s.release()
+		}
+	}
+}
+
+// closeLocked queues a close frame and stops delivering data. The socket
+// ends when the peer answers, or after CloseTimeout.
+func (s *socket) closeLocked(code int, reason string, linger bool) {
+	if s.wstate != wsOpen {
+		return
+	}
+	s.wstate = wsClosing
+	s.closing.Store(true)
+	s.endCode, s.endReason, s.linger = code, reason, linger
+	s.timer = time.AfterFunc(s.srv.o.CloseTimeout, func() { s.terminate(code, reason) })
+	s.srv.m.closesSent.WithLabelValues(codeLabel(code)).Inc()
+	s.sendLocked(ws.OpClose, closeBody(code, reason), false)
+}
+
+// slowLocked closes a socket whose queue overflowed. Frames not yet started
+// are dropped now: the client was never going to read them in time, and
+// their memory is the point of the limit (DESIGN §3.5).
+func (s *socket) slowLocked() {
+	s.srv.m.badInput.WithLabelValues("slow_consumer").Inc()
+	s.out.dropUnstarted()
+	s.closeLocked(closePolicy, "slow consumer", false)
+}
+
+// peerCloseLocked handles the peer's close frame.
+func (s *socket) peerCloseLocked(payload []byte) {
+	s.peerClosed = true
+	switch s.wstate {
+	case wsClosing:
+		return // drainedLocked ends the socket once our own close frame is out
+	case wsCloseSent:
+		s.terminateLocked(s.endCode, s.endReason)
+		return
+	case wsEnded:
+		return
+	}
+	code, reason := closeNoStatus, ""
+	if len(payload) >= 2 {
+		code = int(binary.BigEndian.Uint16(payload))
+		reason = string(payload[2:])
+	}
+	s.wstate = wsClosing
+	s.closing.Store(true)
+	s.endCode, s.endReason = code, reason
+	s.timer = time.AfterFunc(s.srv.o.CloseTimeout, func() { s.terminate(code, reason) })
+	// Echo the code, as RFC 6455 §5.5.1 suggests; no code, no body.
+	s.sendLocked(ws.OpClose, payload[:min(len(payload), 2)], false)
+}
+
+// terminate ends the socket now: no more reads or writes, the descriptor
+// closes as soon as no syscall uses it, and the reader reports Closed.
+func (s *socket) terminate(code int, reason string) {
+	s.wmu.Lock()
+	s.terminateLocked(code, reason)
+	s.wmu.Unlock()
+}
+
+func (s *socket) terminateLocked(code int, reason string) {
+	if s.wstate == wsEnded {
+		return
+	}
+	if s.wstate == wsOpen {
+		s.endCode, s.endReason = code, reason // otherwise the close handshake's code stands
+	}
+	s.wstate = wsEnded
+	s.closing.Store(true)
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timer = nil
+	}
+	s.out = nil
+	s.wantOut.Store(false)
+	s.markEnded()
+	s.srv.kickReader(s)
+}
+
+// acquire takes a reference on the descriptor for one syscall; it fails once
+// the socket ended.
+func (s *socket) acquire() bool {
+	for {
+		v := s.fdRefs.Load()
+		if v&endedBit != 0 {
+			return false
+		}
+		if s.fdRefs.CompareAndSwap(v, v+1) {
+			return true
+		}
+	}
+}
+
+func (s *socket) release() {
+	if s.fdRefs.Add(-1) == endedBit {
+		s.closeFD()
+	}
+}
+
+func (s *socket) markEnded() {
+	for {
+		v := s.fdRefs.Load()
+		if v&endedBit != 0 {
+			return
+		}
+		if s.fdRefs.CompareAndSwap(v, v|endedBit) {
+			if v == 0 {
+				s.closeFD()
+			}
+			return
+		}
+	}
+}
+
+func (s *socket) ended() bool { return s.fdRefs.Load()&endedBit != 0 }
+
+// closeFD frees the table slot before the descriptor, so the number can be
+// reused by a new socket without a stale slot pointing here.
+func (s *socket) closeFD() {
+	s.srv.fds.remove(s.fd, s)
+	unix.Close(s.fd)
+}
+
+// readTurn runs on a worker while it holds the reader role. It reads what is
+// available, parses and delivers it, and gives the role up only when no
+// readiness event arrived meanwhile, so an edge is never lost.
+func (s *socket) readTurn(ctx context.Context, w *worker) {
+	for {
+		seen := s.reads.Load()
+		if s.ended() {
+			s.finish(w)
+			return // reads stays positive: nothing schedules this socket again
+		}
+		if !s.acquire() {
+			continue // ended meanwhile: finish on the next pass
+		}
+		more := s.readAvailable(ctx, w)
+		s.release()
+		if more && s.srv.trySubmit(task{s: s, kind: taskRead}) {
+			return // budget spent: let other sockets have the worker
+		}
+		if !more && s.reads.CompareAndSwap(seen, 0) {
+			return
+		}
+	}
+}
+
+// readAvailable reads until EAGAIN, EOF or the per-turn budget, and reports
+// whether input may remain. Only the reader calls it, holding a reference.
+func (s *socket) readAvailable(ctx context.Context, w *worker) (more bool) {
+	w.in = inbound{}
+	if s.in != nil {
+		w.in, s.in = *s.in, nil
+	}
+	buf := w.in.buf
+	if buf == nil {
+		buf = getReadBuffer()
+	}
+	w.sink = sink{ctx: ctx, s: s}
+	defer func() { w.sink = sink{} }()
+	for range maxReadsPerTurn {
+		if len(buf) == cap(buf) {
+			buf = grow(buf, 2*cap(buf))
+		}
+		n, err := unix.Read(s.fd, buf[len(buf):cap(buf)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			s.keepInput(w, buf)
+			return false
+		}
+		if n <= 0 {
+			putReadBuffer(buf)
+			s.terminate(closeAbnormal, "connection lost")
+			return false
+		}
+		if s.lingering {
+			continue // a failed connection: the rest of its input means nothing
+		}
+		buf = buf[:len(buf)+n]
+		consumed, want, frames, perr := parseFrames(buf, &w.in, s.srv.o.MaxMessageBytes, &w.sink)
+		s.srv.m.framesIn.Add(float64(frames))
+		if perr != nil {
+			s.fail(perr)
+			buf = buf[:0]
+			continue
+		}
+		rest := copy(buf, buf[consumed:])
+		buf = buf[:rest]
+		if want > cap(buf) {
+			// Grow toward the frame's declared size as its bytes arrive,
+			// never ahead of them: a peer cannot make us allocate by lying.
+			buf = grow(buf, min(want, 2*cap(buf)))
+		}
+	}
+	s.keepInput(w, buf)
+	return true
+}
+
+// keepInput stores unfinished input on the socket, or returns the buffer to
+// the pool when there is none.
+func (s *socket) keepInput(w *worker, buf []byte) {
+	if len(buf) == 0 {
+		putReadBuffer(buf)
+		buf = nil
+	}
+	if buf == nil && w.in.fragOp == 0 {
+		w.in = inbound{}
+		return
+	}
+	w.in.buf = buf
+	in := new(inbound)
+	*in = w.in
+	s.in = in
+	w.in = inbound{}
+}
+
+// fail closes a connection that broke the protocol: a close frame with the
+// error's code, then FIN, and its remaining input is discarded (RFC 6455
+// §7.1.7, "Fail the WebSocket Connection").
+func (s *socket) fail(perr *protocolError) {
+	s.srv.m.badInput.WithLabelValues(perr.kind).Inc()
+	if s.srv.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.srv.log.LogAttrs(context.Background(), slog.LevelDebug, "protocol error",
+			slog.String("room", s.addr.String()), slog.String("socket", s.id.String()),
+			slog.Int("code", perr.code), slog.String("reason", perr.reason))
+	}
+	s.lingering = true
+	s.wmu.Lock()
+	s.closeLocked(perr.code, perr.reason, true)
+	s.wmu.Unlock()
+}
+
+// finish reports the ended socket to the Router, exactly once.
+func (s *socket) finish(w *worker) {
+	if s.in != nil {
+		putReadBuffer(s.in.buf)
+		s.in = nil
+	}
+	s.wmu.Lock()
+	code, reason := s.endCode, s.endReason
+	s.wmu.Unlock()
+	s.srv.router.Closed(s.addr, s, code, reason)
+	s.srv.socketFinished(code)
+}
+
+// sink delivers parsed frames for one read turn.
+type sink struct {
+	ctx context.Context
+	s   *socket
+}
+
+func (k *sink) message(op ws.OpCode, data []byte) {
+	s := k.s
+	if s.closing.Load() {
+		return // after a close frame, data is discarded (RFC 6455 §1.4)
+	}
+	err := s.srv.router.Message(k.ctx, s.addr, s, rooms.Frame{Op: rooms.Opcode(op), Data: data})
+	if err != nil {
+		code, reason := closeFor(err)
+		s.srv.log.LogAttrs(k.ctx, slog.LevelWarn, "message failed",
+			slog.String("room", s.addr.String()), slog.String("socket", s.id.String()),
+			slog.Int("code", code), slog.Any("err", err))
+		s.Close(code, reason)
+	}
+}
+
+func (k *sink) control(op ws.OpCode, payload []byte) {
+	s := k.s
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	switch op {
+	case ws.OpPing:
+		if s.wstate == wsOpen {
+			s.sendLocked(ws.OpPong, payload, true)
+		}
+	case ws.OpClose:
+		s.peerCloseLocked(payload)
+	}
+}

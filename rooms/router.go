@@ -1,0 +1,123 @@
+package rooms
+
+import (
+	"context"
+	"errors"
+	"strconv"
+)
+
+// Errors a Router returns; the gateway maps each one to an HTTP status or a
+// close code in one table.
+var (
+	ErrUnknownClass = errors.New("rooms: unknown class")
+	ErrRefused      = errors.New("rooms: connection refused by the room")
+	ErrFailed       = errors.New("rooms: room handler failed")
+)
+
+// Addr names one room: a registered class and a room name within it.
+type Addr struct {
+	Class string
+	Room  string
+}
+
+// String renders the address as "class/room", the form used in URLs and logs.
+func (a Addr) String() string { return a.Class + "/" + a.Room }
+
+// SocketID identifies one socket for as long as it is open. Ids are unique
+// within a node and, because each node starts its sequence at a random
+// point, practically unique across a cluster.
+type SocketID uint64
+
+// String renders the id as 16 hex digits, the form the REST API uses.
+func (id SocketID) String() string {
+	const digits = "0123456789abcdef"
+	var b [16]byte
+	for i := 15; i >= 0; i-- {
+		b[i] = digits[id&0xf]
+		id >>= 4
+	}
+	return string(b[:])
+}
+
+// ParseSocketID is the inverse of SocketID.String.
+func ParseSocketID(s string) (SocketID, error) {
+	if len(s) != 16 {
+		return 0, errors.New("rooms: socket id must be 16 hex digits")
+	}
+	v, err := strconv.ParseUint(s, 16, 64)
+	if err != nil {
+		return 0, errors.New("rooms: socket id must be 16 hex digits")
+	}
+	return SocketID(v), nil
+}
+
+// Opcode says whether a message is text or binary. The values are those of
+// RFC 6455 so the gateway converts without a table.
+type Opcode uint8
+
+// The two kinds of WebSocket message a room sees.
+const (
+	Text   Opcode = 1
+	Binary Opcode = 2
+)
+
+// Frame is one complete WebSocket message. Data borrowed from the gateway is
+// valid only until the call that received it returns.
+type Frame struct {
+	Op   Opcode
+	Data []byte
+}
+
+// User is who opened a socket: a token's sub and name, or in dev mode the
+// ?user= and ?name= query parameters.
+type User struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+// ConnectInfo is what the edge learned from the handshake. Query holds the
+// raw query string (without the token) so a class can read its own
+// parameters, such as chat's ?since=.
+type ConnectInfo struct {
+	User       User
+	Query      string
+	RemoteAddr string
+}
+
+// Socket is a room's handle on one client connection. Like centrifuge's
+// Transport it only writes and closes. All methods are safe to call from any
+// goroutine.
+type Socket interface {
+	// ID returns the socket's id.
+	ID() SocketID
+	// Send queues f for the client without blocking. f.Data may be reused as
+	// soon as Send returns. It returns ErrSlow when the socket's bounded
+	// queue overflowed (the socket is then closed with 1008) and ErrClosed
+	// once the socket is closing.
+	Send(f Frame) error
+	// Close starts the close handshake with code and a reason of at most
+	// 123 bytes. Later calls do nothing.
+	Close(code int, reason string)
+}
+
+// Errors a Socket's Send returns.
+var (
+	ErrSlow   = errors.New("rooms: socket queue is full (slow consumer)")
+	ErrClosed = errors.New("rooms: socket is closed")
+)
+
+// Router is all the gateway knows of rooms.
+type Router interface {
+	// HasClass reports whether class is registered; the gateway asks before
+	// the upgrade so an unknown class gets 404 instead of an open socket.
+	HasClass(class string) bool
+	// Connect introduces a freshly upgraded socket to room a. An error
+	// refuses it; the gateway closes the socket with the error's code.
+	Connect(ctx context.Context, a Addr, s Socket, info ConnectInfo) error
+	// Message delivers one complete client message. f.Data is valid until
+	// Message returns. An error closes the socket with the error's code.
+	Message(ctx context.Context, a Addr, s Socket, f Frame) error
+	// Closed reports that the socket is gone, with the close code that ended
+	// it (1006 when the connection dropped without a close frame).
+	Closed(a Addr, s Socket, code int, reason string)
+}
