@@ -27,32 +27,33 @@ func decodeHeader(b []byte) (h ws.Header, n int, err error) {
 	h.Rsv = (b[0] & 0x70) >> 4
 	h.OpCode = ws.OpCode(b[0] & 0x0f)
 	h.Masked = b[1]&0x80 != 0
+	l := b[1] & 0x7f
 	n = 2
-	switch l := b[1] & 0x7f; l {
+	switch l {
 	case 126:
-		if len(b) < n+2 {
-			return h, 0, errShortHeader
-		}
-		h.Length = int64(binary.BigEndian.Uint16(b[n:]))
 		n += 2
 	case 127:
-		if len(b) < n+8 {
-			return h, 0, errShortHeader
-		}
-		if b[n]&0x80 != 0 {
+		n += 8
+	}
+	if h.Masked {
+		n += 4
+	}
+	if len(b) < n {
+		return h, 0, errShortHeader
+	}
+	switch l {
+	case 126:
+		h.Length = int64(binary.BigEndian.Uint16(b[2:]))
+	case 127:
+		if b[2]&0x80 != 0 {
 			return h, 0, ws.ErrHeaderLengthMSB
 		}
-		h.Length = int64(binary.BigEndian.Uint64(b[n:]))
-		n += 8
+		h.Length = int64(binary.BigEndian.Uint64(b[2:]))
 	default:
 		h.Length = int64(l)
 	}
 	if h.Masked {
-		if len(b) < n+4 {
-			return h, 0, errShortHeader
-		}
-		copy(h.Mask[:], b[n:n+4])
-		n += 4
+		copy(h.Mask[:], b[n-4:n])
 	}
 	return h, n, nil
 }

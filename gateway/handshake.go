@@ -191,7 +191,7 @@ func (s *Server) admit(h *handshake) error {
 	if s.draining.Load() {
 		return errDraining
 	}
-	if !h.pathOK || !rooms.ValidClass(h.class) || !rooms.ValidRoom(h.room) {
+	if !h.pathOK || !validName(h.class, h.room) {
 		return errBadName
 	}
 	if len(s.origins) > 0 && h.origin != "" && !s.origins[strings.ToLower(h.origin)] {
@@ -286,7 +286,10 @@ func (s *Server) open(ctx context.Context, c net.Conn, h *handshake, early ...by
 		s.log.Warn("detach socket", "err", err)
 		return
 	}
-	sk := &socket{id: rooms.SocketID(s.nextID.Add(1)), fd: fd, srv: s, addr: rooms.Addr{Class: h.class, Room: h.room}}
+	// The names are substrings of the request target, token and all; copy
+	// them so an idle socket does not keep the whole target alive.
+	addr := rooms.Addr{Class: s.internClass(h.class), Room: strings.Clone(h.room)}
+	sk := &socket{id: rooms.SocketID(s.nextID.Add(1)), fd: fd, srv: s, addr: addr}
 	sk.reads.Store(1) // this goroutine holds the reader role until a worker takes it
 	if len(early) > 0 {
 		sk.in = &inbound{buf: append(getReadBuffer(), early...)}
@@ -389,3 +392,15 @@ func (q *connQueue) Close() error {
 }
 
 func (q *connQueue) Addr() net.Addr { return q.addr }
+
+func validName(class, room string) bool { return rooms.ValidClass(class) && rooms.ValidRoom(room) }
+
+// internClass returns one shared copy of a class name. Only registered
+// classes get this far, so the set stays as small as the registry.
+func (s *Server) internClass(class string) string {
+	if v, ok := s.classNames.Load(class); ok {
+		return v.(string)
+	}
+	v, _ := s.classNames.LoadOrStore(strings.Clone(class), strings.Clone(class))
+	return v.(string)
+}

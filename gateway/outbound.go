@@ -103,7 +103,17 @@ func writeFrame(fd int, hdr, payload []byte) (int, error) {
 		n += copy(b[n:], payload)
 		return unix.Write(fd, b[:n])
 	}
-	return unix.Writev(fd, [][]byte{hdr, payload})
+	var h [maxServerHeader]byte
+	return writevFrame(fd, h, copy(h[:], hdr), payload)
+}
+
+// writevFrame sends a large frame uncopied. It takes the header by value so
+// only its own copy escapes to the heap through writev's iovecs, and the
+// small-frame path above stays allocation-free.
+//
+//go:noinline
+func writevFrame(fd int, h [maxServerHeader]byte, hlen int, payload []byte) (int, error) {
+	return unix.Writev(fd, [][]byte{h[:hlen], payload})
 }
 
 // readBufferSize is the buffer a reader borrows for one turn; a socket keeps

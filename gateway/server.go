@@ -107,11 +107,12 @@ type Server struct {
 	pollers []*poller
 	tasks   chan task
 
-	nextID    atomic.Uint64
-	openCount atomic.Int64 // sockets opened and not yet reported Closed
-	pending   atomic.Int64 // connections in their handshake
-	draining  atomic.Bool
-	allDone   chan struct{} // closed by socketFinished when draining and open reaches zero
+	classNames sync.Map // class name → its one shared copy
+	nextID     atomic.Uint64
+	openCount  atomic.Int64 // sockets opened and not yet reported Closed
+	pending    atomic.Int64 // connections in their handshake
+	draining   atomic.Bool
+	allDone    chan struct{} // closed by socketFinished when draining and open reaches zero
 
 	httpConns *connQueue
 	hsMu      sync.Mutex

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/roomgate/roomgate/gateway"
+	"github.com/roomgate/roomgate/loadtest"
 	"github.com/roomgate/roomgate/rooms"
 	"github.com/roomgate/roomgate/web"
 )
@@ -36,10 +38,12 @@ func main() {
 	switch cmd {
 	case "serve":
 		err = serve(args)
+	case "loadtest":
+		err = runLoadtest(args)
 	case "version":
 		fmt.Println("roomgate", buildVersion())
 	default:
-		fmt.Fprintf(os.Stderr, "roomgate: unknown command %q\nusage: roomgate [serve|version] [flags]\n", cmd)
+		fmt.Fprintf(os.Stderr, "roomgate: unknown command %q\nusage: roomgate [serve|loadtest|version] [flags]\n", cmd)
 		os.Exit(2)
 	}
 	if err != nil {
@@ -101,6 +105,43 @@ func serve(args []string) error {
 		log.Info("roomgate listening", "addr", srv.Addr().String(), "version", buildVersion(), "classes", rt.Classes())
 	}()
 	return srv.Run(ctx)
+}
+
+func runLoadtest(args []string) error {
+	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
+	var o loadtest.Options
+	fs.StringVar(&o.Scenario, "scenario", "echo", "idle or echo")
+	fs.StringVar(&o.Target, "target", "http://127.0.0.1:8080", "base URL of the gateway to load")
+	fs.StringVar(&o.MetricsURL, "metrics", "", "the target's metrics URL (default: target + /metrics)")
+	fs.StringVar(&o.Class, "class", "echo", "room class to connect to")
+	fs.IntVar(&o.Sockets, "sockets", 1000, "sockets to open")
+	fs.IntVar(&o.Rooms, "rooms", 0, "rooms the sockets spread over (default: one per socket)")
+	fs.Float64Var(&o.Rate, "rate", 1000, "echo: messages per second, all sockets together")
+	fs.IntVar(&o.Size, "size", 32, "echo: payload bytes")
+	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "measured time")
+	fs.DurationVar(&o.Warmup, "warmup", 2*time.Second, "echo: sending before measuring")
+	fs.DurationVar(&o.Settle, "settle", 5*time.Second, "idle: wait before reading server memory")
+	fs.DurationVar(&o.Ramp, "ramp", 0, "spread connects over this long")
+	fs.IntVar(&o.ConnectConcurrency, "connect-concurrency", 64, "dials in flight")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if term, err := os.Stderr.Stat(); err == nil && term.Mode()&os.ModeCharDevice != 0 {
+		o.Progress = os.Stderr
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	r, err := loadtest.Run(ctx, o)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	return r.WriteText(os.Stdout)
 }
 
 // parseFlags applies flag > environment > default: a flag not given on the

@@ -1,0 +1,156 @@
+package loadtest
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
+)
+
+// runEcho sends o.Rate messages per second round-robin over conns, each
+// carrying its intended send time, and records the time from then until
+// the echo arrives. Messages due during Warmup are sent but not recorded.
+func runEcho(ctx context.Context, o *Options, r *Report, conns []*wsConn) error {
+	if len(conns) == 0 {
+		return fmt.Errorf("loadtest: no sockets open")
+	}
+	r.Rate = o.Rate
+	hist := newHistogram()
+	var histMu sync.Mutex
+	var sent, received, errs atomic.Int64
+	start := time.Now().Add(100 * time.Millisecond)
+	measureFrom := start.Add(o.Warmup)
+	end := measureFrom.Add(o.Duration)
+
+	var readers sync.WaitGroup
+	for _, c := range conns {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			local := newHistogram() // merged once, so readers never contend
+			defer func() {
+				histMu.Lock()
+				hist.Merge(local)
+				histMu.Unlock()
+			}()
+			for {
+				_, p, err := c.read()
+				if err != nil {
+					if time.Now().Before(end) {
+						errs.Add(1)
+					}
+					return
+				}
+				if len(p) < 8 {
+					errs.Add(1)
+					continue
+				}
+				intended := time.Unix(0, int64(binary.LittleEndian.Uint64(p)))
+				if intended.Before(measureFrom) {
+					continue
+				}
+				received.Add(1)
+				local.RecordValue(max(time.Since(intended).Microseconds(), 1))
+			}
+		}()
+	}
+
+	stopProgress := progress(o.Progress, func() string {
+		return fmt.Sprintf("echo: %d sockets, %d sent, %d received, %d errors", len(conns), sent.Load(), received.Load(), errs.Load())
+	})
+	lag := newHistogram()
+	interval := time.Duration(float64(time.Second) / o.Rate)
+	p, err := newPacer(min(max(interval, 50*time.Microsecond), time.Millisecond))
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		// One sender walks the schedule: each message has its intended time
+		// start + j·interval, and at every tick everything due is sent.
+		defer wg.Done()
+		payload := make([]byte, o.Size)
+		for j := 0; ; j++ {
+			intended := start.Add(time.Duration(j) * interval)
+			if !intended.Before(end) || ctx.Err() != nil {
+				return
+			}
+			for time.Now().Before(intended) {
+				if err := p.wait(); err != nil {
+					errs.Add(1)
+					return
+				}
+			}
+			c := conns[j%len(conns)]
+			binary.LittleEndian.PutUint64(payload, uint64(intended.UnixNano()))
+			if err := c.write(ws.OpBinary, payload); err != nil {
+				errs.Add(1)
+				continue
+			}
+			if !intended.Before(measureFrom) {
+				sent.Add(1)
+				lag.RecordValue(max(time.Since(intended).Microseconds(), 1))
+			}
+		}
+	}()
+	wg.Wait()
+	// Give the last echoes a moment, then end the readers by closing.
+	deadline := time.Now().Add(5 * time.Second)
+	for received.Load() < sent.Load() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	stopProgress()
+	for _, c := range conns {
+		c.c.SetReadDeadline(time.Now())
+	}
+	readers.Wait()
+	for _, c := range conns {
+		c.c.SetReadDeadline(time.Time{})
+	}
+
+	r.Sent, r.Received = sent.Load(), received.Load()
+	r.Lost = r.Sent - r.Received
+	r.Errors = errs.Load()
+	r.Achieved = float64(r.Received) / o.Duration.Seconds()
+	l, sl := summarize(hist), summarize(lag)
+	r.Latency, r.SendLag = &l, &sl
+	return nil
+}
+
+// pacer wakes a sender on a fixed period. Go's timers are no good for this:
+// when the process is otherwise idle the runtime waits for them in
+// epoll_wait, whose timeout is in milliseconds, so a 100 µs sleep can take a
+// whole millisecond, and that lag would be charged to the server. A timerfd
+// read through Go's netpoller wakes within microseconds of its deadline and
+// keeps the sender an ordinary goroutine.
+type pacer struct{ f *os.File }
+
+func newPacer(period time.Duration) (*pacer, error) {
+	fd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("loadtest: timerfd: %w", err)
+	}
+	ts := unix.NsecToTimespec(period.Nanoseconds())
+	if err := unix.TimerfdSettime(fd, 0, &unix.ItimerSpec{Interval: ts, Value: ts}, nil); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("loadtest: timerfd: %w", err)
+	}
+	return &pacer{f: os.NewFile(uintptr(fd), "pacer")}, nil
+}
+
+// wait blocks until the next period ends.
+func (p *pacer) wait() error {
+	var b [8]byte
+	_, err := p.f.Read(b[:])
+	return err
+}
+
+func (p *pacer) close() { p.f.Close() }

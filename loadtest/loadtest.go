@@ -1,0 +1,288 @@
+package loadtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// Options describe one run. A zero field means its default.
+type Options struct {
+	Scenario           string        // "idle" or "echo"; required
+	Target             string        // the target's base URL, e.g. http://127.0.0.1:8080; required
+	MetricsURL         string        // default Target + "/metrics"
+	Class              string        // room class to connect to; default "echo"
+	Sockets            int           // sockets to open; default 1000
+	Rooms              int           // rooms the sockets spread over; default one per socket
+	Rate               float64       // echo: messages per second, all sockets together; default 1000
+	Size               int           // echo: payload bytes, at least 8; default 32
+	Duration           time.Duration // measured time; default 10s
+	Warmup             time.Duration // echo: sending before measuring starts; default 2s
+	Settle             time.Duration // idle: wait after connecting before reading server memory; default 5s
+	Ramp               time.Duration // spread connects over this long; default as fast as ConnectConcurrency allows
+	ConnectConcurrency int           // dials in flight; default 64
+	DialTimeout        time.Duration // per dial, handshake included; default 10s
+	Progress           io.Writer     // a live status line, when set
+}
+
+func (o *Options) init() error {
+	switch o.Scenario {
+	case "idle", "echo":
+	default:
+		return fmt.Errorf("loadtest: unknown scenario %q (want idle or echo)", o.Scenario)
+	}
+	u, err := url.Parse(o.Target)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("loadtest: target %q is not an http(s) base URL", o.Target)
+	}
+	o.Target = strings.TrimRight(o.Target, "/")
+	if o.MetricsURL == "" {
+		o.MetricsURL = o.Target + "/metrics"
+	}
+	if o.Class == "" {
+		o.Class = "echo"
+	}
+	if o.Sockets == 0 {
+		o.Sockets = 1000
+	}
+	if o.Rooms == 0 {
+		o.Rooms = o.Sockets
+	}
+	if o.Rate == 0 {
+		o.Rate = 1000
+	}
+	if o.Size == 0 {
+		o.Size = 32
+	}
+	if o.Duration == 0 {
+		o.Duration = 10 * time.Second
+	}
+	if o.Warmup == 0 {
+		o.Warmup = 2 * time.Second
+	}
+	if o.Settle == 0 {
+		o.Settle = 5 * time.Second
+	}
+	if o.ConnectConcurrency == 0 {
+		o.ConnectConcurrency = 64
+	}
+	if o.DialTimeout == 0 {
+		o.DialTimeout = 10 * time.Second
+	}
+	switch {
+	case o.Sockets < 0 || o.Rooms < 0 || o.Rate < 0 || o.ConnectConcurrency < 0:
+		return errors.New("loadtest: negative option")
+	case o.Size < 8:
+		return errors.New("loadtest: Size must be at least 8 bytes, the send timestamp")
+	case o.Sockets > 19000:
+		return fmt.Errorf("loadtest: %d sockets exceed what one process may hold here (~19,000)", o.Sockets)
+	}
+	return nil
+}
+
+func (o *Options) wsURL(i int) string {
+	base := "ws" + strings.TrimPrefix(o.Target, "http")
+	return fmt.Sprintf("%s/ws/%s/lt-%d", base, o.Class, i%o.Rooms)
+}
+
+// Latency summarizes a histogram in milliseconds.
+type Latency struct {
+	Count int64   `json:"count"`
+	P50   float64 `json:"p50_ms"`
+	P90   float64 `json:"p90_ms"`
+	P99   float64 `json:"p99_ms"`
+	P999  float64 `json:"p99_9_ms"`
+	Max   float64 `json:"max_ms"`
+}
+
+func summarize(h *hdrhistogram.Histogram) Latency {
+	ms := func(us int64) float64 { return float64(us) / 1000 }
+	return Latency{
+		Count: h.TotalCount(),
+		P50:   ms(h.ValueAtQuantile(50)),
+		P90:   ms(h.ValueAtQuantile(90)),
+		P99:   ms(h.ValueAtQuantile(99)),
+		P999:  ms(h.ValueAtQuantile(99.9)),
+		Max:   ms(h.Max()),
+	}
+}
+
+// newHistogram records microseconds from 1 µs to 1 minute, 3 significant digits.
+func newHistogram() *hdrhistogram.Histogram { return hdrhistogram.New(1, 60_000_000, 3) }
+
+// Report is the outcome of a run.
+type Report struct {
+	Scenario       string      `json:"scenario"`
+	Target         string      `json:"target"`
+	Sockets        int         `json:"sockets"`
+	ConnectErrors  int64       `json:"connect_errors"`
+	ConnectSeconds float64     `json:"connect_seconds"`
+	ConnectRate    float64     `json:"connects_per_second"`
+	Connect        Latency     `json:"connect_latency"`
+	Rate           float64     `json:"rate_target,omitempty"`
+	Sent           int64       `json:"sent,omitempty"`
+	Received       int64       `json:"received,omitempty"`
+	Lost           int64       `json:"lost,omitempty"`
+	Errors         int64       `json:"errors"`
+	Achieved       float64     `json:"rate_achieved,omitempty"`
+	Latency        *Latency    `json:"latency,omitempty"`
+	SendLag        *Latency    `json:"send_lag,omitempty"` // how late the harness itself sent: latency includes it
+	Before         serverStats `json:"server_before"`
+	After          serverStats `json:"server_after"`
+	RSSPerSocket   float64     `json:"server_rss_bytes_per_socket"`
+	GoroutinesPer  float64     `json:"server_goroutines_per_socket"`
+}
+
+// Run executes o's scenario against its target and returns the report. It
+// fails fast, with a clear error, when the target is down or refuses the
+// first socket.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	if err := o.init(); err != nil {
+		return nil, err
+	}
+	before, err := scrape(ctx, o.MetricsURL)
+	if err != nil {
+		return nil, err
+	}
+	probe, err := dial(ctx, o.wsURL(0), o.DialTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("loadtest: target refused a socket: %w", err)
+	}
+	probe.close()
+
+	r := &Report{Scenario: o.Scenario, Target: o.Target, Before: before}
+	conns, err := connectAll(ctx, &o, r)
+	defer func() {
+		for _, c := range conns {
+			c.close()
+		}
+	}()
+	if err != nil {
+		return r, err
+	}
+	switch o.Scenario {
+	case "idle":
+		err = runIdle(ctx, &o, r)
+	case "echo":
+		err = runEcho(ctx, &o, r, conns)
+	}
+	if err != nil {
+		return r, err
+	}
+	if r.After, err = scrape(ctx, o.MetricsURL); err != nil {
+		return r, err
+	}
+	if r.Sockets > 0 {
+		r.RSSPerSocket = (r.After.RSSBytes - r.Before.RSSBytes) / float64(r.Sockets)
+		r.GoroutinesPer = (r.After.Goroutines - r.Before.Goroutines) / float64(r.Sockets)
+	}
+	return r, nil
+}
+
+// connectAll opens o.Sockets sockets, ConnectConcurrency at a time, paced
+// over o.Ramp when set. More than 1% failed dials abort the run.
+func connectAll(ctx context.Context, o *Options, r *Report) ([]*wsConn, error) {
+	conns := make([]*wsConn, o.Sockets)
+	hist := newHistogram()
+	var mu sync.Mutex
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	sem := make(chan struct{}, o.ConnectConcurrency)
+	var wg sync.WaitGroup
+	start := time.Now()
+	stopProgress := progress(o.Progress, func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return fmt.Sprintf("connecting: %d/%d open, %d failed", hist.TotalCount(), o.Sockets, failed.Load())
+	})
+	for i := range o.Sockets {
+		if o.Ramp > 0 {
+			if d := time.Until(start.Add(o.Ramp * time.Duration(i) / time.Duration(o.Sockets))); d > 0 {
+				time.Sleep(d)
+			}
+		}
+		if ctx.Err() != nil || failed.Load() > int64(o.Sockets/100) {
+			break
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			t := time.Now()
+			c, err := dial(ctx, o.wsURL(i), o.DialTimeout)
+			if err != nil {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err)
+				return
+			}
+			conns[i] = c
+			mu.Lock()
+			hist.RecordValue(time.Since(t).Microseconds())
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	stopProgress()
+	r.ConnectSeconds = time.Since(start).Seconds()
+	r.ConnectErrors = failed.Load()
+	r.Connect = summarize(hist)
+	open := conns[:0]
+	for _, c := range conns {
+		if c != nil {
+			open = append(open, c)
+		}
+	}
+	r.Sockets = len(open)
+	r.ConnectRate = float64(r.Sockets) / r.ConnectSeconds
+	if failed.Load() > int64(o.Sockets/100) {
+		return open, fmt.Errorf("loadtest: %d of %d dials failed, first: %v", failed.Load(), o.Sockets, firstErr.Load())
+	}
+	return open, ctx.Err()
+}
+
+// runIdle holds the sockets open for Settle, so the server's memory settles,
+// then for what is left of Duration.
+func runIdle(ctx context.Context, o *Options, r *Report) error {
+	t := time.NewTimer(max(o.Settle, o.Duration))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// progress prints line() every second until the returned stop is called.
+func progress(w io.Writer, line func() string) (stop func()) {
+	if w == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				fmt.Fprintf(w, "\r\033[K")
+				return
+			case <-tick.C:
+				fmt.Fprintf(w, "\r\033[K%s", line())
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
