@@ -1,0 +1,113 @@
+package loadtest
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+)
+
+// delayEcho is a test target: it answers every message after a fixed delay,
+// so the harness has a known latency to measure, and serves an empty
+// /metrics.
+func delayEcho(tb testing.TB, delay time.Duration) string {
+	tb.Helper()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("process_resident_memory_bytes 1e+06\ngo_goroutines 5\n"))
+	})
+	mux.HandleFunc("/ws/", func(w http.ResponseWriter, r *http.Request) {
+		conn, _, _, err := ws.UpgradeHTTP(r, w)
+		if err != nil {
+			return
+		}
+		go func() {
+			defer conn.Close()
+			for {
+				msg, op, err := wsutil.ReadClientData(conn)
+				if err != nil {
+					return
+				}
+				time.AfterFunc(delay, func() { wsutil.WriteServerMessage(conn, op, msg) })
+			}
+		}()
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	tb.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+func TestEchoMeasuresAKnownDelay(t *testing.T) {
+	const delay = 20 * time.Millisecond
+	target := delayEcho(t, delay)
+	r, err := Run(context.Background(), Options{
+		Scenario: "echo", Target: target, Sockets: 20, Rate: 500,
+		Warmup: 200 * time.Millisecond, Duration: 2 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Lost != 0 || r.Errors != 0 || r.Received < 900 {
+		t.Fatalf("sent %d, received %d, lost %d, errors %d", r.Sent, r.Received, r.Lost, r.Errors)
+	}
+	// Timers and scheduling only ever add to the delay, a little.
+	if p50 := r.Latency.P50; p50 < 20 || p50 > 25 {
+		t.Errorf("p50 = %.2f ms for a server that waits 20 ms", p50)
+	}
+}
+
+func TestIdleCountsSockets(t *testing.T) {
+	target := delayEcho(t, 0)
+	r, err := Run(context.Background(), Options{Scenario: "idle", Target: target, Sockets: 200, Settle: 100 * time.Millisecond, Duration: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Sockets != 200 || r.ConnectErrors != 0 {
+		t.Fatalf("opened %d sockets with %d errors, want 200 and 0", r.Sockets, r.ConnectErrors)
+	}
+}
+
+func TestStoppedTargetIsAClearError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := "http://" + ln.Addr().String()
+	ln.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Run(context.Background(), Options{Scenario: "echo", Target: target, Duration: time.Second})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "connection refused") {
+			t.Fatalf("got %v, want a connection-refused error", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run against a stopped target did not return")
+	}
+}
+
+func TestBadOptions(t *testing.T) {
+	for _, o := range []Options{
+		{Scenario: "nope", Target: "http://x"},
+		{Scenario: "echo", Target: "ws://x"},
+		{Scenario: "echo", Target: "http://x", Size: 4},
+		{Scenario: "idle", Target: "http://x", Sockets: 50000},
+	} {
+		if _, err := Run(context.Background(), o); err == nil {
+			t.Errorf("Run(%+v) accepted bad options", o)
+		}
+	}
+}
