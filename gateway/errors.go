@@ -11,6 +11,7 @@ import (
 var (
 	errBadName      = errors.New("gateway: class or room name is not valid")
 	errBadQuery     = errors.New("gateway: query string is not valid")
+	errBadHandshake = errors.New("gateway: not a valid WebSocket upgrade")
 	errOrigin       = errors.New("gateway: origin not allowed")
 	errDraining     = errors.New("gateway: node is draining")
 	errUnknownClass = rooms.ErrUnknownClass
@@ -29,9 +30,10 @@ var publicErrors = []struct {
 }{
 	{errBadName, "bad_name", http.StatusBadRequest, closePolicy, "bad_name"},
 	{errBadQuery, "bad_query", http.StatusBadRequest, closePolicy, "bad_query"},
+	{errBadHandshake, "bad_handshake", http.StatusBadRequest, closeProtocolError, "handshake"},
 	{errOrigin, "origin_refused", http.StatusForbidden, 4403, "origin"},
 	{errUnknownClass, "unknown_class", http.StatusNotFound, 4404, "unknown_class"},
-	{errDraining, "draining", http.StatusServiceUnavailable, 1012, ""},
+	{errDraining, "draining", http.StatusServiceUnavailable, closeDraining, ""},
 	{rooms.ErrRefused, "forbidden", http.StatusForbidden, 4403, ""},
 	{rooms.ErrFailed, "room_failed", http.StatusInternalServerError, closeInternal, ""},
 }

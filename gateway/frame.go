@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/binary"
 	"errors"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/gobwas/ws"
@@ -78,9 +79,14 @@ func appendHeader(dst []byte, op ws.OpCode, length int) []byte {
 // maxCloseReason is what fits a control frame after the 2-byte code (RFC 6455 §5.5).
 const maxCloseReason = ws.MaxControlFramePayloadSize - 2
 
-// closeBody is the payload of a close frame. A reason too long for a control
-// frame is cut at a rune boundary so the frame stays valid UTF-8.
+// closeBody is the payload of a close frame. A code that may not go on the
+// wire becomes 1011; a reason is made valid UTF-8 and cut at a rune
+// boundary to fit a control frame.
 func closeBody(code int, reason string) []byte {
+	if !validCloseCode(code) {
+		code = closeInternal
+	}
+	reason = strings.ToValidUTF8(reason, "")
 	if len(reason) > maxCloseReason {
 		reason = reason[:maxCloseReason]
 		for len(reason) > 0 && !utf8.ValidString(reason) {
@@ -95,7 +101,6 @@ func closeBody(code int, reason string) []byte {
 // Close codes the gateway sends (DESIGN §1).
 const (
 	closeNormal         = 1000
-	closeGoingAway      = 1001
 	closeProtocolError  = 1002
 	closeNoStatus       = 1005 // never sent: reported when the peer's close frame had no code
 	closeAbnormal       = 1006 // never sent: reported when the connection dropped
@@ -103,4 +108,17 @@ const (
 	closePolicy         = 1008
 	closeTooBig         = 1009
 	closeInternal       = 1011
+	closeDraining       = 1012 // "service restart" in IANA's registry: DESIGN §1's node draining, reconnect
 )
+
+// validCloseCode reports whether code may appear in a close frame: the codes
+// RFC 6455 and IANA define for the wire, and the 3000–4999 application range.
+// gobwas/ws's check predates 1012–1014, which drain and proxies use.
+func validCloseCode(code int) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
+		return true
+	default:
+		return code >= 3000 && code <= 4999
+	}
+}

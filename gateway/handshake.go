@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -12,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -56,6 +58,11 @@ func parseWSPath(target string) (class, room, query string, ok bool) {
 	return class, room, query, ok
 }
 
+// maxHandshakeBytes bounds a request's line and headers on both paths:
+// gobwas/ws reads a line as long as the client sends it, so without a bound
+// one slow client could grow the heap by megabytes before its deadline.
+const maxHandshakeBytes = 16 << 10
+
 // serveConn runs on its own goroutine from accept until the connection is
 // upgraded, refused or handed to net/http. Its deadline bounds a slow or
 // silent client; handshakes run side by side, so one never delays another.
@@ -99,58 +106,88 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 			return nil
 		},
 		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
-			if refusal = s.admit(&h); refusal != nil {
-				gate.refused = true
-				return nil, refusal
-			}
-			return nil, nil
+			refusal = s.admit(&h)
+			return nil, refusal
 		},
 	}
 	_, err = u.Upgrade(struct {
 		io.Reader
 		io.Writer
-	}{br, gate})
+	}{io.LimitReader(br, maxHandshakeBytes), gate})
 	br.Reset(nil)
 	peekReaders.Put(br)
 	switch {
-	case refusal != nil:
-		s.refuse(c, refusal)
-	case err != nil:
-		s.countHandshakeError(err)
-		c.Close()
-	default:
+	case err == nil:
 		c.SetDeadline(time.Time{})
 		s.open(ctx, c, &h)
+	case refusal != nil:
+		s.refuse(c, refusal)
+	case gate.status != 0:
+		// gobwas/ws found the request itself wrong. Admission still comes
+		// first, so the answer is the same as on the chi path.
+		if h.pathOK {
+			if refusal = s.admit(&h); refusal != nil {
+				s.refuse(c, refusal)
+				return
+			}
+		}
+		s.refuse(c, &handshakeError{status: gate.status, err: err})
+	default:
+		s.countHandshakeError(err) // it never finished its request: nobody to answer
+		c.Close()
 	}
 }
 
-// gateWriter passes the Upgrader's response through, unless admission refused
-// the socket: gobwas/ws can only answer a refusal in text/plain, so the
-// gateway swallows that and writes the contract's JSON error itself.
+// gateWriter lets the Upgrader's 101 through and swallows any other answer,
+// keeping its status: gobwas/ws writes refusals as text/plain, and the
+// gateway answers every refusal with the contract's JSON error instead.
 type gateWriter struct {
-	w       io.Writer
-	refused bool
+	w      io.Writer
+	status int
 }
 
 func (g *gateWriter) Write(p []byte) (int, error) {
-	if g.refused {
+	// The Upgrader flushes its whole response in one Write: "HTTP/1.1 NNN ...".
+	if len(p) >= 12 && string(p[9:12]) != "101" {
+		g.status, _ = strconv.Atoi(string(p[9:12]))
 		return len(p), nil
 	}
 	return g.w.Write(p)
 }
 
+// handshakeError is a request that is not a valid WebSocket upgrade; status
+// is what gobwas/ws chose (400, or 426 for an unsupported version).
+type handshakeError struct {
+	status int
+	err    error
+}
+
+func (e *handshakeError) Error() string {
+	return "gateway: not a valid WebSocket upgrade: " + e.err.Error()
+}
+func (e *handshakeError) Unwrap() error { return errBadHandshake }
+
 // refuse answers a refused handshake with its status and a JSON error, then
 // closes. The Upgrader read every header first, so no unread request bytes
 // turn the close into a reset that could eat the answer.
 func (s *Server) refuse(c net.Conn, err error) {
-	code, status, _, kind := publicError(err)
-	if kind != "" {
-		s.m.badInput.WithLabelValues(kind).Inc()
+	s.countRefusal(err)
+	_, status, _, _ := publicError(err)
+	var herr *handshakeError
+	if errors.As(err, &herr) {
+		status = herr.status
 	}
+	code, _, _, _ := publicError(err)
 	body := errorBody(code, err)
 	fmt.Fprintf(c, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
 		status, http.StatusText(status), len(body), body)
 	c.Close()
+}
+
+func (s *Server) countRefusal(err error) {
+	if _, _, _, kind := publicError(err); kind != "" {
+		s.m.badInput.WithLabelValues(kind).Inc()
+	}
 }
 
 // errorBody renders {"error":{"code":...,"message":...}}.
@@ -169,7 +206,12 @@ func errorBody(code string, err error) []byte {
 
 // WriteError writes err as the contract's JSON error with its status.
 func WriteError(w http.ResponseWriter, err error) {
-	code, status, _, _ := publicError(err)
+	_, status, _, _ := publicError(err)
+	writeErrorStatus(w, status, err)
+}
+
+func writeErrorStatus(w http.ResponseWriter, status int, err error) {
+	code, _, _, _ := publicError(err)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	w.Write(errorBody(code, err))
@@ -245,6 +287,11 @@ func randomHex(n int) string {
 // upgradeHTTP is chi's /ws/{class}/{room}: the same admission on an
 // http.Request, for upgrades that arrive on a connection net/http serves.
 func (s *Server) upgradeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !s.handshakeStarted(nil) {
+		WriteError(w, errDraining)
+		return
+	}
+	defer s.handshakeDone(nil)
 	h := handshake{
 		class:  chi.URLParam(r, "class"),
 		room:   chi.URLParam(r, "room"),
@@ -254,15 +301,18 @@ func (s *Server) upgradeHTTP(w http.ResponseWriter, r *http.Request) {
 		pathOK: true,
 	}
 	if err := s.admit(&h); err != nil {
-		if _, _, _, kind := publicError(err); kind != "" {
-			s.m.badInput.WithLabelValues(kind).Inc()
-		}
+		s.countRefusal(err)
 		WriteError(w, err)
 		return
 	}
-	c, rw, _, err := ws.UpgradeHTTP(r, w)
+	gw := &gateResponse{ResponseWriter: w}
+	c, rw, _, err := ws.UpgradeHTTP(r, gw)
 	if err != nil {
-		s.m.badInput.WithLabelValues("handshake").Inc()
+		if gw.conn == nil {
+			WriteError(w, err)
+			return
+		}
+		s.refuse(gw.conn, &handshakeError{status: cmp.Or(gw.gate.status, http.StatusBadRequest), err: err})
 		return
 	}
 	// A client that did not wait for the 101 may have frames in net/http's
@@ -275,6 +325,25 @@ func (s *Server) upgradeHTTP(w http.ResponseWriter, r *http.Request) {
 		c = pc.Conn // every peeked byte was consumed by the request
 	}
 	s.open(r.Context(), c, &h, early...)
+}
+
+// gateResponse puts a gateWriter on the chi path: ws.UpgradeHTTP hijacks
+// the connection first and writes its answer, 101 or text/plain refusal, to
+// the hijacked writer, which is the gate.
+type gateResponse struct {
+	http.ResponseWriter
+	conn net.Conn
+	gate *gateWriter
+}
+
+func (g *gateResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := http.NewResponseController(g.ResponseWriter).Hijack()
+	if err != nil {
+		return c, rw, err
+	}
+	g.conn, g.gate = c, &gateWriter{w: c}
+	rw.Writer = bufio.NewWriterSize(g.gate, 1024) // the response goes out in one Flush
+	return c, rw, nil
 }
 
 // open turns an upgraded connection into a socket: it takes the descriptor,
@@ -290,31 +359,37 @@ func (s *Server) open(ctx context.Context, c net.Conn, h *handshake, early ...by
 	// them so an idle socket does not keep the whole target alive.
 	addr := rooms.Addr{Class: s.internClass(h.class), Room: strings.Clone(h.room)}
 	sk := &socket{id: rooms.SocketID(s.nextID.Add(1)), fd: fd, srv: s, addr: addr}
-	sk.reads.Store(1) // this goroutine holds the reader role until a worker takes it
+	sk.reads.Store(1) // this goroutine holds the reader role until its read turn below
 	if len(early) > 0 {
 		sk.in = &inbound{buf: append(getReadBuffer(), early...)}
 	}
-	if perr := s.fds.put(fd, sk); perr != nil {
-		s.log.Warn("register socket", "err", perr)
+	if err := s.fds.put(fd, sk); err != nil {
+		s.log.Warn("register socket", "err", err)
 		unix.Close(fd)
 		return
 	}
 	s.socketOpened()
 	if err := s.router.Connect(ctx, sk.addr, sk, h.info); err != nil {
+		sk.refused = true // the room never accepted it, so it hears no Closed
+		s.countRefusal(err)
 		code, reason := closeFor(err)
-		if _, _, _, kind := publicError(err); kind != "" {
-			s.m.badInput.WithLabelValues(kind).Inc()
-		}
 		sk.Close(code, reason)
 	}
-	if perr := s.pollers[fd%len(s.pollers)].add(fd); perr != nil {
-		s.log.Warn("poll socket", "err", perr)
-		sk.terminate(closeInternal, "poll failed")
+	// Connect may have ended the socket (a failed write, its close timer);
+	// the reference keeps the number from being reused under the add.
+	if sk.acquire() {
+		if err := s.pollerOf(sk).add(fd); err != nil {
+			s.log.Warn("poll socket", "err", err)
+			sk.terminate(closeInternal, "poll failed")
+		}
+		sk.release()
 	}
 	if s.draining.Load() {
-		sk.Close(closeGoingAway, "going away") // drain may have swept the table before this socket joined it
+		// Drain gave up waiting for this handshake and swept without it.
+		sk.Close(closeDraining, "node draining, reconnect")
 	}
-	s.submit(task{s: sk, kind: taskRead})
+	// Read what arrived meanwhile; the turn hands the reader role on.
+	sk.readTurn(ctx, new(worker))
 }
 
 // detach takes the descriptor away from Go's network poller: a duplicate

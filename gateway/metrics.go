@@ -31,6 +31,7 @@ var badInputKinds = []string{
 	"protocol",          // RFC 6455 violation: closed with 1002
 	"utf8",              // invalid UTF-8 in a text message or close reason: 1007
 	"too_big",           // message over MaxMessageBytes: 1009
+	"incomplete",        // a message not finished within MessageTimeout: 1008
 	"slow_consumer",     // send queue overflowed: 1008
 }
 

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/binary"
 	"unicode/utf8"
 
 	"github.com/gobwas/ws"
@@ -111,18 +112,13 @@ func parseFrames(b []byte, in *inbound, limit int, sink frameSink) (consumed, wa
 // checkClose validates a close frame's payload: empty, or a code that may
 // appear on the wire followed by a UTF-8 reason (RFC 6455 §7.4).
 func checkClose(payload []byte) *protocolError {
-	if len(payload) == 0 {
+	switch {
+	case len(payload) == 0:
 		return nil
-	}
-	if len(payload) == 1 {
+	case len(payload) == 1, !validCloseCode(int(binary.BigEndian.Uint16(payload))):
 		return errBadClose
-	}
-	code, reason := ws.ParseCloseFrameDataUnsafe(payload)
-	switch err := ws.CheckCloseFrameData(code, reason); {
-	case err == ws.ErrProtocolInvalidUTF8:
+	case !utf8.Valid(payload[2:]):
 		return errBadCloseUTF8
-	case err != nil, code >= 5000: // gobwas/ws lets codes past the private range through
-		return errBadClose
 	}
 	return nil
 }

@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -37,10 +39,11 @@ type Options struct {
 	MaxQueueBytes        int                             // a socket's unsent bytes before it closes with 1008; default 1 MiB
 	HandshakeTimeout     time.Duration                   // to finish the HTTP upgrade; default 10s
 	CloseTimeout         time.Duration                   // to finish a close handshake before the TCP close; default 3s
+	MessageTimeout       time.Duration                   // to receive the rest of a message once its first byte came; default 30s
 	DrainTimeout         time.Duration                   // for sockets to close on shutdown; default 5s
 	MaxPendingHandshakes int                             // connections still in their handshake; more are dropped; default 8192
-	Workers              int                             // goroutines that read sockets; default 16 × GOMAXPROCS
-	Pollers              int                             // epoll instances; default one per 8 CPUs
+	Workers              int                             // goroutines that wait on epoll and serve ready sockets; default 16 × GOMAXPROCS
+	Pollers              int                             // epoll instances the workers share out; default one per 8 CPUs
 }
 
 func (o *Options) init() error {
@@ -71,6 +74,9 @@ func (o *Options) init() error {
 	if o.CloseTimeout == 0 {
 		o.CloseTimeout = 3 * time.Second
 	}
+	if o.MessageTimeout == 0 {
+		o.MessageTimeout = 30 * time.Second
+	}
 	if o.DrainTimeout == 0 {
 		o.DrainTimeout = 5 * time.Second
 	}
@@ -83,10 +89,11 @@ func (o *Options) init() error {
 	if o.Pollers == 0 {
 		o.Pollers = (runtime.GOMAXPROCS(0) + 7) / 8
 	}
+	o.Workers = max(o.Workers, o.Pollers) // every poller needs a worker
 	switch {
 	case o.MaxMessageBytes < 125:
 		return fmt.Errorf("gateway: MaxMessageBytes %d is below the 125 bytes of a control frame", o.MaxMessageBytes)
-	case o.MaxQueueBytes < 0, o.HandshakeTimeout < 0, o.CloseTimeout < 0, o.DrainTimeout < 0,
+	case o.MaxQueueBytes < 0, o.HandshakeTimeout < 0, o.CloseTimeout < 0, o.MessageTimeout < 0, o.DrainTimeout < 0,
 		o.MaxPendingHandshakes < 0, o.Workers < 0, o.Pollers < 0:
 		return errors.New("gateway: negative option")
 	}
@@ -105,19 +112,20 @@ type Server struct {
 
 	fds     *fdTable
 	pollers []*poller
-	tasks   chan task
 
 	classNames sync.Map // class name → its one shared copy
 	nextID     atomic.Uint64
 	openCount  atomic.Int64 // sockets opened and not yet reported Closed
 	pending    atomic.Int64 // connections in their handshake
 	draining   atomic.Bool
-	allDone    chan struct{} // closed by socketFinished when draining and open reaches zero
+	swept      atomic.Bool   // drain has asked every socket to close
+	allDone    chan struct{} // closed once swept and no socket is left
+	doneOnce   sync.Once
 
 	httpConns *connQueue
-	hsMu      sync.Mutex
+	hsMu      sync.Mutex            // guards hsConns and hsWait.Add against drain
 	hsConns   map[net.Conn]struct{} // connections in their handshake, closed on shutdown
-	hsWait    sync.WaitGroup
+	hsWait    sync.WaitGroup        // handshakes on either path, until their socket is open
 	ln        net.Listener
 	bound     chan struct{} // closed once ln is set
 }
@@ -141,7 +149,6 @@ func New(o Options) (*Server, error) {
 		log:     o.Logger,
 		m:       m,
 		fds:     fds,
-		tasks:   make(chan task, 4096),
 		hsConns: make(map[net.Conn]struct{}),
 		bound:   make(chan struct{}),
 		allDone: make(chan struct{}),
@@ -154,25 +161,30 @@ func New(o Options) (*Server, error) {
 	}
 	// Socket ids start at a random point so two nodes' ids practically never meet.
 	var seed [8]byte
-	copy(seed[:], randomHex(4))
-	s.nextID.Store(uint64(time.Now().UnixNano())<<20 ^ uint64(seed[0])<<56)
+	rand.Read(seed[:])
+	s.nextID.Store(binary.LittleEndian.Uint64(seed[:]))
 	return s, nil
 }
 
-// Addr returns the listening address once Run has bound it, waiting until then.
+// Addr returns the listening address once Run has bound it, waiting until
+// then; nil when Run failed to listen.
 func (s *Server) Addr() net.Addr {
 	<-s.bound
+	if s.ln == nil {
+		return nil
+	}
 	return s.ln.Addr()
 }
 
 // Run serves until ctx is cancelled, then drains: it stops accepting, closes
-// every socket with 1001, waits up to DrainTimeout for their close
+// every socket with 1012, waits up to DrainTimeout for their close
 // handshakes, and returns once every goroutine it started has exited.
 func (s *Server) Run(ctx context.Context) error {
 	ln := s.o.Listener
 	if ln == nil {
 		var err error
 		if ln, err = net.Listen("tcp", s.o.Addr); err != nil {
+			close(s.bound)
 			return fmt.Errorf("gateway: listen: %w", err)
 		}
 	}
@@ -193,6 +205,7 @@ func (s *Server) Run(ctx context.Context) error {
 	hs := &http.Server{
 		Handler:           s.routes(),
 		ReadHeaderTimeout: s.o.HandshakeTimeout,
+		MaxHeaderBytes:    maxHandshakeBytes,
 		IdleTimeout:       2 * time.Minute,
 		ConnState:         marks.connState,
 		ConnContext:       marks.connContext,
@@ -200,18 +213,14 @@ func (s *Server) Run(ctx context.Context) error {
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
 
-	// Workers outlive ctx: they must deliver the Closed reports that drain waits for.
-	stopWorkers := make(chan struct{})
-	var workers errgroup.Group
-	for range s.o.Workers {
-		workers.Go(func() error {
-			s.work(context.WithoutCancel(ctx), stopWorkers)
-			return nil
-		})
-	}
-	var pollers errgroup.Group
-	for _, p := range s.pollers {
-		pollers.Go(func() error { return p.run(s.ready) })
+	// Workers outlive ctx: they deliver the Closed reports drain waits for.
+	// Their own context ends only when drain gives up on the stragglers.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	var workers sync.WaitGroup
+	for i := range s.o.Workers {
+		p := s.pollers[i%len(s.pollers)]
+		workers.Go(func() { s.work(workCtx, p) })
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -224,18 +233,14 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	g.Go(func() error {
 		<-gctx.Done()
-		s.drain(hs, ln)
+		s.drain(hs, ln, cancelWork)
 		return nil
 	})
 	err := g.Wait()
-
+	s.hsWait.Wait() // drain closed their connections; none can open a socket after this
 	for _, p := range s.pollers {
 		p.stop()
 	}
-	if perr := pollers.Wait(); err == nil {
-		err = perr
-	}
-	close(stopWorkers)
 	workers.Wait()
 	return err
 }
@@ -264,39 +269,61 @@ func (s *Server) accept(ctx context.Context, ln net.Listener) error {
 			c.Close()
 			continue
 		}
-		s.hsMu.Lock()
-		s.hsConns[c] = struct{}{}
-		s.hsWait.Add(1)
-		s.hsMu.Unlock()
+		if !s.handshakeStarted(c) {
+			s.pending.Add(-1)
+			c.Close()
+			return nil
+		}
 		go s.serveConn(ctx, c)
 	}
 }
 
-func (s *Server) handshakeDone(c net.Conn) {
+// handshakeStarted registers a handshake with drain, or reports false when
+// drain has begun. c is nil for the chi path, whose connection net/http owns.
+func (s *Server) handshakeStarted(c net.Conn) bool {
 	s.hsMu.Lock()
-	delete(s.hsConns, c)
-	s.hsMu.Unlock()
-	s.pending.Add(-1)
+	defer s.hsMu.Unlock()
+	if s.draining.Load() {
+		return false
+	}
+	if c != nil {
+		s.hsConns[c] = struct{}{}
+	}
+	s.hsWait.Add(1)
+	return true
+}
+
+func (s *Server) handshakeDone(c net.Conn) {
+	if c != nil {
+		s.hsMu.Lock()
+		delete(s.hsConns, c)
+		s.hsMu.Unlock()
+		s.pending.Add(-1)
+	}
 	s.hsWait.Done()
 }
 
-// drain stops intake and closes every socket, giving clients DrainTimeout to
-// answer the close frame before the rest are cut.
-func (s *Server) drain(hs *http.Server, ln net.Listener) {
-	s.draining.Store(true)
-	ln.Close()
+// drain stops intake and closes every socket with 1012, giving clients
+// DrainTimeout to answer the close frame. Then it cuts the rest, cancels
+// room calls still running, and waits a last moment for their reports.
+func (s *Server) drain(hs *http.Server, ln net.Listener, cancelWork func()) {
 	deadline := time.Now().Add(s.o.DrainTimeout)
-	shutdownCtx, cancel := context.WithDeadline(context.Background(), deadline)
-	defer cancel()
-	go hs.Shutdown(shutdownCtx)
 	s.hsMu.Lock()
+	s.draining.Store(true)
 	for c := range s.hsConns {
 		c.Close()
 	}
 	s.hsMu.Unlock()
-	s.hsWait.Wait()
+	ln.Close()
+	shutdownCtx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	go hs.Shutdown(shutdownCtx)
+	if !waitUntil(&s.hsWait, deadline) {
+		s.log.Warn("drain: handshakes still running at the deadline")
+	}
 
-	s.fds.each(func(sk *socket) { sk.Close(closeGoingAway, "going away") })
+	s.swept.Store(true)
+	s.fds.each(func(sk *socket) { sk.Close(closeDraining, "node draining, reconnect") })
 	if s.openCount.Load() == 0 {
 		s.signalAllDone()
 	}
@@ -304,19 +331,30 @@ func (s *Server) drain(hs *http.Server, ln net.Listener) {
 	case <-s.allDone:
 	case <-time.After(time.Until(deadline)):
 		s.log.Warn("drain deadline passed; cutting remaining sockets", "sockets", s.openCount.Load())
-		s.fds.each(func(sk *socket) { sk.terminate(closeGoingAway, "going away") })
-		<-s.allDone
+		cancelWork()
+		s.fds.each(func(sk *socket) { sk.terminate(closeDraining, "node draining, reconnect") })
+		select {
+		case <-s.allDone:
+		case <-time.After(time.Second):
+			s.log.Error("drain: sockets not reported closed", "sockets", s.openCount.Load())
+		}
 	}
 	hs.Close()
 }
 
-func (s *Server) signalAllDone() {
+// waitUntil waits for wg until deadline and reports whether it finished.
+func waitUntil(wg *sync.WaitGroup, deadline time.Time) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
 	select {
-	case <-s.allDone:
-	default:
-		close(s.allDone)
+	case <-done:
+		return true
+	case <-time.After(time.Until(deadline)):
+		return false
 	}
 }
+
+func (s *Server) signalAllDone() { s.doneOnce.Do(func() { close(s.allDone) }) }
 
 func (s *Server) socketOpened() {
 	s.openCount.Add(1)
@@ -327,7 +365,7 @@ func (s *Server) socketOpened() {
 func (s *Server) socketFinished(code int) {
 	s.m.socketsOpen.Dec()
 	s.m.closed.WithLabelValues(codeLabel(code)).Inc()
-	if s.openCount.Add(-1) == 0 && s.draining.Load() {
+	if s.openCount.Add(-1) == 0 && s.swept.Load() {
 		s.signalAllDone()
 	}
 }
@@ -338,82 +376,68 @@ func (s *Server) closePollers() {
 	}
 }
 
-// A task is one unit of socket work for the pool.
-type task struct {
-	s    *socket
-	kind uint8
-}
+// A task asks a worker to take a socket's reader role: to read it, or to
+// report that it ended.
+type task struct{ s *socket }
 
-const (
-	taskRead uint8 = iota
-	taskFlush
-)
-
-// worker holds scratch state reused across tasks, so a read turn allocates
-// nothing when a socket's input ends on a frame boundary.
+// worker holds scratch state reused across sockets, so a read turn
+// allocates nothing when a socket's input ends on a frame boundary.
 type worker struct {
-	in   inbound
-	sink sink
+	in    inbound
+	sink  sink
+	tasks []task
 }
 
-func (s *Server) work(ctx context.Context, stop <-chan struct{}) {
+// work serves ready sockets of p until p is stopped.
+func (s *Server) work(ctx context.Context, p *poller) {
 	w := new(worker)
+	var events [eventsPerWait]unix.EpollEvent
 	for {
-		select {
-		case t := <-s.tasks:
-			switch t.kind {
-			case taskRead:
-				t.s.readTurn(ctx, w)
-			case taskFlush:
-				t.s.flushQueued.Store(false)
-				t.s.wmu.Lock()
-				t.s.flushLocked()
-				t.s.wmu.Unlock()
-			}
-		case <-stop:
+		n, err := p.wait(events[:])
+		if err != nil {
+			s.log.Error("epoll_wait", "err", err)
 			return
+		}
+		for _, ev := range events[:n] {
+			switch fd := int(ev.Fd); fd {
+			case p.wake:
+				return
+			case p.bell:
+				w.tasks = p.take(w.tasks)
+				for _, t := range w.tasks {
+					t.s.readTurn(ctx, w)
+				}
+				clear(w.tasks)
+			default:
+				s.ready(ctx, w, fd, ev.Events)
+			}
 		}
 	}
 }
 
-// ready turns a poller's readiness event into at most one read task and one
-// flush task per socket.
-func (s *Server) ready(fd int, events uint32) {
+// ready serves one socket's readiness on the worker the kernel woke.
+func (s *Server) ready(ctx context.Context, w *worker, fd int, events uint32) {
 	sk := s.fds.get(fd)
 	if sk == nil {
 		return
 	}
+	if events&unix.EPOLLOUT != 0 && sk.wantOut.Load() {
+		sk.wmu.Lock()
+		sk.flushLocked()
+		sk.wmu.Unlock()
+	}
 	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && sk.reads.Add(1) == 1 {
-		s.tasks <- task{s: sk, kind: taskRead}
-	}
-	if events&unix.EPOLLOUT != 0 && sk.wantOut.Load() && sk.flushQueued.CompareAndSwap(false, true) {
-		s.tasks <- task{s: sk, kind: taskFlush}
+		sk.readTurn(ctx, w)
 	}
 }
 
-// submit queues t, waiting for room when the queue is full. Only goroutines
-// the workers never wait on may call it: the pollers and handshakes.
-func (s *Server) submit(t task) { s.tasks <- t }
+func (s *Server) pollerOf(sk *socket) *poller { return s.pollers[sk.fd%len(s.pollers)] }
 
-// trySubmit queues t if there is room.
-func (s *Server) trySubmit(t task) bool {
-	select {
-	case s.tasks <- t:
-		return true
-	default:
-		return false
-	}
-}
-
-// kickReader makes sure a reader will look at sk. It may run on a room's
-// goroutine, which a worker may be waiting on, so it never blocks: when the
-// queue is full a short-lived goroutine waits instead.
+// kickReader makes sure a reader will look at sk. It never blocks: it may
+// run on a room's goroutine, which a worker may be waiting on.
 func (s *Server) kickReader(sk *socket) {
-	if sk.reads.Add(1) != 1 {
-		return
-	}
-	if !s.trySubmit(task{s: sk, kind: taskRead}) {
-		go s.submit(task{s: sk, kind: taskRead})
+	if sk.reads.Add(1) == 1 {
+		s.pollerOf(sk).push(task{sk})
 	}
 }
 

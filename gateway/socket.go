@@ -36,15 +36,16 @@ type socket struct {
 	srv  *Server
 	addr rooms.Addr
 
-	fdRefs      atomic.Int32 // in-flight syscalls, plus endedBit once the socket ended
-	reads       atomic.Int32 // readiness events since the reader last caught up
-	wantOut     atomic.Bool  // output is queued and waits for EPOLLOUT
-	flushQueued atomic.Bool  // a flush task is queued
-	closing     atomic.Bool  // a close frame was queued or the socket ended: deliver no more data
+	fdRefs  atomic.Int32 // in-flight syscalls, plus endedBit once the socket ended
+	reads   atomic.Int32 // readiness events since the reader last caught up
+	wantOut atomic.Bool  // output is queued and waits for EPOLLOUT
+	closing atomic.Bool  // a close frame was queued or the socket ended: deliver no more data
 
 	// Reader-owned.
-	in        *inbound // unfinished input; nil when idle
-	lingering bool     // the connection failed: discard input until EOF
+	in        *inbound    // unfinished input; nil when idle
+	stall     *time.Timer // runs while in is set: a message must finish within MessageTimeout
+	lingering bool        // the connection failed: discard input until EOF
+	refused   bool        // Connect failed: the room never had it, so it hears no Closed
 
 	wmu        sync.Mutex
 	out        *outbound // frames the kernel has not taken yet; nil when empty
@@ -71,6 +72,9 @@ func (s *socket) ID() rooms.SocketID { return s.id }
 
 // Send implements rooms.Socket.
 func (s *socket) Send(f rooms.Frame) error {
+	if f.Op != rooms.Text && f.Op != rooms.Binary {
+		return rooms.ErrOpcode // control frames belong to the gateway's own state machine
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.wstate != wsOpen {
@@ -303,10 +307,12 @@ func (s *socket) readTurn(ctx context.Context, w *worker) {
 		}
 		more := s.readAvailable(ctx, w)
 		s.release()
-		if more && s.srv.trySubmit(task{s: s, kind: taskRead}) {
-			return // budget spent: let other sockets have the worker
+		s.watchStall()
+		if more {
+			s.srv.pollerOf(s).push(task{s}) // budget spent: to the back of the line, reader role kept
+			return
 		}
-		if !more && s.reads.CompareAndSwap(seen, 0) {
+		if s.reads.CompareAndSwap(seen, 0) {
 			return
 		}
 	}
@@ -320,8 +326,8 @@ func (s *socket) readAvailable(ctx context.Context, w *worker) (more bool) {
 		w.in, s.in = *s.in, nil
 	}
 	buf := w.in.buf
-	if buf == nil {
-		buf = getReadBuffer()
+	if cap(buf) < readBufferSize {
+		buf = append(getReadBuffer(), buf...) // nil, or a small leftover kept exactly sized
 	}
 	w.sink = sink{ctx: ctx, s: s}
 	defer func() { w.sink = sink{} }()
@@ -365,12 +371,22 @@ func (s *socket) readAvailable(ctx context.Context, w *worker) (more bool) {
 	return true
 }
 
+// smallLeftover is the most unfinished input a socket keeps in an exactly
+// sized copy instead of holding a pooled buffer between reads.
+const smallLeftover = 512
+
 // keepInput stores unfinished input on the socket, or returns the buffer to
 // the pool when there is none.
 func (s *socket) keepInput(w *worker, buf []byte) {
-	if len(buf) == 0 {
+	switch {
+	case len(buf) == 0:
 		putReadBuffer(buf)
 		buf = nil
+	case len(buf) <= smallLeftover && cap(buf) == readBufferSize:
+		// A partial header or a small frame's start: keep its bytes, not 16 KiB.
+		small := append([]byte(nil), buf...)
+		putReadBuffer(buf)
+		buf = small
 	}
 	if buf == nil && w.in.fragOp == 0 {
 		w.in = inbound{}
@@ -399,16 +415,41 @@ func (s *socket) fail(perr *protocolError) {
 	s.wmu.Unlock()
 }
 
-// finish reports the ended socket to the Router, exactly once.
+// watchStall runs the MessageTimeout clock while the socket holds
+// unfinished input. Without it a client could start messages it never
+// finishes and pin their buffers for as long as it stays connected.
+func (s *socket) watchStall() {
+	switch {
+	case s.in != nil && s.stall == nil:
+		s.stall = time.AfterFunc(s.srv.o.MessageTimeout, s.stalled)
+	case s.in == nil && s.stall != nil:
+		s.stall.Stop()
+		s.stall = nil
+	}
+}
+
+func (s *socket) stalled() {
+	s.srv.m.badInput.WithLabelValues("incomplete").Inc()
+	s.Close(closePolicy, "message not completed in time")
+}
+
+// finish reports the ended socket to the Router, exactly once, unless the
+// room refused it.
 func (s *socket) finish(w *worker) {
 	if s.in != nil {
 		putReadBuffer(s.in.buf)
 		s.in = nil
 	}
+	if s.stall != nil {
+		s.stall.Stop()
+		s.stall = nil
+	}
 	s.wmu.Lock()
 	code, reason := s.endCode, s.endReason
 	s.wmu.Unlock()
-	s.srv.router.Closed(s.addr, s, code, reason)
+	if !s.refused {
+		s.srv.router.Closed(s.addr, s, code, reason)
+	}
 	s.srv.socketFinished(code)
 }
 

@@ -92,11 +92,12 @@ type Socket interface {
 	ID() SocketID
 	// Send queues f for the client without blocking. f.Data may be reused as
 	// soon as Send returns. It returns ErrSlow when the socket's bounded
-	// queue overflowed (the socket is then closed with 1008) and ErrClosed
-	// once the socket is closing.
+	// queue overflowed (the socket is then closed with 1008), ErrClosed once
+	// the socket is closing, and ErrOpcode unless f.Op is Text or Binary.
 	Send(f Frame) error
-	// Close starts the close handshake with code and a reason of at most
-	// 123 bytes. Later calls do nothing.
+	// Close starts the close handshake. A code that may not appear on the
+	// wire (0, 1005, 1006, 1015, past 4999) is sent as 1011; the reason is
+	// cut to the 123 bytes a control frame allows. Later calls do nothing.
 	Close(code int, reason string)
 }
 
@@ -104,6 +105,7 @@ type Socket interface {
 var (
 	ErrSlow   = errors.New("rooms: socket queue is full (slow consumer)")
 	ErrClosed = errors.New("rooms: socket is closed")
+	ErrOpcode = errors.New("rooms: a socket sends only Text and Binary frames")
 )
 
 // Router is all the gateway knows of rooms.
@@ -112,7 +114,8 @@ type Router interface {
 	// the upgrade so an unknown class gets 404 instead of an open socket.
 	HasClass(class string) bool
 	// Connect introduces a freshly upgraded socket to room a. An error
-	// refuses it; the gateway closes the socket with the error's code.
+	// refuses it: the gateway closes the socket with the error's code, and
+	// the Router hears no Closed for it.
 	Connect(ctx context.Context, a Addr, s Socket, info ConnectInfo) error
 	// Message delivers one complete client message. f.Data is valid until
 	// Message returns. An error closes the socket with the error's code.

@@ -3,6 +3,7 @@ package rooms
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 	"sort"
 )
 
@@ -71,7 +72,7 @@ func (r *Runtime) Message(ctx context.Context, a Addr, s Socket, f Frame) (err e
 	}
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("%w: %s: panic: %v", ErrFailed, a, p)
+			err = fmt.Errorf("%w: %s: panic: %v\n%s", ErrFailed, a, p, debug.Stack())
 		}
 	}()
 	if err := c.OnMessage(ctx, s, f); err != nil {

@@ -1,0 +1,30 @@
+// Package gateway is Roomgate's edge: it accepts connections, upgrades
+// WebSockets with gobwas/ws, reads and writes their frames, and serves the
+// HTTP routes around them (/healthz, /readyz, /metrics, and whatever
+// Options.Handler serves). It holds a rooms.Router and never parses a
+// room's messages.
+//
+// # Usage
+//
+//	srv, err := gateway.New(gateway.Options{Router: rt, Metrics: reg})
+//	if err != nil { ... }
+//	err = srv.Run(ctx) // serves until ctx ends, then drains
+//
+// # Design
+//
+// An upgraded socket's descriptor leaves Go's network poller (see detach)
+// and joins one of the gateway's edge-triggered epoll instances. Idle, a
+// socket is a small struct and a table slot: no goroutine, no buffer. A
+// bounded pool of workers waits in epoll_wait; the kernel wakes one when a
+// socket is ready, and that worker reads, parses and delivers the socket's
+// complete messages with a pooled buffer. Writes go straight to the kernel
+// and queue only what it refuses, in a per-socket queue bounded by
+// MaxQueueBytes. docs/gateway.md walks through it.
+//
+// # Concurrency
+//
+// New, Run and Addr may be called from any goroutine; Run once. The
+// rooms.Socket handed to the Router is safe for concurrent use. The Router's
+// methods are called from many goroutines, but for one socket never at once
+// and always in order: Connect, then each Message, then Closed.
+package gateway
