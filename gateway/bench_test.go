@@ -161,3 +161,5 @@ func (r captureRouter) Message(context.Context, rooms.Addr, rooms.Socket, rooms.
 	return nil
 }
 func (r captureRouter) Closed(rooms.Addr, rooms.Socket, int, string) {}
+
+var benchWorkers = 32

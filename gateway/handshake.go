@@ -389,8 +389,14 @@ func (s *Server) open(ctx context.Context, c net.Conn, h *handshake, early ...by
 		sk.Close(closeDraining, "node draining, reconnect")
 	}
 	// Read what arrived meanwhile; the turn hands the reader role on.
-	sk.readTurn(ctx, new(worker))
+	w := handshakeWorkers.Get().(*worker)
+	sk.readTurn(ctx, w)
+	handshakeWorkers.Put(w)
 }
+
+// handshakeWorkers lend scratch state to the first read turn, which runs on
+// the handshake goroutine.
+var handshakeWorkers = sync.Pool{New: func() any { return new(worker) }}
 
 // detach takes the descriptor away from Go's network poller: a duplicate
 // stays open for the gateway and the net.Conn is closed. An idle WebSocket

@@ -136,6 +136,26 @@ func putReadBuffer(b []byte) {
 	}
 }
 
+var (
+	smallBuffers = sync.Pool{New: func() any { return new([smallLeftover]byte) }}
+	inbounds     = sync.Pool{New: func() any { return new(inbound) }}
+)
+
+func getSmallBuffer() []byte { return smallBuffers.Get().(*[smallLeftover]byte)[:0] }
+
+func putSmallBuffer(b []byte) {
+	if cap(b) == smallLeftover {
+		smallBuffers.Put((*[smallLeftover]byte)(b[:smallLeftover]))
+	}
+}
+
+func getInbound() *inbound { return inbounds.Get().(*inbound) }
+
+func putInbound(in *inbound) {
+	*in = inbound{}
+	inbounds.Put(in)
+}
+
 // grow returns a buffer with b's contents and room for at least n bytes.
 func grow(b []byte, n int) []byte {
 	if n <= cap(b) {

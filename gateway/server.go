@@ -42,7 +42,7 @@ type Options struct {
 	MessageTimeout       time.Duration                   // to receive the rest of a message once its first byte came; default 30s
 	DrainTimeout         time.Duration                   // for sockets to close on shutdown; default 5s
 	MaxPendingHandshakes int                             // connections still in their handshake; more are dropped; default 8192
-	Workers              int                             // goroutines that wait on epoll and serve ready sockets; default 16 × GOMAXPROCS
+	Workers              int                             // goroutines that wait on epoll and serve ready sockets; default 2 × GOMAXPROCS
 	Pollers              int                             // epoll instances the workers share out; default one per 8 CPUs
 }
 
@@ -84,7 +84,7 @@ func (o *Options) init() error {
 		o.MaxPendingHandshakes = 8192
 	}
 	if o.Workers == 0 {
-		o.Workers = 16 * runtime.GOMAXPROCS(0)
+		o.Workers = 2 * runtime.GOMAXPROCS(0)
 	}
 	if o.Pollers == 0 {
 		o.Pollers = (runtime.GOMAXPROCS(0) + 7) / 8
@@ -225,6 +225,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.accept(gctx, ln) })
+	g.Go(func() error { s.janitor(gctx); return nil })
 	g.Go(func() error {
 		if err := hs.Serve(s.httpConns); !errors.Is(err, http.ErrServerClosed) {
 			return err
@@ -340,6 +341,29 @@ func (s *Server) drain(hs *http.Server, ln net.Listener, cancelWork func()) {
 		}
 	}
 	hs.Close()
+}
+
+// janitor closes sockets that began a message and did not finish it within
+// MessageTimeout. One sweep over the table every quarter timeout costs less
+// than a timer per unfinished message: clients that write a frame's header
+// and payload apart would otherwise arm one on nearly every message.
+func (s *Server) janitor(ctx context.Context) {
+	t := time.NewTicker(max(s.o.MessageTimeout/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			cutoff := now.Add(-s.o.MessageTimeout).UnixNano()
+			s.fds.each(func(sk *socket) {
+				if since := sk.partial.Load(); since != 0 && since < cutoff && sk.partial.CompareAndSwap(since, 0) {
+					s.m.badInput.WithLabelValues("incomplete").Inc()
+					sk.Close(closePolicy, "message not completed in time")
+				}
+			})
+		}
+	}
 }
 
 // waitUntil waits for wg until deadline and reports whether it finished.

@@ -40,12 +40,12 @@ type socket struct {
 	reads   atomic.Int32 // readiness events since the reader last caught up
 	wantOut atomic.Bool  // output is queued and waits for EPOLLOUT
 	closing atomic.Bool  // a close frame was queued or the socket ended: deliver no more data
+	partial atomic.Int64 // since when in has been set, Unix nanoseconds; 0 while idle. The janitor reads it
 
 	// Reader-owned.
-	in        *inbound    // unfinished input; nil when idle
-	stall     *time.Timer // runs while in is set: a message must finish within MessageTimeout
-	lingering bool        // the connection failed: discard input until EOF
-	refused   bool        // Connect failed: the room never had it, so it hears no Closed
+	in        *inbound // unfinished input; nil when idle
+	lingering bool     // the connection failed: discard input until EOF
+	refused   bool     // Connect failed: the room never had it, so it hears no Closed
 
 	wmu        sync.Mutex
 	out        *outbound // frames the kernel has not taken yet; nil when empty
@@ -307,7 +307,7 @@ func (s *socket) readTurn(ctx context.Context, w *worker) {
 		}
 		more := s.readAvailable(ctx, w)
 		s.release()
-		s.watchStall()
+		s.markPartial()
 		if more {
 			s.srv.pollerOf(s).push(task{s}) // budget spent: to the back of the line, reader role kept
 			return
@@ -323,11 +323,15 @@ func (s *socket) readTurn(ctx context.Context, w *worker) {
 func (s *socket) readAvailable(ctx context.Context, w *worker) (more bool) {
 	w.in = inbound{}
 	if s.in != nil {
-		w.in, s.in = *s.in, nil
+		w.in = *s.in
+		putInbound(s.in)
+		s.in = nil
 	}
 	buf := w.in.buf
 	if cap(buf) < readBufferSize {
-		buf = append(getReadBuffer(), buf...) // nil, or a small leftover kept exactly sized
+		small := buf // nil, or a small leftover
+		buf = append(getReadBuffer(), small...)
+		putSmallBuffer(small)
 	}
 	w.sink = sink{ctx: ctx, s: s}
 	defer func() { w.sink = sink{} }()
@@ -383,8 +387,11 @@ func (s *socket) keepInput(w *worker, buf []byte) {
 		putReadBuffer(buf)
 		buf = nil
 	case len(buf) <= smallLeftover && cap(buf) == readBufferSize:
-		// A partial header or a small frame's start: keep its bytes, not 16 KiB.
-		small := append([]byte(nil), buf...)
+		// A partial header or a small frame's start: keep its bytes, not
+		// 16 KiB. Clients that write a frame's header and payload apart
+		// (gobwas/ws's own wsutil does) take this path on many messages, so
+		// both pieces come from pools.
+		small := append(getSmallBuffer(), buf...)
 		putReadBuffer(buf)
 		buf = small
 	}
@@ -393,7 +400,7 @@ func (s *socket) keepInput(w *worker, buf []byte) {
 		return
 	}
 	w.in.buf = buf
-	in := new(inbound)
+	in := getInbound()
 	*in = w.in
 	s.in = in
 	w.in = inbound{}
@@ -415,22 +422,16 @@ func (s *socket) fail(perr *protocolError) {
 	s.wmu.Unlock()
 }
 
-// watchStall runs the MessageTimeout clock while the socket holds
-// unfinished input. Without it a client could start messages it never
+// markPartial tells the janitor since when the socket has held unfinished
+// input. Without that watch a client could start messages it never
 // finishes and pin their buffers for as long as it stays connected.
-func (s *socket) watchStall() {
-	switch {
-	case s.in != nil && s.stall == nil:
-		s.stall = time.AfterFunc(s.srv.o.MessageTimeout, s.stalled)
-	case s.in == nil && s.stall != nil:
-		s.stall.Stop()
-		s.stall = nil
+func (s *socket) markPartial() {
+	switch since := s.partial.Load(); {
+	case s.in != nil && since == 0:
+		s.partial.Store(time.Now().UnixNano())
+	case s.in == nil && since != 0:
+		s.partial.Store(0)
 	}
-}
-
-func (s *socket) stalled() {
-	s.srv.m.badInput.WithLabelValues("incomplete").Inc()
-	s.Close(closePolicy, "message not completed in time")
 }
 
 // finish reports the ended socket to the Router, exactly once, unless the
@@ -438,11 +439,8 @@ func (s *socket) stalled() {
 func (s *socket) finish(w *worker) {
 	if s.in != nil {
 		putReadBuffer(s.in.buf)
+		putInbound(s.in)
 		s.in = nil
-	}
-	if s.stall != nil {
-		s.stall.Stop()
-		s.stall = nil
 	}
 	s.wmu.Lock()
 	code, reason := s.endCode, s.endReason

@@ -95,7 +95,7 @@ func lat(r report) latency {
 
 func num(v float64) string {
 	switch {
-	case v == 0:
+	case v > -0.0005 && v < 0.0005:
 		return "0"
 	case v >= 100:
 		return fmt.Sprintf("%.0f", v)
