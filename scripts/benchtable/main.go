@@ -65,11 +65,18 @@ func main() {
 		us, usAll := median("roomgate "+scenario, f)
 		base, baseAll := median("baseline "+scenario, f)
 		ratio := "–"
+		better := 0.0 // how many times better roomgate is
 		switch {
 		case lowerBetter && us > 0:
-			ratio = fmt.Sprintf("%.1f× less", base/us)
+			better = base / us
 		case !lowerBetter && base > 0:
-			ratio = fmt.Sprintf("%.2f×", us/base)
+			better = us / base
+		}
+		if better > 0 {
+			ratio = fmt.Sprintf("%.2f× better", better)
+			if better < 1 {
+				ratio = fmt.Sprintf("%.2f× worse", 1/better)
+			}
 		}
 		fmt.Printf("| %s | %s %s | %s %s | %s | %s / %s |\n", name, num(us), unit, num(base), unit, ratio, list(usAll), list(baseAll))
 	}
