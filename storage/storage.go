@@ -1,0 +1,107 @@
+// Package storage holds the small interface the room runtime persists
+// through, and its errors. Implementations live in subpackages so the
+// runtime links only what it is given: storage/filestore (embedded, one
+// node) and, in cluster mode, a Redis store. storage/storagetest is the
+// conformance suite every implementation passes.
+//
+// A Store is safe for concurrent use. The runtime keeps at most one Commit
+// in flight per room, so a Store may apply one room's batches in the order
+// they arrive without further coordination.
+package storage
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors a Store returns.
+var (
+	ErrClosed = errors.New("storage: store is closed")
+	ErrFenced = errors.New("storage: fencing token is stale")
+)
+
+// Room names one room's storage.
+type Room struct {
+	Class string
+	Name  string
+}
+
+func (r Room) String() string { return r.Class + "/" + r.Name }
+
+// KV is one stored key and its value.
+type KV struct {
+	Key   string
+	Value []byte
+}
+
+// ListOptions select keys in byte order: those starting with Prefix, at or
+// after Start, before End (when set), at most Limit (0: all), last first
+// when Reverse.
+type ListOptions struct {
+	Prefix  string
+	Start   string
+	End     string
+	Limit   int
+	Reverse bool
+}
+
+// Batch is one commit: the writes of one or more events of a room, applied
+// all or nothing. DeleteAll goes first, then Deletes and Puts; a key is in
+// at most one of Puts and Deletes.
+type Batch struct {
+	DeleteAll bool
+	Puts      []KV
+	Deletes   []string
+	Alarm     *AlarmChange // nil: leave the alarm as it is
+	Token     uint64       // fencing token of the committing owner; 0 in embedded mode
+}
+
+// Empty reports whether b changes nothing.
+func (b *Batch) Empty() bool {
+	return !b.DeleteAll && len(b.Puts) == 0 && len(b.Deletes) == 0 && b.Alarm == nil
+}
+
+// AlarmChange sets the room's one alarm to At, or deletes it when At is zero.
+type AlarmChange struct {
+	At time.Time
+}
+
+// Stat is what the room index knows of a room.
+type Stat struct {
+	Room  Room
+	Keys  int
+	Bytes int64     // keys and values together
+	Alarm time.Time // zero: none
+}
+
+// Due is an alarm whose time has come.
+type Due struct {
+	Room Room
+	At   time.Time
+}
+
+// Store is a room's durable state: its keys, its alarm, and the index of
+// rooms that have either.
+type Store interface {
+	// Get returns the values of keys, nil where a key is absent.
+	Get(ctx context.Context, r Room, keys ...string) ([][]byte, error)
+	// List returns the keys o selects with their values.
+	List(ctx context.Context, r Room, o ListOptions) ([]KV, error)
+	// Commit applies b atomically and durably: when it returns nil, the
+	// batch survives a crash of the process and of the machine.
+	Commit(ctx context.Context, r Room, b *Batch) error
+	// Stat describes one room; ok is false when it has no keys and no alarm.
+	Stat(ctx context.Context, r Room) (s Stat, ok bool, err error)
+	// Rooms lists rooms with keys or an alarm, in (class, name) order,
+	// starting after the room named by after (zero: from the start).
+	Rooms(ctx context.Context, class, prefix string, after Room, limit int) ([]Stat, error)
+	// DueAlarms returns up to limit alarms due at or before now, earliest first.
+	DueAlarms(ctx context.Context, now time.Time, limit int) ([]Due, error)
+	// NextAlarm returns the earliest alarm of all rooms; ok is false when there is none.
+	NextAlarm(ctx context.Context) (at time.Time, ok bool, err error)
+	// Ping reports whether the store can serve.
+	Ping(ctx context.Context) error
+	// Close releases the store; later calls return ErrClosed.
+	Close() error
+}
