@@ -329,20 +329,18 @@ func TestSlowConsumerIsClosed(t *testing.T) {
 // failing is a class whose handler fails on demand.
 type failing struct{}
 
-func (failing) OnMessage(ctx context.Context, s rooms.Socket, f rooms.Frame) error {
+func (failing) OnMessage(ctx context.Context, r *rooms.Room, c *rooms.Conn, f rooms.Frame) error {
 	switch string(f.Data) {
 	case "error":
 		return errors.New("asked to fail")
 	case "panic":
 		panic("asked to panic")
 	}
-	return s.Send(f)
+	return c.Send(f)
 }
 
 func TestRoomFailureClosesOnlyItsSocket(t *testing.T) {
-	rt := rooms.New()
-	rt.Register("echo", rooms.Echo{})
-	rt.Register("failing", failing{})
+	rt := newRuntime(t, map[string]func() rooms.Handler{"failing": func() rooms.Handler { return failing{} }})
 	ts := startServer(t, Options{Router: rt})
 	bystander := dial(t, ts, "/ws/failing/r")
 	for _, trigger := range []string{"error", "panic"} {

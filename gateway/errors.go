@@ -36,6 +36,18 @@ var publicErrors = []struct {
 	{errDraining, "draining", http.StatusServiceUnavailable, closeDraining, ""},
 	{rooms.ErrRefused, "forbidden", http.StatusForbidden, 4403, ""},
 	{rooms.ErrFailed, "room_failed", http.StatusInternalServerError, closeInternal, ""},
+	{rooms.ErrOverloaded, "overloaded", http.StatusServiceUnavailable, closePolicy, ""},
+	{rooms.ErrDraining, "draining", http.StatusServiceUnavailable, closeDraining, ""},
+	{rooms.ErrRoomNotFound, "room_not_found", http.StatusNotFound, 4404, ""},
+	{rooms.ErrSocketNotFound, "socket_not_found", http.StatusNotFound, 4404, ""},
+	{rooms.ErrNoRequestHandler, "no_request_handler", http.StatusNotFound, closeInternal, ""},
+	{rooms.ErrBadRequest, "bad_request", http.StatusBadRequest, closePolicy, ""},
+	{rooms.ErrLimit, "limit_exceeded", http.StatusBadRequest, closeInternal, ""},
+	{errForbidden, "forbidden", http.StatusForbidden, 4403, ""},
+	{errNotFound, "not_found", http.StatusNotFound, 4404, ""},
+	{errMethod, "method_not_allowed", http.StatusMethodNotAllowed, closePolicy, ""},
+	{errBodyTooBig, "too_big", http.StatusRequestEntityTooLarge, closeTooBig, ""},
+	{errBadLimit, "bad_request", http.StatusBadRequest, closePolicy, ""},
 }
 
 // publicError finds err's row; an unknown error is "internal", 500, 1011.
@@ -48,8 +60,13 @@ func publicError(err error) (code string, status, closeCode int, kind string) {
 	return "internal", http.StatusInternalServerError, closeInternal, ""
 }
 
-// closeFor returns the close code and a short reason for err.
+// closeFor returns the close code and a short reason for err. A room may
+// choose its own with a rooms.CloseError.
 func closeFor(err error) (int, string) {
+	var ce *rooms.CloseError
+	if errors.As(err, &ce) {
+		return ce.Code, ce.Reason
+	}
 	code, _, closeCode, _ := publicError(err)
 	return closeCode, code
 }

@@ -17,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/roomgate/roomgate/rooms"
+	"github.com/roomgate/roomgate/rooms/builtin"
+	"github.com/roomgate/roomgate/storage/filestore"
 )
 
 // testServer is a real gateway on a loopback port, run until the test ends.
@@ -36,9 +38,8 @@ func startServer(tb testing.TB, o Options) *testServer {
 	}
 	o.Listener = ln
 	if o.Router == nil {
-		rt := rooms.New()
-		rt.Register("echo", rooms.Echo{})
-		o.Router = rt
+		rt := newRuntime(tb, nil)
+		o.Router, o.Admin, o.Ready = rt, rt, rt.Ready
 	}
 	if o.Metrics == nil {
 		o.Metrics = prometheus.NewRegistry()
@@ -58,6 +59,30 @@ func startServer(tb testing.TB, o Options) *testServer {
 	go func() { ts.done <- srv.Run(ctx) }()
 	tb.Cleanup(func() { ts.stop(tb) })
 	return ts
+}
+
+// newRuntime runs a real room runtime with the built-in classes, plus
+// extra, on a file store in a temporary directory, until the test ends.
+func newRuntime(tb testing.TB, extra map[string]func() rooms.Handler) *rooms.Runtime {
+	tb.Helper()
+	store, err := filestore.Open(tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { store.Close() })
+	rt, err := rooms.New(rooms.Options{Store: store, Metrics: prometheus.NewRegistry()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	builtin.Register(rt)
+	for name, f := range extra {
+		rt.Register(name, f)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { rt.Run(ctx); close(done) }()
+	tb.Cleanup(func() { cancel(); <-done })
+	return rt
 }
 
 // stop cancels Run and waits for it; calling it twice is fine.

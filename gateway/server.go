@@ -32,7 +32,8 @@ type Options struct {
 	Router               rooms.Router                    // required
 	Metrics              *prometheus.Registry            // required: collectors register here and /metrics serves it
 	Logger               *slog.Logger                    // default: discards
-	Handler              http.Handler                    // serves paths the gateway does not own (pages, REST); default 404
+	Admin                rooms.Admin                     // serves the REST API under /v1; default none
+	Handler              http.Handler                    // serves paths the gateway does not own (pages); default 404
 	Ready                func(ctx context.Context) error // extra readiness check for /readyz, e.g. storage; default none
 	AllowedOrigins       []string                        // browser Origins allowed to connect; default any
 	MaxMessageBytes      int                             // larger messages close with 1009; default 1 MiB
@@ -512,6 +513,9 @@ func (s *Server) routes() http.Handler {
 	r.Get("/readyz", s.readyz)
 	r.Handle("/metrics", promhttp.HandlerFor(s.o.Metrics, promhttp.HandlerOpts{Registry: s.o.Metrics}))
 	r.Get("/ws/{class}/{room}", s.upgradeHTTP)
+	if s.o.Admin != nil {
+		s.rest(r)
+	}
 	r.NotFound(s.o.Handler.ServeHTTP)
 	r.MethodNotAllowed(s.o.Handler.ServeHTTP)
 	return r

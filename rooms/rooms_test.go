@@ -1,8 +1,6 @@
 package rooms
 
 import (
-	"context"
-	"errors"
 	"strings"
 	"testing"
 )
@@ -67,46 +65,4 @@ func FuzzNames(f *testing.F) {
 			}
 		}
 	})
-}
-
-type panicky struct{}
-
-func (panicky) OnMessage(ctx context.Context, s Socket, f Frame) error {
-	if string(f.Data) == "panic" {
-		panic("boom")
-	}
-	return errors.New("plain failure")
-}
-
-func TestRuntimeFailuresAreErrFailed(t *testing.T) {
-	rt := New()
-	rt.Register("p", panicky{})
-	a := Addr{Class: "p", Room: "r"}
-	for _, msg := range []string{"panic", "error"} {
-		err := rt.Message(context.Background(), a, nil, Frame{Op: Text, Data: []byte(msg)})
-		if !errors.Is(err, ErrFailed) {
-			t.Errorf("%s: got %v, want ErrFailed", msg, err)
-		}
-	}
-	if err := rt.Message(context.Background(), Addr{Class: "nope"}, nil, Frame{}); !errors.Is(err, ErrUnknownClass) {
-		t.Errorf("unknown class: got %v", err)
-	}
-	if !rt.HasClass("p") || rt.HasClass("nope") {
-		t.Error("HasClass is wrong")
-	}
-}
-
-func TestRegisterPanicsOnProgrammerErrors(t *testing.T) {
-	for _, name := range []string{"Bad", "dup"} {
-		func() {
-			defer func() {
-				if recover() == nil {
-					t.Errorf("Register(%q) did not panic", name)
-				}
-			}()
-			rt := New()
-			rt.Register("dup", Echo{})
-			rt.Register(name, Echo{})
-		}()
-	}
 }

@@ -3,15 +3,25 @@ package rooms
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strconv"
+
+	"github.com/roomgate/roomgate/storage"
 )
 
 // Errors a Router returns; the gateway maps each one to an HTTP status or a
 // close code in one table.
 var (
-	ErrUnknownClass = errors.New("rooms: unknown class")
-	ErrRefused      = errors.New("rooms: connection refused by the room")
-	ErrFailed       = errors.New("rooms: room handler failed")
+	ErrUnknownClass     = errors.New("rooms: unknown class")
+	ErrRefused          = errors.New("rooms: connection refused by the room")
+	ErrFailed           = errors.New("rooms: room handler failed")
+	ErrOverloaded       = errors.New("rooms: room has too many queued events")
+	ErrDraining         = errors.New("rooms: node is draining")
+	ErrRoomNotFound     = errors.New("rooms: room not found")
+	ErrSocketNotFound   = errors.New("rooms: socket not found")
+	ErrNoRequestHandler = errors.New("rooms: class has no request handler")
+	ErrBadRequest       = errors.New("rooms: bad request")
+	ErrLimit            = errors.New("rooms: limit exceeded")
 )
 
 // Addr names one room: a registered class and a room name within it.
@@ -22,6 +32,8 @@ type Addr struct {
 
 // String renders the address as "class/room", the form used in URLs and logs.
 func (a Addr) String() string { return a.Class + "/" + a.Room }
+
+func (a Addr) storageRoom() storage.Room { return storage.Room{Class: a.Class, Name: a.Room} }
 
 // SocketID identifies one socket for as long as it is open. Ids are unique
 // within a node and, because each node starts its sequence at a random
@@ -107,6 +119,20 @@ var (
 	ErrClosed = errors.New("rooms: socket is closed")
 	ErrOpcode = errors.New("rooms: a socket sends only Text and Binary frames")
 )
+
+// Admin is what the REST API asks of rooms; Runtime implements it.
+type Admin interface {
+	Classes() []string
+	Rooms(ctx context.Context, class, prefix, cursor string, limit int) ([]RoomInfo, string, error)
+	Room(ctx context.Context, a Addr) (RoomInfo, error)
+	DeleteRoom(ctx context.Context, a Addr) error
+	Connections(ctx context.Context, a Addr) ([]ConnInfo, error)
+	Kick(ctx context.Context, a Addr, id SocketID) error
+	Broadcast(ctx context.Context, a Addr, tag string, f Frame) error
+	Request(ctx context.Context, a Addr, w http.ResponseWriter, r *http.Request) error
+	Storage(ctx context.Context, a Addr, prefix string, limit int) ([]KV, error)
+	Nodes(ctx context.Context) ([]NodeInfo, error)
+}
 
 // Router is all the gateway knows of rooms.
 type Router interface {

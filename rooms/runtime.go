@@ -2,84 +2,502 @@ package rooms
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"runtime/debug"
+	"hash/maphash"
+	"io"
+	"log/slog"
+	"net/http"
 	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/roomgate/roomgate/storage"
 )
 
-// Class is a room class. This first runtime calls it inline on the gateway
-// worker that read the message, which suits stateless classes such as echo;
-// stateful classes with storage, alarms and hibernation build on the same
-// Router seam.
-type Class interface {
-	// OnMessage handles one client message. f.Data is valid until it returns.
-	OnMessage(ctx context.Context, s Socket, f Frame) error
+// Alarm retries: 6 tries in all, the first retry 2 s after the failure,
+// doubling after each (DESIGN §1).
+const (
+	alarmTries   = 6
+	alarmBackoff = 2 * time.Second
+)
+
+// Options configure a Runtime. A zero field means its default.
+type Options struct {
+	Store           storage.Store         // required
+	Metrics         prometheus.Registerer // required
+	Logger          *slog.Logger          // default: discards
+	NodeID          string                // this node's id, in the admin API; default "local"
+	Address         string                // this node's host:port, in the admin API
+	IdleTimeout     time.Duration         // a room with no socket and no event leaves memory after this; default 10s
+	MaxQueuedEvents int                   // per room; past it a socket's message closes it with 1008; default 10000
+	CommitTimeout   time.Duration         // for one commit; default 10s
+	AlarmRetryBase  time.Duration         // first retry of a failed OnAlarm, doubling after; default 2s
 }
 
-// Runtime routes sockets to the classes registered with it. It implements
-// Router and is safe for concurrent use once Register calls are done.
+func (o *Options) init() error {
+	if o.Store == nil {
+		return errors.New("rooms: Options.Store is required")
+	}
+	if o.Metrics == nil {
+		return errors.New("rooms: Options.Metrics is required")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.NodeID == "" {
+		o.NodeID = "local"
+	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = 10 * time.Second
+	}
+	if o.MaxQueuedEvents == 0 {
+		o.MaxQueuedEvents = 10000
+	}
+	if o.CommitTimeout == 0 {
+		o.CommitTimeout = 10 * time.Second
+	}
+	if o.AlarmRetryBase == 0 {
+		o.AlarmRetryBase = alarmBackoff
+	}
+	if o.IdleTimeout < 0 || o.MaxQueuedEvents < 0 || o.CommitTimeout < 0 || o.AlarmRetryBase < 0 {
+		return errors.New("rooms: negative option")
+	}
+	return nil
+}
+
+// Runtime runs rooms: it routes each socket's events to its room's
+// instance, starting instances on demand, and serves the admin API. It
+// implements Router and Admin and is safe for concurrent use; Register
+// every class before the first socket arrives.
 type Runtime struct {
-	classes map[string]Class
+	o       Options
+	store   storage.Store
+	log     *slog.Logger
+	m       *metrics
+	classes map[string]*class
+	started time.Time
+
+	life   context.Context // instances run under it; Run's drain cancels it
+	stop   context.CancelFunc
+	wg     sync.WaitGroup // one per running instance
+	seed   maphash.Seed
+	shards [64]shard
+
+	alarmMu   sync.Mutex
+	alarmBusy map[storage.Room]bool // alarms handed to their room and not finished
+	alarmWake chan struct{}
 }
 
-// New returns a Runtime with no classes; call Register before serving.
-func New() *Runtime {
-	return &Runtime{classes: make(map[string]Class)}
+type shard struct {
+	mu       sync.Mutex
+	rooms    map[Addr]*instance
+	draining bool
 }
 
-// Register adds class c under name. It panics on an invalid or duplicate
-// name, which is a programmer error at start-up.
-func (r *Runtime) Register(name string, c Class) {
+// New builds a Runtime with no classes. It starts nothing: instances start
+// as events arrive, and Run fires alarms and drains.
+func New(o Options) (*Runtime, error) {
+	if err := o.init(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(o.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	rt := &Runtime{
+		o:         o,
+		store:     o.Store,
+		log:       o.Logger,
+		m:         m,
+		classes:   make(map[string]*class),
+		started:   time.Now(),
+		seed:      maphash.MakeSeed(),
+		alarmBusy: make(map[storage.Room]bool),
+		alarmWake: make(chan struct{}, 1),
+	}
+	rt.life, rt.stop = context.WithCancel(context.Background())
+	for i := range rt.shards {
+		rt.shards[i].rooms = make(map[Addr]*instance)
+	}
+	return rt, nil
+}
+
+// Register adds a class: newHandler makes the Handler of each room
+// instance. It panics on an invalid or duplicate name, a programmer error.
+func (rt *Runtime) Register(name string, newHandler func() Handler) {
 	if !ValidClass(name) {
 		panic(fmt.Sprintf("rooms: invalid class name %q", name))
 	}
-	if _, dup := r.classes[name]; dup {
+	if _, dup := rt.classes[name]; dup {
 		panic(fmt.Sprintf("rooms: class %q registered twice", name))
 	}
-	r.classes[name] = c
+	rt.classes[name] = &class{name: name, new: newHandler}
 }
 
 // Classes returns the registered class names in order.
-func (r *Runtime) Classes() []string {
-	names := make([]string, 0, len(r.classes))
-	for n := range r.classes {
+func (rt *Runtime) Classes() []string {
+	names := make([]string, 0, len(rt.classes))
+	for n := range rt.classes {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	return names
 }
 
-// HasClass implements Router.
-func (r *Runtime) HasClass(class string) bool {
-	_, ok := r.classes[class]
-	return ok
-}
-
-// Connect implements Router.
-func (r *Runtime) Connect(ctx context.Context, a Addr, s Socket, info ConnectInfo) error {
-	if !r.HasClass(a.Class) {
-		return ErrUnknownClass
+// Run fires alarms until ctx ends, then drains: every instance runs what it
+// has queued and commits its writes, and Run returns when all have stopped.
+// Stop the gateway first, so the sockets' last events are already queued.
+func (rt *Runtime) Run(ctx context.Context) error {
+	rt.fireAlarms(ctx)
+	for i := range rt.shards {
+		sh := &rt.shards[i]
+		sh.mu.Lock()
+		sh.draining = true
+		sh.mu.Unlock()
 	}
+	rt.stop()
+	rt.wg.Wait()
 	return nil
 }
 
-// Message implements Router. A class error or panic fails the message with
-// ErrFailed, which closes that socket with 1011 and leaves the node running.
-func (r *Runtime) Message(ctx context.Context, a Addr, s Socket, f Frame) (err error) {
-	c, ok := r.classes[a.Class]
-	if !ok {
+func (rt *Runtime) shard(a Addr) *shard {
+	var h maphash.Hash
+	h.SetSeed(rt.seed)
+	h.WriteString(a.Class)
+	h.WriteByte(0)
+	h.WriteString(a.Room)
+	return &rt.shards[h.Sum64()%uint64(len(rt.shards))]
+}
+
+// send queues ev for room a, starting its instance if needed.
+func (rt *Runtime) send(a Addr, ev event, bounded bool) error {
+	cls := rt.classes[a.Class]
+	if cls == nil {
 		return ErrUnknownClass
 	}
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("%w: %s: panic: %v\n%s", ErrFailed, a, p, debug.Stack())
+	sh := rt.shard(a)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	in := sh.rooms[a]
+	if in == nil {
+		if sh.draining {
+			return ErrDraining
 		}
-	}()
-	if err := c.OnMessage(ctx, s, f); err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrFailed, a, err)
+		in = newInstance(rt, a, cls)
+		sh.rooms[a] = in
+		rt.wg.Add(1)
+		go in.run(rt.life)
 	}
-	return nil
+	err := in.push(ev, bounded)
+	if errors.Is(err, ErrOverloaded) {
+		rt.m.overloaded.Inc()
+	}
+	return err
+}
+
+// ask sends ev and waits for its answer.
+func (rt *Runtime) ask(ctx context.Context, a Addr, ev event) error {
+	ev.reply = make(chan error, 1)
+	if err := rt.send(a, ev, false); err != nil {
+		return err
+	}
+	select {
+	case err := <-ev.reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (rt *Runtime) active(a Addr) *instance {
+	sh := rt.shard(a)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.rooms[a]
+}
+
+func (rt *Runtime) commit(ctx context.Context, r storage.Room, b *storage.Batch) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rt.o.CommitTimeout)
+	defer cancel()
+	start := time.Now()
+	err := rt.store.Commit(ctx, r, b)
+	rt.m.commitSeconds.Observe(time.Since(start).Seconds())
+	if err != nil {
+		rt.m.failures.WithLabelValues("commit").Inc()
+	}
+	return err
+}
+
+// HasClass implements Router.
+func (rt *Runtime) HasClass(class string) bool { return rt.classes[class] != nil }
+
+// Connect implements Router: the room's OnConnect accepts or refuses s.
+func (rt *Runtime) Connect(ctx context.Context, a Addr, s Socket, info ConnectInfo) error {
+	return rt.ask(ctx, a, event{kind: evConnect, sock: s, info: info})
+}
+
+// Message implements Router. It queues a copy of f and returns without
+// waiting for the room; a room with too many queued events refuses it with
+// ErrOverloaded.
+func (rt *Runtime) Message(ctx context.Context, a Addr, s Socket, f Frame) error {
+	f.Data = append([]byte(nil), f.Data...)
+	return rt.send(a, event{kind: evMessage, id: s.ID(), frame: f}, true)
 }
 
 // Closed implements Router.
-func (r *Runtime) Closed(a Addr, s Socket, code int, reason string) {}
+func (rt *Runtime) Closed(a Addr, s Socket, code int, reason string) {
+	if err := rt.send(a, event{kind: evClose, id: s.ID(), code: code, reason: reason}, false); err != nil {
+		rt.log.Warn("socket close not delivered", "room", a.String(), "err", err)
+	}
+}
+
+// fireAlarms hands due alarms to their rooms until ctx ends. It sleeps
+// until the earliest alarm, or a second, or until a commit changes an alarm.
+func (rt *Runtime) fireAlarms(ctx context.Context) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-rt.alarmWake:
+		}
+		wait := time.Second
+		due, err := rt.store.DueAlarms(ctx, time.Now(), 256)
+		if err != nil && ctx.Err() == nil {
+			rt.log.Warn("read due alarms", "err", err)
+		}
+		for _, d := range due {
+			rt.alarmMu.Lock()
+			busy := rt.alarmBusy[d.Room]
+			rt.alarmBusy[d.Room] = true
+			rt.alarmMu.Unlock()
+			if busy {
+				continue
+			}
+			a := Addr{Class: d.Room.Class, Room: d.Room.Name}
+			if err := rt.send(a, event{kind: evAlarm, alarm: AlarmInfo{Scheduled: d.At}}, false); err != nil {
+				rt.log.Warn("alarm not delivered", "room", a.String(), "err", err)
+				if errors.Is(err, ErrUnknownClass) {
+					continue // stays busy: no code can ever run it
+				}
+				rt.alarmFinished(d.Room)
+			}
+		}
+		if next, ok, err := rt.store.NextAlarm(ctx); err == nil && ok {
+			wait = min(wait, max(time.Until(next), time.Millisecond))
+		}
+		t.Reset(wait)
+	}
+}
+
+func (rt *Runtime) alarmFinished(r storage.Room) {
+	rt.alarmMu.Lock()
+	delete(rt.alarmBusy, r)
+	rt.alarmMu.Unlock()
+	rt.alarmChanged()
+}
+
+func (rt *Runtime) alarmChanged() {
+	select {
+	case rt.alarmWake <- struct{}{}:
+	default:
+	}
+}
+
+// Admin API.
+
+// RoomInfo describes a room for the admin API.
+type RoomInfo struct {
+	Class        string     `json:"class"`
+	Room         string     `json:"room"`
+	State        string     `json:"state"` // active (in memory) or stored (only in storage)
+	Owner        string     `json:"owner"`
+	Connections  int        `json:"connections"`
+	StorageKeys  int        `json:"storage_keys"`
+	StorageBytes int64      `json:"storage_bytes"`
+	Alarm        *time.Time `json:"alarm"`
+}
+
+// ConnInfo describes a socket for the admin API.
+type ConnInfo struct {
+	ID          string    `json:"id"`
+	User        User      `json:"user"`
+	Tags        []string  `json:"tags"`
+	Edge        string    `json:"edge"`
+	ConnectedAt time.Time `json:"connected_at"`
+}
+
+// NodeInfo describes a node for the admin API.
+type NodeInfo struct {
+	ID          string    `json:"id"`
+	Address     string    `json:"address"`
+	Sockets     int       `json:"sockets"`
+	ActiveRooms int       `json:"active_rooms"`
+	StartedAt   time.Time `json:"started_at"`
+}
+
+func (rt *Runtime) info(a Addr, st storage.Stat, stored bool, in *instance) RoomInfo {
+	ri := RoomInfo{Class: a.Class, Room: a.Room, State: "stored", Owner: rt.o.NodeID}
+	if stored {
+		ri.StorageKeys, ri.StorageBytes = st.Keys, st.Bytes
+		if !st.Alarm.IsZero() {
+			at := st.Alarm.UTC()
+			ri.Alarm = &at
+		}
+	}
+	if in != nil {
+		ri.State = "active"
+		ri.Connections = int(in.nconns.Load())
+	}
+	return ri
+}
+
+// Room describes one room; ErrRoomNotFound when it has neither storage nor
+// an instance.
+func (rt *Runtime) Room(ctx context.Context, a Addr) (RoomInfo, error) {
+	if !rt.HasClass(a.Class) {
+		return RoomInfo{}, ErrUnknownClass
+	}
+	st, stored, err := rt.store.Stat(ctx, storage.Room{Class: a.Class, Name: a.Room})
+	if err != nil {
+		return RoomInfo{}, fmt.Errorf("rooms: stat %s: %w", a, err)
+	}
+	in := rt.active(a)
+	if !stored && in == nil {
+		return RoomInfo{}, ErrRoomNotFound
+	}
+	return rt.info(a, st, stored, in), nil
+}
+
+// Rooms lists rooms that have storage or an instance, in (class, room)
+// order, after the room named by cursor ("class/room"), at most limit. The
+// second result is the cursor of the next page, empty on the last.
+func (rt *Runtime) Rooms(ctx context.Context, class, prefix, cursor string, limit int) ([]RoomInfo, string, error) {
+	var after Addr
+	if cursor != "" {
+		c, r, ok := strings.Cut(cursor, "/")
+		if !ok || !ValidClass(c) || !ValidRoom(r) {
+			return nil, "", fmt.Errorf("%w: cursor %q", ErrBadRequest, cursor)
+		}
+		after = Addr{Class: c, Room: r}
+	}
+	less := func(x, y Addr) bool { return x.Class < y.Class || x.Class == y.Class && x.Room < y.Room }
+	stored, err := rt.store.Rooms(ctx, class, prefix, storage.Room{Class: after.Class, Name: after.Room}, limit+1)
+	if err != nil {
+		return nil, "", fmt.Errorf("rooms: list: %w", err)
+	}
+	byAddr := map[Addr]storage.Stat{}
+	var addrs []Addr
+	for _, st := range stored {
+		a := Addr{Class: st.Room.Class, Room: st.Room.Name}
+		byAddr[a] = st
+		addrs = append(addrs, a)
+	}
+	live := map[Addr]*instance{}
+	for i := range rt.shards {
+		sh := &rt.shards[i]
+		sh.mu.Lock()
+		for a, in := range sh.rooms {
+			if (class == "" || a.Class == class) && strings.HasPrefix(a.Room, prefix) && (cursor == "" || less(after, a)) {
+				live[a] = in
+				if _, ok := byAddr[a]; !ok {
+					addrs = append(addrs, a)
+				}
+			}
+		}
+		sh.mu.Unlock()
+	}
+	sort.Slice(addrs, func(i, j int) bool { return less(addrs[i], addrs[j]) })
+	next := ""
+	if len(addrs) > limit {
+		addrs = addrs[:limit]
+		next = addrs[limit-1].String()
+	}
+	out := make([]RoomInfo, 0, len(addrs))
+	for _, a := range addrs {
+		st, ok := byAddr[a]
+		out = append(out, rt.info(a, st, ok, live[a]))
+	}
+	return out, next, nil
+}
+
+// DeleteRoom closes the room's sockets with 4404 and deletes its storage
+// and alarm. Deleting a room that does not exist is not an error.
+func (rt *Runtime) DeleteRoom(ctx context.Context, a Addr) error {
+	return rt.ask(ctx, a, event{kind: evDelete})
+}
+
+// Connections lists the room's sockets.
+func (rt *Runtime) Connections(ctx context.Context, a Addr) ([]ConnInfo, error) {
+	if rt.active(a) == nil {
+		if _, err := rt.Room(ctx, a); err != nil {
+			return nil, err
+		}
+		return []ConnInfo{}, nil
+	}
+	var out []ConnInfo
+	err := rt.ask(ctx, a, event{kind: evInspect, inspect: func(in *instance) {
+		out = make([]ConnInfo, 0, len(in.list))
+		for _, c := range in.list {
+			out = append(out, ConnInfo{ID: c.id.String(), User: c.user, Tags: append([]string{}, c.tags...),
+				Edge: c.edge, ConnectedAt: c.connectedAt.UTC()})
+		}
+	}})
+	sort.Slice(out, func(i, j int) bool { return out[i].ConnectedAt.Before(out[j].ConnectedAt) })
+	return out, err
+}
+
+// Kick closes one socket with 4403 "kicked".
+func (rt *Runtime) Kick(ctx context.Context, a Addr, id SocketID) error {
+	if rt.active(a) == nil {
+		return ErrSocketNotFound
+	}
+	return rt.ask(ctx, a, event{kind: evKick, id: id})
+}
+
+// Broadcast sends f to every socket of the room, or those tagged tag, in
+// order with the room's own sends.
+func (rt *Runtime) Broadcast(ctx context.Context, a Addr, tag string, f Frame) error {
+	return rt.ask(ctx, a, event{kind: evBroadcast, tag: tag, frame: f})
+}
+
+// Request hands req to the room's OnRequest and writes its response to w.
+func (rt *Runtime) Request(ctx context.Context, a Addr, w http.ResponseWriter, req *http.Request) error {
+	return rt.ask(ctx, a, event{kind: evRequest, w: w, req: req})
+}
+
+// Storage reads the room's committed keys.
+func (rt *Runtime) Storage(ctx context.Context, a Addr, prefix string, limit int) ([]KV, error) {
+	if !rt.HasClass(a.Class) {
+		return nil, ErrUnknownClass
+	}
+	kvs, err := rt.store.List(ctx, storage.Room{Class: a.Class, Name: a.Room}, storage.ListOptions{Prefix: prefix, Limit: limit})
+	if err != nil {
+		return nil, fmt.Errorf("rooms: storage of %s: %w", a, err)
+	}
+	return kvs, nil
+}
+
+// Nodes lists the nodes of the cluster; in embedded mode, this one.
+func (rt *Runtime) Nodes(ctx context.Context) ([]NodeInfo, error) {
+	n := NodeInfo{ID: rt.o.NodeID, Address: rt.o.Address, StartedAt: rt.started.UTC()}
+	for i := range rt.shards {
+		sh := &rt.shards[i]
+		sh.mu.Lock()
+		n.ActiveRooms += len(sh.rooms)
+		for _, in := range sh.rooms {
+			n.Sockets += int(in.nconns.Load())
+		}
+		sh.mu.Unlock()
+	}
+	return []NodeInfo{n}, nil
+}
+
+// Ready reports whether the runtime can serve: its store answers.
+func (rt *Runtime) Ready(ctx context.Context) error { return rt.store.Ping(ctx) }

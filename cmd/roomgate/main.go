@@ -22,6 +22,8 @@ import (
 	"github.com/roomgate/roomgate/gateway"
 	"github.com/roomgate/roomgate/loadtest"
 	"github.com/roomgate/roomgate/rooms"
+	"github.com/roomgate/roomgate/rooms/builtin"
+	"github.com/roomgate/roomgate/storage/filestore"
 	"github.com/roomgate/roomgate/web"
 )
 
@@ -63,6 +65,8 @@ func serve(args []string) error {
 	data := fs.String("data", "./data", "embedded store directory")
 	maxMessage := fs.Int("max-message-bytes", 1<<20, "larger messages close the socket with 1009")
 	origins := fs.String("allowed-origins", "", "comma-separated Origin allowlist for browsers (empty: any)")
+	hibernateAfter := fs.Duration("hibernate-after", 10*time.Second, "idle time after which a room leaves memory")
+	nodeID := fs.String("node-id", "", "this node's id (default: the host name)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -72,17 +76,34 @@ func serve(args []string) error {
 		return fmt.Errorf("-log-level: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if err := os.MkdirAll(*data, 0o755); err != nil {
-		return fmt.Errorf("-data: %w", err)
+	if *nodeID == "" {
+		*nodeID, _ = os.Hostname()
 	}
 
+	store, err := filestore.Open(*data)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	rt := rooms.New()
-	rt.Register("echo", rooms.Echo{})
+	rt, err := rooms.New(rooms.Options{
+		Store:       store,
+		Metrics:     reg,
+		Logger:      log,
+		NodeID:      *nodeID,
+		Address:     *addr,
+		IdleTimeout: *hibernateAfter,
+	})
+	if err != nil {
+		return err
+	}
+	builtin.Register(rt)
 	srv, err := gateway.New(gateway.Options{
 		Addr:            *addr,
 		Router:          rt,
+		Admin:           rt,
+		Ready:           rt.Ready,
 		Metrics:         reg,
 		Logger:          log,
 		Handler:         web.Handler(),
@@ -102,9 +123,19 @@ func serve(args []string) error {
 		os.Exit(1)
 	}()
 	go func() {
-		log.Info("roomgate listening", "addr", srv.Addr().String(), "version", buildVersion(), "classes", rt.Classes())
+		log.Info("roomgate listening", "addr", srv.Addr().String(), "data", *data, "version", buildVersion(), "classes", rt.Classes())
 	}()
-	return srv.Run(ctx)
+	// The gateway drains first, so the rooms hear their sockets close; then
+	// the rooms commit what they hold; then the store closes (deferred).
+	roomsCtx, stopRooms := context.WithCancel(context.Background())
+	roomsDone := make(chan error, 1)
+	go func() { roomsDone <- rt.Run(roomsCtx) }()
+	err = srv.Run(ctx)
+	stopRooms()
+	if rerr := <-roomsDone; err == nil {
+		err = rerr
+	}
+	return err
 }
 
 func runLoadtest(args []string) error {

@@ -1,0 +1,74 @@
+package rooms
+
+import (
+	"context"
+	"net/http"
+	"time"
+)
+
+// Handler is a room class's code. The runtime makes one Handler per room
+// instance with the class's constructor and calls it from the room's one
+// goroutine, one event at a time, so a Handler needs no locks. Its fields
+// are the room's in-memory state: they are lost when the instance is
+// rebuilt (after a failure, an eviction or a restart), while what it puts
+// in Storage stays.
+type Handler interface {
+	// OnMessage handles one client message. f.Data belongs to the handler.
+	OnMessage(ctx context.Context, r *Room, c *Conn, f Frame) error
+}
+
+// A Handler may also implement any of the following.
+
+// StartHandler runs before the first event after every instantiation, like
+// Durable Objects' blockConcurrencyWhile in the constructor: load state here.
+type StartHandler interface {
+	OnStart(ctx context.Context, r *Room) error
+}
+
+// ConnectHandler accepts or refuses a new socket. An error refuses it: the
+// socket is closed with 4403 (or the error's own code, see CloseError) and
+// the room hears nothing more of it. Tags can only be set here.
+type ConnectHandler interface {
+	OnConnect(ctx context.Context, r *Room, c *Conn) error
+}
+
+// CloseHandler learns that a socket is gone, with the code that ended it
+// (1006 when the connection dropped). c is no longer in r.Conns.
+type CloseHandler interface {
+	OnClose(ctx context.Context, r *Room, c *Conn, code int, reason string) error
+}
+
+// AlarmHandler runs when the room's alarm is due. An error retries it with
+// exponential backoff (from 2 s, 6 tries in all); a.Retry counts the retries.
+type AlarmHandler interface {
+	OnAlarm(ctx context.Context, r *Room, a AlarmInfo) error
+}
+
+// RequestHandler serves HTTP requests sent to the room through
+// /v1/rooms/{class}/{room}/request/{path}, like Durable Objects' fetch.
+// req.URL.Path is "/" + path. The response is held, like a socket send,
+// until the event's writes are committed.
+type RequestHandler interface {
+	OnRequest(ctx context.Context, r *Room, w http.ResponseWriter, req *http.Request) error
+}
+
+// AlarmInfo describes an alarm run.
+type AlarmInfo struct {
+	Scheduled time.Time // when the alarm was set to fire
+	Retry     int       // 0 on the first try
+}
+
+// CloseError lets OnConnect or OnMessage choose the close code of the
+// socket it fails, e.g. &CloseError{Code: 4401, Reason: "token expired"}.
+type CloseError struct {
+	Code   int
+	Reason string
+}
+
+func (e *CloseError) Error() string { return "rooms: close " + e.Reason }
+
+// class is a registered class.
+type class struct {
+	name string
+	new  func() Handler
+}

@@ -1,0 +1,111 @@
+package rooms
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"time"
+)
+
+// Limits on what a room may store per socket (Durable Objects' limits).
+const (
+	MaxTags           = 10
+	MaxTagBytes       = 256
+	MaxAttachmentSize = 16 << 10
+)
+
+// Conn is one socket as its room sees it. Only the room's goroutine may call
+// its methods, i.e. only from within a Handler method.
+type Conn struct {
+	id          SocketID
+	sock        Socket
+	inst        *instance
+	user        User
+	query       string
+	edge        string
+	connectedAt time.Time
+	tags        []string
+	attachment  []byte
+	idx         int  // position in the room's list
+	gone        bool // closed: sends are dropped
+	origin      bool // scratch: set while collecting the sockets of a failed window
+}
+
+// ID returns the socket's id.
+func (c *Conn) ID() SocketID { return c.id }
+
+// User returns who opened the socket.
+func (c *Conn) User() User { return c.user }
+
+// Query returns the socket's query parameters, without the token.
+func (c *Conn) Query() url.Values {
+	q, _ := url.ParseQuery(c.query)
+	return q
+}
+
+// ConnectedAt returns when the socket joined the room.
+func (c *Conn) ConnectedAt() time.Time { return c.connectedAt }
+
+// Tags returns the socket's tags.
+func (c *Conn) Tags() []string { return c.tags }
+
+// SetTags sets the socket's tags: at most 10, of 1 to 256 bytes each. Only
+// OnConnect may call it; r.Conns(tag) then finds the socket.
+func (c *Conn) SetTags(tags ...string) error {
+	if !c.inst.connecting(c) {
+		return fmt.Errorf("%w: tags can only be set in OnConnect", ErrLimit)
+	}
+	if len(tags) > MaxTags {
+		return fmt.Errorf("%w: %d tags, at most %d", ErrLimit, len(tags), MaxTags)
+	}
+	for _, t := range tags {
+		if len(t) == 0 || len(t) > MaxTagBytes {
+			return fmt.Errorf("%w: a tag must have 1 to %d bytes", ErrLimit, MaxTagBytes)
+		}
+	}
+	c.tags = append([]string(nil), tags...)
+	return nil
+}
+
+// Attachment returns the value last given to SetAttachment.
+func (c *Conn) Attachment() []byte { return c.attachment }
+
+// SetAttachment keeps up to 16 KiB with the socket, for the room's own use
+// (a player's colour, a cursor): it lives as long as the socket.
+func (c *Conn) SetAttachment(b []byte) error {
+	if len(b) > MaxAttachmentSize {
+		return fmt.Errorf("%w: attachment of %d bytes, at most %d", ErrLimit, len(b), MaxAttachmentSize)
+	}
+	c.attachment = append([]byte(nil), b...)
+	return nil
+}
+
+// Send sends f to the socket once the current event's writes are committed
+// (the output gate). f.Data is copied.
+func (c *Conn) Send(f Frame) error {
+	if f.Op != Text && f.Op != Binary {
+		return ErrOpcode
+	}
+	f.Data = append([]byte(nil), f.Data...)
+	return c.inst.emit(output{to: []*Conn{c}, frame: f})
+}
+
+// SendText sends s as a text message.
+func (c *Conn) SendText(s string) error {
+	return c.inst.emit(output{to: []*Conn{c}, frame: Frame{Op: Text, Data: []byte(s)}})
+}
+
+// SendJSON sends v encoded as JSON in a text message.
+func (c *Conn) SendJSON(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("rooms: encode message: %w", err)
+	}
+	return c.inst.emit(output{to: []*Conn{c}, frame: Frame{Op: Text, Data: b}})
+}
+
+// Close closes the socket with code and reason, after what the room sent it
+// before.
+func (c *Conn) Close(code int, reason string) error {
+	return c.inst.emit(output{to: []*Conn{c}, close: true, code: code, reason: reason})
+}

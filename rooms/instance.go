@@ -1,0 +1,628 @@
+package rooms
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/roomgate/roomgate/storage"
+)
+
+type eventKind uint8
+
+const (
+	evConnect eventKind = iota
+	evMessage
+	evClose
+	evAlarm
+	evRequest
+	evBroadcast
+	evKick
+	evDelete
+	evInspect
+)
+
+// event is one entry of a room's mailbox.
+type event struct {
+	kind    eventKind
+	sock    Socket
+	info    ConnectInfo
+	id      SocketID
+	frame   Frame
+	code    int
+	reason  string
+	tag     string
+	alarm   AlarmInfo
+	w       http.ResponseWriter
+	req     *http.Request
+	inspect func(*instance)
+	reply   chan error // buffered; nil when nobody waits
+}
+
+func (ev *event) answer(err error) {
+	if ev.reply != nil {
+		ev.reply <- err
+	}
+}
+
+// output is something an event sends. It is held until the writes of its
+// event, and of every event before it, are committed (the output gate).
+type output struct {
+	to     []*Conn
+	frame  Frame
+	close  bool
+	code   int
+	reason string
+	done   func(err error) // runs when released (nil) or dropped
+}
+
+// instance is a room in memory: an actor with one goroutine, the only one
+// that touches its fields below the mailbox. Events run one at a time, in
+// arrival order; their writes are committed in the background, one commit
+// in flight at a time, and the next events run meanwhile. Their outputs
+// wait for the commit that covers them.
+type instance struct {
+	rt   *Runtime
+	addr Addr
+	room storage.Room
+	cls  *class
+
+	mu     sync.Mutex // guards queue and exited
+	queue  []event
+	exited bool
+	signal chan struct{}
+
+	nconns atomic.Int32 // len(conns), for the admin API
+
+	// Owned by the room's goroutine.
+	h        Handler
+	started  bool
+	r        Room
+	conns    map[SocketID]*Conn
+	list     []*Conn
+	inEvent  bool
+	cur      *writeSet
+	curOut   []output
+	curConn  *Conn // the socket OnConnect is deciding on
+	pending  writeSet
+	penOut   []output
+	penFrom  []*Conn // sockets whose messages made the pending events
+	inflight *writeSet
+	inOut    []output
+	inFrom   []*Conn
+	done     chan error // the commit in flight finished
+	alarm    alarmState
+	active   time.Time
+}
+
+type alarmState struct {
+	busy  bool // an alarm event is queued, running or waiting for a retry
+	retry *time.Timer
+}
+
+func newInstance(rt *Runtime, a Addr, cls *class) *instance {
+	in := &instance{
+		rt:     rt,
+		addr:   a,
+		room:   storage.Room{Class: a.Class, Name: a.Room},
+		cls:    cls,
+		signal: make(chan struct{}, 1),
+		conns:  make(map[SocketID]*Conn),
+		done:   make(chan error, 1),
+	}
+	in.r = Room{inst: in, storage: Storage{inst: in}, alarm: Alarm{inst: in}}
+	return in
+}
+
+// push queues ev; bounded events fail with ErrOverloaded past the room's
+// limit, so a flood cannot grow a mailbox without end.
+func (in *instance) push(ev event, bounded bool) error {
+	in.mu.Lock()
+	if bounded && len(in.queue) >= in.rt.o.MaxQueuedEvents {
+		in.mu.Unlock()
+		return ErrOverloaded
+	}
+	in.queue = append(in.queue, ev)
+	in.mu.Unlock()
+	select {
+	case in.signal <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (in *instance) take(buf []event) []event {
+	in.mu.Lock()
+	buf = append(buf[:0], in.queue...)
+	clear(in.queue)
+	in.queue = in.queue[:0]
+	in.mu.Unlock()
+	return buf
+}
+
+func (in *instance) run(ctx context.Context) {
+	defer in.rt.wg.Done()
+	in.rt.m.active.Inc()
+	defer in.rt.m.active.Dec()
+	in.active = time.Now()
+	idle := time.NewTimer(in.rt.o.IdleTimeout)
+	defer idle.Stop()
+	var batch []event
+	for {
+		batch = in.take(batch)
+		for _, ev := range batch {
+			in.handle(ctx, &ev) // a copy: outputs may keep ev past the batch
+		}
+		clear(batch)
+		if len(batch) > 0 {
+			in.active = time.Now()
+		}
+		select {
+		case <-in.signal:
+		case err := <-in.done:
+			in.committed(ctx, err)
+		case <-idle.C:
+			if rest := in.rt.o.IdleTimeout - time.Since(in.active); rest > 0 {
+				idle.Reset(rest)
+			} else if in.tryExit() {
+				return
+			} else {
+				idle.Reset(in.rt.o.IdleTimeout)
+			}
+		case <-ctx.Done():
+			in.drain()
+			return
+		}
+	}
+}
+
+// tryExit leaves memory when nothing needs the instance: no sockets, no
+// events, nothing uncommitted. The shard lock makes the check and the
+// removal atomic with respect to new events.
+func (in *instance) tryExit() bool {
+	if len(in.conns) > 0 || in.inflight != nil || !in.pending.empty() || len(in.penOut) > 0 || in.alarm.busy {
+		return false
+	}
+	sh := in.rt.shard(in.addr)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if len(in.queue) > 0 {
+		return false
+	}
+	in.exited = true
+	delete(sh.rooms, in.addr)
+	return true
+}
+
+// drain runs what is queued and commits everything before the runtime stops.
+func (in *instance) drain() {
+	ctx := context.WithoutCancel(context.Background())
+	var batch []event
+	for {
+		batch = in.take(batch)
+		for _, ev := range batch {
+			in.handle(ctx, &ev)
+		}
+		if len(batch) == 0 && in.inflight == nil {
+			return
+		}
+		if in.inflight != nil {
+			in.committed(ctx, <-in.done)
+		}
+	}
+}
+
+// writes is the current event's write set.
+func (in *instance) writes() *writeSet {
+	if in.cur == nil {
+		in.cur = &writeSet{} // outside an event: the writes go nowhere
+	}
+	return in.cur
+}
+
+// layers are the uncommitted writes, newest first.
+func (in *instance) layers() []*writeSet {
+	l := make([]*writeSet, 0, 3)
+	if in.inEvent {
+		l = append(l, in.cur)
+	}
+	l = append(l, &in.pending)
+	if in.inflight != nil {
+		l = append(l, in.inflight)
+	}
+	return l
+}
+
+var errOutsideEvent = errors.New("rooms: a room can send only from a handler while it runs")
+
+func (in *instance) emit(o output) error {
+	if !in.inEvent {
+		return errOutsideEvent
+	}
+	in.curOut = append(in.curOut, o)
+	return nil
+}
+
+func (in *instance) connecting(c *Conn) bool { return in.inEvent && in.curConn == c }
+
+func (in *instance) targets(tag string, except []SocketID) []*Conn {
+	out := make([]*Conn, 0, len(in.list))
+	for _, c := range in.list {
+		if (tag == "" || contains(c.tags, tag)) && !contains(except, c.id) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func contains[T comparable](s []T, v T) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func (in *instance) addConn(c *Conn) {
+	c.idx = len(in.list)
+	in.list = append(in.list, c)
+	in.conns[c.id] = c
+	in.nconns.Store(int32(len(in.list)))
+}
+
+func (in *instance) removeConn(c *Conn) {
+	if in.conns[c.id] != c {
+		return
+	}
+	delete(in.conns, c.id)
+	last := in.list[len(in.list)-1]
+	in.list[c.idx], last.idx = last, c.idx
+	in.list[len(in.list)-1] = nil
+	in.list = in.list[:len(in.list)-1]
+	c.gone = true
+	in.nconns.Store(int32(len(in.list)))
+}
+
+// call runs a handler method in an event scope and turns a panic into an error.
+func (in *instance) call(ctx context.Context, f func() error) (w *writeSet, outs []output, err error) {
+	in.cur, in.curOut, in.inEvent = &writeSet{}, nil, true
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: panic: %v\n%s", ErrFailed, p, debug.Stack())
+		}
+		w, outs = in.cur, in.curOut
+		in.cur, in.curOut, in.inEvent, in.curConn = nil, nil, false, nil
+	}()
+	return nil, nil, f()
+}
+
+// ensureStarted builds the handler if the instance has none and runs OnStart.
+func (in *instance) ensureStarted(ctx context.Context) error {
+	if in.h == nil {
+		in.h, in.started = in.cls.new(), false
+	}
+	if in.started {
+		return nil
+	}
+	if s, ok := in.h.(StartHandler); ok {
+		w, outs, err := in.call(ctx, func() error { return s.OnStart(ctx, &in.r) })
+		if err != nil {
+			in.reset("start", err)
+			return fmt.Errorf("%w: OnStart: %w", ErrFailed, err)
+		}
+		in.accept(ctx, w, outs, nil)
+	}
+	in.started = true
+	return nil
+}
+
+// reset discards the handler after a failure; the next event rebuilds it
+// from storage. Sockets stay open.
+func (in *instance) reset(reason string, err error) {
+	in.h, in.started = nil, false
+	in.rt.m.failures.WithLabelValues(reason).Inc()
+	in.rt.log.LogAttrs(context.Background(), slog.LevelWarn, "room failed",
+		slog.String("room", in.addr.String()), slog.String("during", reason), slog.Any("err", err))
+}
+
+// accept adds a successful event's writes and outputs to the pipeline.
+func (in *instance) accept(ctx context.Context, w *writeSet, outs []output, from *Conn) {
+	if !w.empty() {
+		w.applyTo(&in.pending)
+	}
+	in.penOut = append(in.penOut, outs...)
+	if from != nil {
+		in.penFrom = append(in.penFrom, from)
+	}
+	in.pump(ctx)
+}
+
+// pump starts a commit of the pending writes when none is in flight, or
+// releases outputs that wait for nothing.
+func (in *instance) pump(ctx context.Context) {
+	if in.inflight != nil {
+		return // committed() pumps again
+	}
+	if in.pending.empty() {
+		outs := in.penOut
+		in.penOut, in.penFrom = nil, nil
+		in.release(outs)
+		return
+	}
+	w := in.pending
+	in.inflight, in.inOut, in.inFrom = &w, in.penOut, in.penFrom
+	in.pending, in.penOut, in.penFrom = writeSet{}, nil, nil
+	b := w.batch()
+	go func() { in.done <- in.rt.commit(ctx, in.room, b) }()
+}
+
+// committed finishes the commit in flight. On failure nothing it or any
+// later event sent leaves: they all saw its writes. Their sockets are
+// closed with 1011, so no client waits in silence.
+func (in *instance) committed(ctx context.Context, err error) {
+	w, outs, from := in.inflight, in.inOut, in.inFrom
+	in.inflight, in.inOut, in.inFrom = nil, nil, nil
+	if err == nil {
+		if w.alarm != nil {
+			in.rt.alarmChanged()
+		}
+		in.release(outs)
+		in.pump(ctx)
+		return
+	}
+	outs = append(outs, in.penOut...)
+	from = append(from, in.penFrom...)
+	in.pending, in.penOut, in.penFrom = writeSet{}, nil, nil
+	in.reset("commit", err)
+	for _, o := range outs {
+		if o.done != nil {
+			o.done(fmt.Errorf("%w: %w", ErrFailed, err))
+		}
+	}
+	for _, c := range from {
+		if !c.gone && !c.origin {
+			c.origin = true
+			c.sock.Close(1011, "storage failed")
+		}
+	}
+	for _, c := range from {
+		c.origin = false
+	}
+}
+
+func (in *instance) release(outs []output) {
+	for _, o := range outs {
+		for _, c := range o.to {
+			if c.gone {
+				continue
+			}
+			if o.close {
+				c.sock.Close(o.code, o.reason)
+			} else {
+				c.sock.Send(o.frame) // a slow or closing socket ends itself
+			}
+		}
+		if o.done != nil {
+			o.done(nil)
+		}
+	}
+}
+
+// failClose queues closing c after what it was sent before: the event that
+// failed sent nothing, and the client must not wait in silence.
+func (in *instance) failClose(ctx context.Context, c *Conn, err error) {
+	code, reason := 1011, "room handler failed"
+	var ce *CloseError
+	if errors.As(err, &ce) {
+		code, reason = ce.Code, ce.Reason
+	}
+	in.penOut = append(in.penOut, output{to: []*Conn{c}, close: true, code: code, reason: reason})
+	in.pump(ctx)
+}
+
+func (in *instance) handle(ctx context.Context, ev *event) {
+	in.rt.m.events.Inc()
+	switch ev.kind {
+	case evDelete:
+		in.deleteRoom(ctx, ev)
+		return
+	case evInspect:
+		ev.inspect(in)
+		ev.answer(nil)
+		return
+	case evClose:
+		c := in.conns[ev.id]
+		if c == nil {
+			return
+		}
+		in.removeConn(c)
+		h, ok := in.handlerFor(ctx, ev)
+		if !ok {
+			return
+		}
+		if ch, ok := h.(CloseHandler); ok {
+			in.run1(ctx, ev, nil, func() error { return ch.OnClose(ctx, &in.r, c, ev.code, ev.reason) })
+		}
+		return
+	}
+	if ev.kind == evAlarm {
+		in.alarm.busy = true
+	}
+	h, ok := in.handlerFor(ctx, ev)
+	if !ok {
+		return
+	}
+	switch ev.kind {
+	case evConnect:
+		c := &Conn{id: ev.sock.ID(), sock: ev.sock, inst: in, user: ev.info.User, query: ev.info.Query,
+			edge: in.rt.o.NodeID, connectedAt: time.Now()}
+		in.addConn(c)
+		ch, ok := h.(ConnectHandler)
+		if !ok {
+			ev.answer(nil)
+			return
+		}
+		w, outs, err := in.call(ctx, func() error {
+			in.curConn = c
+			return ch.OnConnect(ctx, &in.r, c)
+		})
+		if err != nil {
+			in.removeConn(c)
+			if errors.Is(err, ErrFailed) { // a panic, not a refusal
+				in.reset("handler", err)
+			}
+			var ce *CloseError
+			if !errors.As(err, &ce) && !errors.Is(err, ErrFailed) {
+				err = fmt.Errorf("%w: %w", ErrRefused, err)
+			}
+			ev.answer(err)
+			return
+		}
+		ev.answer(nil)
+		in.accept(ctx, w, outs, nil)
+	case evMessage:
+		c := in.conns[ev.id]
+		if c == nil {
+			return // closed while the message waited
+		}
+		in.run1(ctx, ev, c, func() error { return h.OnMessage(ctx, &in.r, c, ev.frame) })
+	case evAlarm:
+		in.runAlarm(ctx, ev, h)
+	case evRequest:
+		rh, ok := h.(RequestHandler)
+		if !ok {
+			ev.answer(ErrNoRequestHandler)
+			return
+		}
+		rec := httptest.NewRecorder()
+		w, outs, err := in.call(ctx, func() error { return rh.OnRequest(ctx, &in.r, rec, ev.req) })
+		if err != nil {
+			in.reset("handler", err)
+			ev.answer(fmt.Errorf("%w: %w", ErrFailed, err))
+			return
+		}
+		outs = append(outs, output{done: func(err error) {
+			if err == nil {
+				copyResponse(ev.w, rec)
+			}
+			ev.answer(err)
+		}})
+		in.accept(ctx, w, outs, nil)
+	case evBroadcast:
+		outs := []output{{to: in.targets(ev.tag, nil), frame: ev.frame, done: ev.answer}}
+		in.accept(ctx, &writeSet{}, outs, nil)
+	case evKick:
+		c := in.conns[ev.id]
+		if c == nil {
+			ev.answer(ErrSocketNotFound)
+			return
+		}
+		outs := []output{{to: []*Conn{c}, close: true, code: 4403, reason: "kicked", done: ev.answer}}
+		in.accept(ctx, &writeSet{}, outs, nil)
+	}
+}
+
+// handlerFor returns the started handler, failing ev when OnStart fails.
+func (in *instance) handlerFor(ctx context.Context, ev *event) (Handler, bool) {
+	if err := in.ensureStarted(ctx); err != nil {
+		switch ev.kind {
+		case evMessage:
+			if c := in.conns[ev.id]; c != nil {
+				in.failClose(ctx, c, err)
+			}
+		case evAlarm:
+			in.alarmFailed(ctx, ev, err)
+		default:
+			ev.answer(err)
+		}
+		return nil, false
+	}
+	return in.h, true
+}
+
+// run1 runs one handler call for ev; from is the socket whose message it is.
+func (in *instance) run1(ctx context.Context, ev *event, from *Conn, f func() error) {
+	w, outs, err := in.call(ctx, f)
+	if err != nil {
+		in.reset("handler", err)
+		if from != nil {
+			in.failClose(ctx, from, err)
+		}
+		return
+	}
+	in.accept(ctx, w, outs, from)
+}
+
+// runAlarm runs OnAlarm. The alarm is cleared with the run's writes unless
+// the handler set a new one; a failure retries with backoff.
+func (in *instance) runAlarm(ctx context.Context, ev *event, h Handler) {
+	ah, ok := h.(AlarmHandler)
+	if !ok {
+		in.accept(ctx, &writeSet{alarm: &storage.AlarmChange{}}, []output{in.alarmDoneOutput()}, nil)
+		return
+	}
+	w, outs, err := in.call(ctx, func() error {
+		in.cur.alarm = &storage.AlarmChange{}
+		return ah.OnAlarm(ctx, &in.r, ev.alarm)
+	})
+	if err != nil {
+		in.reset("alarm", err)
+		in.alarmFailed(ctx, ev, err)
+		return
+	}
+	in.rt.m.alarmsFired.Inc()
+	in.accept(ctx, w, append(outs, in.alarmDoneOutput()), nil)
+}
+
+// alarmFailed schedules the next try, or gives up after the last.
+func (in *instance) alarmFailed(ctx context.Context, ev *event, err error) {
+	next := ev.alarm
+	next.Retry++
+	if next.Retry >= alarmTries {
+		in.rt.log.Warn("alarm given up", "room", in.addr.String(), "tries", next.Retry, "err", err)
+		in.accept(ctx, &writeSet{alarm: &storage.AlarmChange{}}, []output{in.alarmDoneOutput()}, nil)
+		return
+	}
+	delay := in.rt.o.AlarmRetryBase << (next.Retry - 1)
+	in.alarm.retry = time.AfterFunc(delay, func() {
+		in.rt.send(in.addr, event{kind: evAlarm, alarm: next}, false)
+	})
+}
+
+// alarmDoneOutput ends the alarm's run once the commit that clears (or
+// moves) it is durable: until then the store still lists it as due, and the
+// scheduler must not hand it out again.
+func (in *instance) alarmDoneOutput() output {
+	return output{done: func(error) {
+		in.alarm.busy = false
+		in.rt.alarmFinished(in.room)
+	}}
+}
+
+// deleteRoom closes every socket with 4404 after what it was sent before,
+// and wipes the room's storage and alarm.
+func (in *instance) deleteRoom(ctx context.Context, ev *event) {
+	in.h, in.started = nil, false
+	outs := []output{{to: append([]*Conn(nil), in.list...), close: true, code: 4404, reason: "room deleted"}}
+	outs = append(outs, output{done: ev.answer})
+	in.accept(ctx, &writeSet{deleteAll: true, alarm: &storage.AlarmChange{}}, outs, nil)
+}
+
+func copyResponse(w http.ResponseWriter, rec *httptest.ResponseRecorder) {
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(rec.Code)
+	w.Write(bytes.Clone(rec.Body.Bytes()))
+}

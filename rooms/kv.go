@@ -1,0 +1,266 @@
+package rooms
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/roomgate/roomgate/storage"
+)
+
+// Limits on a room's storage (Durable Objects' limits).
+const (
+	MaxKeySize   = 2 << 10
+	MaxValueSize = 128 << 10
+)
+
+// KV is a stored key and its value.
+type KV = storage.KV
+
+// ListOptions select keys in byte order: see storage.ListOptions.
+type ListOptions = storage.ListOptions
+
+// Storage is a room's durable key-value storage. Writes are buffered and
+// committed together, atomically, when the event returns; reads see the
+// room's own writes at once, committed or not. Only the room's goroutine
+// may use it.
+type Storage struct {
+	inst *instance
+	txs  []*writeSet // open transactions' own writes, innermost last
+}
+
+// writeSet is a layer of uncommitted writes. When deleteAll is set, nothing
+// beneath the layer is visible.
+type writeSet struct {
+	deleteAll bool
+	kv        map[string][]byte // nil value: deleted
+	alarm     *storage.AlarmChange
+}
+
+func (w *writeSet) empty() bool { return !w.deleteAll && len(w.kv) == 0 && w.alarm == nil }
+
+func (w *writeSet) put(k string, v []byte) {
+	if w.kv == nil {
+		w.kv = make(map[string][]byte)
+	}
+	w.kv[k] = v
+}
+
+// apply lays w over dst, as if w's writes came after dst's.
+func (w *writeSet) applyTo(dst *writeSet) {
+	if w.deleteAll {
+		dst.deleteAll, dst.kv = true, nil
+	}
+	for k, v := range w.kv {
+		dst.put(k, v)
+	}
+	if w.alarm != nil {
+		dst.alarm = w.alarm
+	}
+}
+
+func (w *writeSet) batch() *storage.Batch {
+	b := &storage.Batch{DeleteAll: w.deleteAll, Alarm: w.alarm}
+	keys := make([]string, 0, len(w.kv))
+	for k := range w.kv {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if v := w.kv[k]; v != nil {
+			b.Puts = append(b.Puts, storage.KV{Key: k, Value: v})
+		} else {
+			b.Deletes = append(b.Deletes, k)
+		}
+	}
+	return b
+}
+
+func (s *Storage) top() *writeSet {
+	if n := len(s.txs); n > 0 {
+		return s.txs[n-1]
+	}
+	return s.inst.writes()
+}
+
+// layers are the uncommitted write sets a read must see, newest first.
+func (s *Storage) layers() []*writeSet {
+	l := make([]*writeSet, 0, len(s.txs)+3)
+	for i := len(s.txs) - 1; i >= 0; i-- {
+		l = append(l, s.txs[i])
+	}
+	return append(l, s.inst.layers()...)
+}
+
+func checkKey(k string) error {
+	if len(k) == 0 || len(k) > MaxKeySize {
+		return fmt.Errorf("%w: key of %d bytes, want 1 to %d", ErrLimit, len(k), MaxKeySize)
+	}
+	return nil
+}
+
+// Get returns key's value, or nil when it is absent.
+func (s *Storage) Get(ctx context.Context, key string) ([]byte, error) {
+	m, err := s.GetMany(ctx, key)
+	return m[key], err
+}
+
+// GetMany returns the values of keys that are present.
+func (s *Storage) GetMany(ctx context.Context, keys ...string) (map[string][]byte, error) {
+	out := make(map[string][]byte, len(keys))
+	var missing []string
+next:
+	for _, k := range keys {
+		for _, w := range s.layers() {
+			if v, ok := w.kv[k]; ok {
+				if v != nil {
+					out[k] = v
+				}
+				continue next
+			}
+			if w.deleteAll {
+				continue next
+			}
+		}
+		missing = append(missing, k)
+	}
+	if len(missing) == 0 {
+		return out, nil
+	}
+	vals, err := s.inst.rt.store.Get(ctx, s.inst.room, missing...)
+	if err != nil {
+		return nil, fmt.Errorf("rooms: storage get: %w", err)
+	}
+	for i, k := range missing {
+		if vals[i] != nil {
+			out[k] = vals[i]
+		}
+	}
+	return out, nil
+}
+
+// Put sets key to value with the event's writes. The runtime keeps value:
+// do not change it afterwards.
+func (s *Storage) Put(key string, value []byte) error {
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	if len(value) > MaxValueSize {
+		return fmt.Errorf("%w: value of %d bytes, at most %d", ErrLimit, len(value), MaxValueSize)
+	}
+	if value == nil {
+		value = []byte{}
+	}
+	s.top().put(key, value)
+	return nil
+}
+
+// PutMany sets several keys, all or none.
+func (s *Storage) PutMany(kvs map[string][]byte) error {
+	for k, v := range kvs {
+		if err := checkKey(k); err != nil {
+			return err
+		}
+		if len(v) > MaxValueSize {
+			return fmt.Errorf("%w: value of %d bytes, at most %d", ErrLimit, len(v), MaxValueSize)
+		}
+	}
+	for k, v := range kvs {
+		s.Put(k, v)
+	}
+	return nil
+}
+
+// Delete removes keys with the event's writes.
+func (s *Storage) Delete(keys ...string) error {
+	for _, k := range keys {
+		if err := checkKey(k); err != nil {
+			return err
+		}
+	}
+	for _, k := range keys {
+		s.top().put(k, nil)
+	}
+	return nil
+}
+
+// DeleteAll removes every key of the room with the event's writes.
+func (s *Storage) DeleteAll() error {
+	w := s.top()
+	w.deleteAll, w.kv = true, nil
+	return nil
+}
+
+// List returns the keys o selects with their values, the room's own
+// uncommitted writes included.
+func (s *Storage) List(ctx context.Context, o ListOptions) ([]KV, error) {
+	layers := s.layers()
+	// Each uncommitted key can hide at most one stored key, so asking the
+	// store for that many more than o.Limit always leaves enough.
+	fetch := o
+	hidden := false
+	for _, w := range layers {
+		if fetch.Limit > 0 {
+			fetch.Limit += len(w.kv)
+		}
+		if w.deleteAll {
+			hidden = true
+			break
+		}
+	}
+	var stored []KV
+	if !hidden {
+		var err error
+		if stored, err = s.inst.rt.store.List(ctx, s.inst.room, fetch); err != nil {
+			return nil, fmt.Errorf("rooms: storage list: %w", err)
+		}
+	}
+	merged := make(map[string][]byte, len(stored))
+	for _, kv := range stored {
+		merged[kv.Key] = kv.Value
+	}
+	// Oldest layer first, so newer writes win.
+	for i := len(layers) - 1; i >= 0; i-- {
+		w := layers[i]
+		if w.deleteAll {
+			clear(merged)
+		}
+		for k, v := range w.kv {
+			if !inRange(k, o) {
+				continue
+			}
+			if v == nil {
+				delete(merged, k)
+			} else {
+				merged[k] = v
+			}
+		}
+	}
+	out := make([]KV, 0, len(merged))
+	for k, v := range merged {
+		out = append(out, KV{Key: k, Value: v})
+	}
+	sort.Slice(out, func(i, j int) bool { return (out[i].Key < out[j].Key) != o.Reverse })
+	if o.Limit > 0 && len(out) > o.Limit {
+		out = out[:o.Limit]
+	}
+	return out, nil
+}
+
+func inRange(k string, o ListOptions) bool {
+	return strings.HasPrefix(k, o.Prefix) && k >= o.Start && (o.End == "" || k < o.End)
+}
+
+// Transaction runs f with a Storage whose writes join the event's only if f
+// returns nil: an error rolls all of them back and is returned. Reads inside
+// see the transaction's own writes.
+func (s *Storage) Transaction(ctx context.Context, f func(tx *Storage) error) error {
+	own := &writeSet{}
+	tx := &Storage{inst: s.inst, txs: append(append([]*writeSet(nil), s.txs...), own)}
+	if err := f(tx); err != nil {
+		return err
+	}
+	own.applyTo(s.top())
+	return nil
+}

@@ -1,0 +1,49 @@
+package rooms
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	active        prometheus.Gauge
+	events        prometheus.Counter
+	commitSeconds prometheus.Histogram
+	failures      *prometheus.CounterVec
+	overloaded    prometheus.Counter
+	alarmsFired   prometheus.Counter
+	badInput      *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "roomgate_rooms_active", Help: "Room instances in memory on this node.",
+		}),
+		events: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomgate_room_events_total", Help: "Events run by rooms: connects, messages, closes, alarms, requests.",
+		}),
+		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "roomgate_room_commit_seconds", Help: "Time to commit one batch of a room's writes.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomgate_room_failures_total", Help: "Room instances reset, by what failed: start, handler, alarm, commit.",
+		}, []string{"reason"}),
+		overloaded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomgate_room_overloaded_total", Help: "Messages refused because their room had too many queued events.",
+		}),
+		alarmsFired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomgate_alarms_fired_total", Help: "Alarms whose OnAlarm succeeded.",
+		}),
+		badInput: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomgate_room_bad_input_total", Help: "Client messages a room class refused, by class and kind.",
+		}, []string{"class", "kind"}),
+	}
+	for _, c := range []prometheus.Collector{m.active, m.events, m.commitSeconds, m.failures, m.overloaded, m.alarmsFired, m.badInput} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	for _, r := range []string{"start", "handler", "alarm", "commit"} {
+		m.failures.WithLabelValues(r)
+	}
+	return m, nil
+}

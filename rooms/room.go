@@ -1,0 +1,106 @@
+package rooms
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/roomgate/roomgate/storage"
+)
+
+// Room is a Handler's view of its room: its name, storage, alarm and
+// sockets. Only the room's goroutine may use it, i.e. only from within a
+// Handler method, and only while that method runs.
+type Room struct {
+	inst    *instance
+	storage Storage
+	alarm   Alarm
+}
+
+// Class returns the room's class name.
+func (r *Room) Class() string { return r.inst.addr.Class }
+
+// Name returns the room's name.
+func (r *Room) Name() string { return r.inst.addr.Room }
+
+// Storage returns the room's durable key-value storage.
+func (r *Room) Storage() *Storage { return &r.storage }
+
+// Alarm returns the room's one alarm.
+func (r *Room) Alarm() *Alarm { return &r.alarm }
+
+// Conns returns the room's sockets, or those carrying tag when tag is not
+// empty, in no particular order.
+func (r *Room) Conns(tag string) []*Conn {
+	out := make([]*Conn, 0, len(r.inst.list))
+	for _, c := range r.inst.list {
+		if tag == "" || slices.Contains(c.tags, tag) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// Conn returns the socket with id, or nil.
+func (r *Room) Conn(id SocketID) *Conn { return r.inst.conns[id] }
+
+// Broadcast sends f to every socket but those in except, once the current
+// event's writes are committed. f.Data is copied once and shared.
+func (r *Room) Broadcast(f Frame, except ...SocketID) error {
+	if f.Op != Text && f.Op != Binary {
+		return ErrOpcode
+	}
+	f.Data = append([]byte(nil), f.Data...)
+	return r.inst.emit(output{to: r.inst.targets("", except), frame: f})
+}
+
+// BroadcastJSON sends v encoded as JSON to every socket but those in except.
+func (r *Room) BroadcastJSON(v any, except ...SocketID) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("rooms: encode message: %w", err)
+	}
+	return r.inst.emit(output{to: r.inst.targets("", except), frame: Frame{Op: Text, Data: b}})
+}
+
+// CountBadInput counts a client's bad input in
+// roomgate_room_bad_input_total{class, kind}; kind must come from a short
+// fixed list of the class's own.
+func (r *Room) CountBadInput(kind string) {
+	r.inst.rt.m.badInput.WithLabelValues(r.inst.addr.Class, kind).Inc()
+}
+
+// Alarm is a room's one alarm. Set replaces it; the runtime fires it at
+// least once at its time, on the room's goroutine, by calling OnAlarm.
+type Alarm struct{ inst *instance }
+
+// Get returns the alarm's time; ok is false when none is set.
+func (a *Alarm) Get(ctx context.Context) (at time.Time, ok bool, err error) {
+	for _, w := range a.inst.layers() {
+		if w.alarm != nil {
+			return w.alarm.At, !w.alarm.At.IsZero(), nil
+		}
+	}
+	st, ok, err := a.inst.rt.store.Stat(ctx, a.inst.room)
+	if err != nil || !ok || st.Alarm.IsZero() {
+		return time.Time{}, false, err
+	}
+	return st.Alarm, true, nil
+}
+
+// Set schedules the alarm for at, replacing any other, with the event's writes.
+func (a *Alarm) Set(at time.Time) error {
+	if at.IsZero() {
+		return fmt.Errorf("%w: alarm time is zero", ErrLimit)
+	}
+	a.inst.writes().alarm = &storage.AlarmChange{At: at}
+	return nil
+}
+
+// Delete removes the alarm, with the event's writes.
+func (a *Alarm) Delete() error {
+	a.inst.writes().alarm = &storage.AlarmChange{}
+	return nil
+}
