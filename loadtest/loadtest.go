@@ -16,13 +16,13 @@ import (
 
 // Options describe one run. A zero field means its default.
 type Options struct {
-	Scenario           string        // "idle" or "echo"; required
+	Scenario           string        // "idle", "echo" or "broadcast"; required
 	Target             string        // the target's base URL, e.g. http://127.0.0.1:8080; required
 	MetricsURL         string        // default Target + "/metrics"
-	Class              string        // room class to connect to; default "echo"
+	Class              string        // room class to connect to; default "echo", "counter" for broadcast
 	Sockets            int           // sockets to open; default 1000
 	Rooms              int           // rooms the sockets spread over; default one per socket
-	Rate               float64       // echo: messages per second, all sockets together; default 1000
+	Rate               float64       // echo, broadcast: messages sent per second, all sockets together; default 1000
 	Size               int           // echo: payload bytes, at least 8; default 32
 	Duration           time.Duration // measured time; default 10s
 	Warmup             time.Duration // echo: sending before measuring starts; default 2s
@@ -36,8 +36,13 @@ type Options struct {
 func (o *Options) init() error {
 	switch o.Scenario {
 	case "idle", "echo":
+	case "broadcast":
+		if o.Class == "" {
+			o.Class = "counter"
+		}
+		o.Rooms = 1 // every socket in one room
 	default:
-		return fmt.Errorf("loadtest: unknown scenario %q (want idle or echo)", o.Scenario)
+		return fmt.Errorf("loadtest: unknown scenario %q (want idle, echo or broadcast)", o.Scenario)
 	}
 	u, err := url.Parse(o.Target)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -173,6 +178,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		err = runIdle(ctx, &o, r)
 	case "echo":
 		err = runEcho(ctx, &o, r, conns)
+	case "broadcast":
+		err = runBroadcast(ctx, &o, r, conns)
 	}
 	if err != nil {
 		return r, err

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -403,18 +404,51 @@ func (in *instance) committed(ctx context.Context, err error) {
 
 func (in *instance) release(outs []output) {
 	for _, o := range outs {
-		for _, c := range o.to {
-			if c.gone {
-				continue
+		switch {
+		case o.close:
+			for _, c := range o.to {
+				if !c.gone {
+					c.sock.Close(o.code, o.reason)
+				}
 			}
-			if o.close {
-				c.sock.Close(o.code, o.reason)
-			} else {
-				c.sock.Send(o.frame) // a slow or closing socket ends itself
-			}
+		case len(o.to) >= fanoutMin:
+			fanout(o.to, o.frame)
+		default:
+			send(o.to, o.frame)
 		}
 		if o.done != nil {
 			o.done(nil)
+		}
+	}
+}
+
+// fanoutMin is the broadcast size from which writing is split across CPUs.
+// A socket write on loopback costs the kernel some microseconds, so 5,000
+// sockets take tens of milliseconds on one core.
+const fanoutMin = 256
+
+// fanout writes f to every socket of to, split across GOMAXPROCS goroutines.
+// It returns when all are written: outputs are released one after another,
+// which keeps every socket's frames in order.
+func fanout(to []*Conn, f Frame) {
+	parts := min(runtime.GOMAXPROCS(0), len(to)/(fanoutMin/2))
+	size := (len(to) + parts - 1) / parts
+	var wg sync.WaitGroup
+	for i := size; i < len(to); i += size {
+		wg.Add(1)
+		go func(part []*Conn) {
+			defer wg.Done()
+			send(part, f)
+		}(to[i:min(i+size, len(to))])
+	}
+	send(to[:size], f)
+	wg.Wait()
+}
+
+func send(to []*Conn, f Frame) {
+	for _, c := range to {
+		if !c.gone {
+			c.sock.Send(f) // a slow or closing socket ends itself
 		}
 	}
 }

@@ -260,7 +260,7 @@ func TestOverloadedRoomRefusesMessages(t *testing.T) {
 	})
 	s := fx.connect(t)
 	var err error
-	for i := 0; i < 10 && err == nil; i++ {
+	for i := 0; i < 20 && err == nil; i++ { // a taken batch plus a full queue is at most 10
 		err = fx.rt.Message(context.Background(), probeRoom, s, Frame{Op: Text, Data: []byte("x")})
 	}
 	close(block)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"syscall"
@@ -28,10 +29,17 @@ func chatDial(t *testing.T, addr, query string) net.Conn {
 		t.Fatal(err)
 	}
 	if br != nil {
-		ws.PutReader(br)
+		return &bufferedConn{Conn: c, r: br} // the welcome came with the 101
 	}
 	return c
 }
+
+type bufferedConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // TestNoReceivedMessageIsLost runs a burst of chat messages into a node and
 // stops it mid-burst, with kill -9 and with SIGTERM. After a restart on the

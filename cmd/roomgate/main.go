@@ -141,13 +141,13 @@ func serve(args []string) error {
 func runLoadtest(args []string) error {
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	var o loadtest.Options
-	fs.StringVar(&o.Scenario, "scenario", "echo", "idle or echo")
+	fs.StringVar(&o.Scenario, "scenario", "echo", "idle, echo or broadcast")
 	fs.StringVar(&o.Target, "target", "http://127.0.0.1:8080", "base URL of the gateway to load")
 	fs.StringVar(&o.MetricsURL, "metrics", "", "the target's metrics URL (default: target + /metrics)")
-	fs.StringVar(&o.Class, "class", "echo", "room class to connect to")
+	fs.StringVar(&o.Class, "class", "", "room class to connect to (default: echo; counter for broadcast)")
 	fs.IntVar(&o.Sockets, "sockets", 1000, "sockets to open")
 	fs.IntVar(&o.Rooms, "rooms", 0, "rooms the sockets spread over (default: one per socket)")
-	fs.Float64Var(&o.Rate, "rate", 1000, "echo: messages per second, all sockets together")
+	fs.Float64Var(&o.Rate, "rate", 1000, "echo, broadcast: messages sent per second, all sockets together")
 	fs.IntVar(&o.Size, "size", 32, "echo: payload bytes")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "measured time")
 	fs.DurationVar(&o.Warmup, "warmup", 2*time.Second, "echo: sending before measuring")

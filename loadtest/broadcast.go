@@ -1,0 +1,154 @@
+package loadtest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+// runBroadcast has one socket send "inc" to a counter room at o.Rate while
+// every socket, the sender's too, receives each new value. The k-th inc
+// yields value base+k, so each delivery's latency runs from the intended
+// send time of the inc that made it.
+func runBroadcast(ctx context.Context, o *Options, r *Report, conns []*wsConn) error {
+	if len(conns) == 0 {
+		return fmt.Errorf("loadtest: no sockets open")
+	}
+	r.Rate = o.Rate
+	// Every socket got the current value on connect; with no other writer
+	// they all agree on it.
+	var base int64 = -1
+	for _, c := range conns {
+		v, err := readCount(c)
+		if err != nil {
+			return fmt.Errorf("loadtest: reading the counter's first value: %w", err)
+		}
+		base = max(base, v)
+	}
+	start := time.Now().Add(100 * time.Millisecond)
+	measureFrom := start.Add(o.Warmup)
+	end := measureFrom.Add(o.Duration)
+	interval := time.Duration(float64(time.Second) / o.Rate)
+	total := int(end.Sub(start) / interval)
+	intended := make([]atomic.Int64, total+1) // UnixNano of inc k, written before it is sent
+
+	hist := newHistogram()
+	var histMu sync.Mutex
+	var received, errs, sent atomic.Int64
+	var readers sync.WaitGroup
+	for _, c := range conns {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			local := newHistogram()
+			defer func() {
+				histMu.Lock()
+				hist.Merge(local)
+				histMu.Unlock()
+			}()
+			for {
+				v, err := readCount(c)
+				if err != nil {
+					if time.Now().Before(end) {
+						errs.Add(1)
+					}
+					return
+				}
+				k := v - base - 1
+				if k < 0 || k > int64(total) {
+					continue // another writer's value
+				}
+				at := intended[k].Load()
+				if at == 0 || time.Unix(0, at).Before(measureFrom) {
+					continue
+				}
+				received.Add(1)
+				local.RecordValue(max(time.Since(time.Unix(0, at)).Microseconds(), 1))
+			}
+		}()
+	}
+
+	stopProgress := progress(o.Progress, func() string {
+		return fmt.Sprintf("broadcast: %d sockets, %d sent, %d delivered, %d errors", len(conns), sent.Load(), received.Load(), errs.Load())
+	})
+	p, err := newPacer(min(max(interval, 50*time.Microsecond), time.Millisecond))
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	lag := newHistogram()
+	sender := conns[0]
+	for k := 0; k <= total; k++ {
+		at := start.Add(time.Duration(k) * interval)
+		if !at.Before(end) || ctx.Err() != nil {
+			break
+		}
+		for time.Now().Before(at) {
+			if err := p.wait(); err != nil {
+				return err
+			}
+		}
+		intended[k].Store(at.UnixNano())
+		if err := sender.write(ws.OpText, []byte("inc")); err != nil {
+			errs.Add(1)
+			continue
+		}
+		if !at.Before(measureFrom) {
+			sent.Add(1)
+			lag.RecordValue(max(time.Since(at).Microseconds(), 1))
+		}
+	}
+	want := sent.Load() * int64(len(conns))
+	deadline := time.Now().Add(10 * time.Second)
+	for received.Load() < want && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	stopProgress()
+	for _, c := range conns {
+		c.c.SetReadDeadline(time.Now())
+	}
+	readers.Wait()
+	for _, c := range conns {
+		c.c.SetReadDeadline(time.Time{})
+	}
+	r.Sent, r.Received = sent.Load(), received.Load()
+	r.Lost = want - r.Received
+	r.Errors = errs.Load()
+	r.Achieved = float64(r.Received) / o.Duration.Seconds()
+	l, sl := summarize(hist), summarize(lag)
+	r.Latency, r.SendLag = &l, &sl
+	return nil
+}
+
+// readCount reads the next {"type":"count","value":N}. It scans for the
+// value instead of decoding JSON: at 100,000 deliveries a second the
+// harness's own parsing would otherwise eat the CPU the server is measured on.
+func readCount(c *wsConn) (int64, error) {
+	for {
+		_, p, err := c.read()
+		if err != nil {
+			return 0, err
+		}
+		if !bytes.Contains(p, []byte(`"type":"count"`)) {
+			continue
+		}
+		i := bytes.Index(p, []byte(`"value":`))
+		if i < 0 {
+			continue
+		}
+		p = p[i+len(`"value":`):]
+		j := 0
+		for j < len(p) && p[j] >= '0' && p[j] <= '9' {
+			j++
+		}
+		if v, err := strconv.ParseInt(string(p[:j]), 10, 64); err == nil {
+			return v, nil
+		}
+	}
+}
