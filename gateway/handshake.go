@@ -369,7 +369,12 @@ func (s *Server) open(ctx context.Context, c net.Conn, h *handshake, early ...by
 		return
 	}
 	s.socketOpened()
-	if err := s.router.Connect(ctx, sk.addr, sk, h.info); err != nil {
+	// Drain waits for handshakes and then closes every socket with 1012, so
+	// a Connect under way finishes rather than failing on the cancelled ctx.
+	connectCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.o.HandshakeTimeout)
+	err = s.router.Connect(connectCtx, sk.addr, sk, h.info)
+	cancel()
+	if err != nil {
 		sk.refused = true // the room never accepted it, so it hears no Closed
 		s.countRefusal(err)
 		code, reason := closeFor(err)

@@ -3,16 +3,21 @@ package gateway
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// poller is one epoll instance and the queue of its socket tasks. The
-// gateway's workers wait on it directly: when a socket becomes ready the
-// kernel wakes one waiting worker, which reads the socket itself. No
-// goroutine stands between the kernel and the worker, so a message costs no
-// hand-off, and nothing can block a dispatcher, because there is none.
+// poller is one epoll instance, the one worker that serves it, and the
+// queue of its socket tasks. The worker waits for the epoll descriptor
+// itself to become readable through Go's network poller, then takes the
+// ready sockets with a non-blocking epoll_wait and serves them. No goroutine
+// stands between the kernel and the worker, and a waiting worker holds no
+// thread in the kernel: a room goroutine it woke runs at once on the worker's
+// P instead of waiting for the scheduler to take back a P parked in a
+// syscall, which costs milliseconds at the tail.
 //
 // Sockets are registered edge-triggered for input and output. An edge says
 // "something changed": the reader then reads until EAGAIN, and a flush
@@ -24,8 +29,17 @@ import (
 // written once and never read, makes every worker return.
 type poller struct {
 	epfd int
+	file *os.File        // owns epfd, registered with Go's netpoller
+	rc   syscall.RawConn // waits for epfd to be readable
 	wake int
 	bell int
+
+	// Owned by the worker: wait's result, and its read function made once,
+	// because a closure made per call would allocate on every wake.
+	events []unix.EpollEvent
+	n      int
+	err    error
+	tryFn  func(fd uintptr) bool
 
 	mu    sync.Mutex
 	queue []task
@@ -34,16 +48,26 @@ type poller struct {
 // pollEvents is what every socket is registered for.
 const pollEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
 
-// eventsPerWait is small so a burst of ready sockets spreads over several
-// workers instead of queueing behind one.
-const eventsPerWait = 4
+// eventsPerWait bounds the sockets one epoll_wait hands the worker.
+const eventsPerWait = 64
 
 func newPoller() (*poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: epoll_create: %w", err)
 	}
-	p := &poller{epfd: epfd, wake: -1, bell: -1}
+	p := &poller{epfd: epfd, wake: -1, bell: -1, events: make([]unix.EpollEvent, eventsPerWait)}
+	p.tryFn = p.try
+	// Non-blocking, so os.NewFile hands it to the netpoller.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("gateway: epoll nonblock: %w", err)
+	}
+	p.file = os.NewFile(uintptr(epfd), "epoll")
+	if p.rc, err = p.file.SyscallConn(); err != nil {
+		p.close()
+		return nil, fmt.Errorf("gateway: epoll raw conn: %w", err)
+	}
 	for _, fd := range []*int{&p.wake, &p.bell} {
 		if *fd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
 			p.close()
@@ -66,14 +90,22 @@ func (p *poller) add(fd int) error {
 	return nil
 }
 
-// wait blocks until the kernel reports ready descriptors.
-func (p *poller) wait(events []unix.EpollEvent) (int, error) {
-	for {
-		n, err := unix.EpollWait(p.epfd, events, -1)
-		if err != unix.EINTR {
-			return n, err
-		}
+// wait blocks until the kernel reports ready descriptors. Go's netpoller
+// parks the worker until epfd is readable (it is while its ready list is not
+// empty); the non-blocking epoll_wait then takes the events. Every call
+// first tries to take events, so nothing left on the ready list waits for a
+// new edge.
+func (p *poller) wait() ([]unix.EpollEvent, error) {
+	if err := p.rc.Read(p.tryFn); err != nil {
+		return nil, err
 	}
+	return p.events[:max(p.n, 0)], p.err
+}
+
+// try takes ready events without blocking; false asks the netpoller to wait.
+func (p *poller) try(fd uintptr) bool {
+	p.n, p.err = unix.EpollWait(int(fd), p.events, 0)
+	return p.n > 0 || (p.err != nil && p.err != unix.EINTR)
 }
 
 var one = binary.NativeEndian.AppendUint64(nil, 1)
@@ -106,9 +138,14 @@ func (p *poller) take(buf []task) []task {
 // stop makes every worker waiting on p return.
 func (p *poller) stop() { unix.Write(p.wake, one) }
 
-// close releases the descriptors once no worker uses them.
+// close releases the descriptors once its worker has returned.
 func (p *poller) close() {
-	for _, fd := range []int{p.epfd, p.wake, p.bell} {
+	if p.file != nil {
+		p.file.Close()
+	} else {
+		unix.Close(p.epfd)
+	}
+	for _, fd := range []int{p.wake, p.bell} {
 		if fd >= 0 {
 			unix.Close(fd)
 		}

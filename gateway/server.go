@@ -43,8 +43,7 @@ type Options struct {
 	MessageTimeout       time.Duration                   // to receive the rest of a message once its first byte came; default 30s
 	DrainTimeout         time.Duration                   // for sockets to close on shutdown; default 5s
 	MaxPendingHandshakes int                             // connections still in their handshake; more are dropped; default 8192
-	Workers              int                             // goroutines that wait on epoll and serve ready sockets; default 2 × GOMAXPROCS
-	Pollers              int                             // epoll instances the workers share out; default one per 8 CPUs
+	Workers              int                             // epoll instances, each served by one goroutine; default 2 × GOMAXPROCS
 }
 
 func (o *Options) init() error {
@@ -87,15 +86,11 @@ func (o *Options) init() error {
 	if o.Workers == 0 {
 		o.Workers = 2 * runtime.GOMAXPROCS(0)
 	}
-	if o.Pollers == 0 {
-		o.Pollers = (runtime.GOMAXPROCS(0) + 7) / 8
-	}
-	o.Workers = max(o.Workers, o.Pollers) // every poller needs a worker
 	switch {
 	case o.MaxMessageBytes < 125:
 		return fmt.Errorf("gateway: MaxMessageBytes %d is below the 125 bytes of a control frame", o.MaxMessageBytes)
 	case o.MaxQueueBytes < 0, o.HandshakeTimeout < 0, o.CloseTimeout < 0, o.MessageTimeout < 0, o.DrainTimeout < 0,
-		o.MaxPendingHandshakes < 0, o.Workers < 0, o.Pollers < 0:
+		o.MaxPendingHandshakes < 0, o.Workers < 0:
 		return errors.New("gateway: negative option")
 	}
 	return nil
@@ -191,7 +186,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.ln = ln
 	close(s.bound)
-	for range s.o.Pollers {
+	for range s.o.Workers {
 		p, err := newPoller()
 		if err != nil {
 			s.closePollers()
@@ -219,8 +214,7 @@ func (s *Server) Run(ctx context.Context) error {
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 	var workers sync.WaitGroup
-	for i := range s.o.Workers {
-		p := s.pollers[i%len(s.pollers)]
+	for _, p := range s.pollers {
 		workers.Go(func() { s.work(workCtx, p) })
 	}
 
@@ -416,14 +410,13 @@ type worker struct {
 // work serves ready sockets of p until p is stopped.
 func (s *Server) work(ctx context.Context, p *poller) {
 	w := new(worker)
-	var events [eventsPerWait]unix.EpollEvent
 	for {
-		n, err := p.wait(events[:])
+		events, err := p.wait()
 		if err != nil {
 			s.log.Error("epoll_wait", "err", err)
 			return
 		}
-		for _, ev := range events[:n] {
+		for _, ev := range events {
 			switch fd := int(ev.Fd); fd {
 			case p.wake:
 				return

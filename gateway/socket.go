@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -465,7 +466,13 @@ func (k *sink) message(op ws.OpCode, data []byte) {
 	err := s.srv.router.Message(k.ctx, s.addr, s, rooms.Frame{Op: rooms.Opcode(op), Data: data})
 	if err != nil {
 		code, reason := closeFor(err)
-		s.srv.log.LogAttrs(k.ctx, slog.LevelWarn, "message failed",
+		// A busy or draining room is routine and counted by the runtime;
+		// anything else is worth a line.
+		level := slog.LevelWarn
+		if errors.Is(err, rooms.ErrOverloaded) || errors.Is(err, rooms.ErrDraining) {
+			level = slog.LevelDebug
+		}
+		s.srv.log.LogAttrs(k.ctx, level, "message refused",
 			slog.String("room", s.addr.String()), slog.String("socket", s.id.String()),
 			slog.Int("code", code), slog.Any("err", err))
 		s.Close(code, reason)

@@ -102,3 +102,36 @@ func BenchmarkPersistedEventsOneRoom(b *testing.B) { benchmarkPersisted(b, 1) }
 // BenchmarkPersistedEvents1000Rooms is the same spread over 1,000 rooms on
 // one node. Target: 50,000/s.
 func BenchmarkPersistedEvents1000Rooms(b *testing.B) { benchmarkPersisted(b, 1000) }
+
+type echoBack struct{}
+
+func (echoBack) OnMessage(ctx context.Context, r *Room, c *Conn, f Frame) error { return c.Send(f) }
+
+// BenchmarkEchoEvent is one message through a room that answers it and
+// writes nothing: the mailbox, the event scope and the output path.
+func BenchmarkEchoEvent(b *testing.B) {
+	store, err := filestore.Open(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer store.Close()
+	rt, _ := New(Options{Store: store, Metrics: prometheus.NewRegistry()})
+	rt.Register("e", func() Handler { return echoBack{} })
+	ctx := context.Background()
+	var sent atomic.Int64
+	sock := countingSocket{id: 1, sent: &sent}
+	a := Addr{Class: "e", Room: "r"}
+	rt.Connect(ctx, a, sock, ConnectInfo{})
+	f := Frame{Op: Text, Data: []byte("a small chat-sized message")}
+	b.ReportAllocs()
+	i := int64(0)
+	for b.Loop() {
+		i++
+		for rt.Message(ctx, a, sock, f) != nil {
+			runtime.Gosched()
+		}
+		for sent.Load() < i {
+			runtime.Gosched()
+		}
+	}
+}

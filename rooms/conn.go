@@ -26,9 +26,10 @@ type Conn struct {
 	connectedAt time.Time
 	tags        []string
 	attachment  []byte
-	idx         int  // position in the room's list
-	gone        bool // closed: sends are dropped
-	origin      bool // scratch: set while collecting the sockets of a failed window
+	self        [1]*Conn // this Conn, as a one-element target list without an allocation
+	idx         int      // position in the room's list
+	gone        bool     // closed: sends are dropped
+	origin      bool     // scratch: set while collecting the sockets of a failed window
 }
 
 // ID returns the socket's id.
@@ -87,12 +88,12 @@ func (c *Conn) Send(f Frame) error {
 		return ErrOpcode
 	}
 	f.Data = append([]byte(nil), f.Data...)
-	return c.inst.emit(output{to: []*Conn{c}, frame: f})
+	return c.inst.emit(output{to: c.self[:], frame: f})
 }
 
 // SendText sends s as a text message.
 func (c *Conn) SendText(s string) error {
-	return c.inst.emit(output{to: []*Conn{c}, frame: Frame{Op: Text, Data: []byte(s)}})
+	return c.inst.emit(output{to: c.self[:], frame: Frame{Op: Text, Data: []byte(s)}})
 }
 
 // SendJSON sends v encoded as JSON in a text message.
@@ -101,11 +102,11 @@ func (c *Conn) SendJSON(v any) error {
 	if err != nil {
 		return fmt.Errorf("rooms: encode message: %w", err)
 	}
-	return c.inst.emit(output{to: []*Conn{c}, frame: Frame{Op: Text, Data: b}})
+	return c.inst.emit(output{to: c.self[:], frame: Frame{Op: Text, Data: b}})
 }
 
 // Close closes the socket with code and reason, after what the room sent it
 // before.
 func (c *Conn) Close(code int, reason string) error {
-	return c.inst.emit(output{to: []*Conn{c}, close: true, code: code, reason: reason})
+	return c.inst.emit(output{to: c.self[:], close: true, code: code, reason: reason})
 }

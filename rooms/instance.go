@@ -45,12 +45,15 @@ type event struct {
 	w       http.ResponseWriter
 	req     *http.Request
 	inspect func(*instance)
-	reply   chan error // buffered; nil when nobody waits
+	reply   reply
 }
 
-func (ev *event) answer(err error) {
-	if ev.reply != nil {
-		ev.reply <- err
+// reply carries an event's answer to whoever waits for it; nil when nobody does.
+type reply chan error
+
+func (r reply) answer(err error) {
+	if r != nil {
+		r <- err
 	}
 }
 
@@ -92,7 +95,8 @@ type instance struct {
 	inEvent  bool
 	cur      *writeSet
 	curOut   []output
-	curConn  *Conn // the socket OnConnect is deciding on
+	scratch  writeSet // reused as cur: most events write little or nothing
+	curConn  *Conn    // the socket OnConnect is deciding on
 	pending  writeSet
 	penOut   []output
 	penFrom  []*Conn // sockets whose messages made the pending events
@@ -159,8 +163,8 @@ func (in *instance) run(ctx context.Context) {
 	var batch []event
 	for {
 		batch = in.take(batch)
-		for _, ev := range batch {
-			in.handle(ctx, &ev) // a copy: outputs may keep ev past the batch
+		for i := range batch {
+			in.handle(ctx, &batch[i])
 		}
 		clear(batch)
 		if len(batch) > 0 {
@@ -211,8 +215,8 @@ func (in *instance) drain() {
 	var batch []event
 	for {
 		batch = in.take(batch)
-		for _, ev := range batch {
-			in.handle(ctx, &ev)
+		for i := range batch {
+			in.handle(ctx, &batch[i])
 		}
 		if len(batch) == 0 && in.inflight == nil {
 			return
@@ -297,13 +301,14 @@ func (in *instance) removeConn(c *Conn) {
 
 // call runs a handler method in an event scope and turns a panic into an error.
 func (in *instance) call(ctx context.Context, f func() error) (w *writeSet, outs []output, err error) {
-	in.cur, in.curOut, in.inEvent = &writeSet{}, nil, true
+	in.scratch.reset()
+	in.cur, in.curOut, in.inEvent = &in.scratch, in.curOut[:0], true
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("%w: panic: %v\n%s", ErrFailed, p, debug.Stack())
 		}
 		w, outs = in.cur, in.curOut
-		in.cur, in.curOut, in.inEvent, in.curConn = nil, nil, false, nil
+		in.cur, in.inEvent, in.curConn = nil, false, nil
 	}()
 	return nil, nil, f()
 }
@@ -343,6 +348,7 @@ func (in *instance) accept(ctx context.Context, w *writeSet, outs []output, from
 		w.applyTo(&in.pending)
 	}
 	in.penOut = append(in.penOut, outs...)
+	clear(outs) // outs may be the scratch list the next event reuses
 	if from != nil {
 		in.penFrom = append(in.penFrom, from)
 	}
@@ -357,8 +363,12 @@ func (in *instance) pump(ctx context.Context) {
 	}
 	if in.pending.empty() {
 		outs := in.penOut
-		in.penOut, in.penFrom = nil, nil
+		in.penOut, in.penFrom = nil, in.penFrom[:0]
 		in.release(outs)
+		clear(outs)
+		if in.penOut == nil {
+			in.penOut = outs[:0] // keep the backing array: this is the hot path
+		}
 		return
 	}
 	w := in.pending
@@ -473,7 +483,7 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 		return
 	case evInspect:
 		ev.inspect(in)
-		ev.answer(nil)
+		ev.reply.answer(nil)
 		return
 	case evClose:
 		c := in.conns[ev.id]
@@ -501,10 +511,11 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 	case evConnect:
 		c := &Conn{id: ev.sock.ID(), sock: ev.sock, inst: in, user: ev.info.User, query: ev.info.Query,
 			edge: in.rt.o.NodeID, connectedAt: time.Now()}
+		c.self[0] = c
 		in.addConn(c)
 		ch, ok := h.(ConnectHandler)
 		if !ok {
-			ev.answer(nil)
+			ev.reply.answer(nil)
 			return
 		}
 		w, outs, err := in.call(ctx, func() error {
@@ -520,10 +531,10 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 			if !errors.As(err, &ce) && !errors.Is(err, ErrFailed) {
 				err = fmt.Errorf("%w: %w", ErrRefused, err)
 			}
-			ev.answer(err)
+			ev.reply.answer(err)
 			return
 		}
-		ev.answer(nil)
+		ev.reply.answer(nil)
 		in.accept(ctx, w, outs, nil)
 	case evMessage:
 		c := in.conns[ev.id]
@@ -536,33 +547,34 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 	case evRequest:
 		rh, ok := h.(RequestHandler)
 		if !ok {
-			ev.answer(ErrNoRequestHandler)
+			ev.reply.answer(ErrNoRequestHandler)
 			return
 		}
 		rec := httptest.NewRecorder()
 		w, outs, err := in.call(ctx, func() error { return rh.OnRequest(ctx, &in.r, rec, ev.req) })
 		if err != nil {
 			in.reset("handler", err)
-			ev.answer(fmt.Errorf("%w: %w", ErrFailed, err))
+			ev.reply.answer(fmt.Errorf("%w: %w", ErrFailed, err))
 			return
 		}
+		w2, rep := ev.w, ev.reply
 		outs = append(outs, output{done: func(err error) {
 			if err == nil {
-				copyResponse(ev.w, rec)
+				copyResponse(w2, rec)
 			}
-			ev.answer(err)
+			rep.answer(err)
 		}})
 		in.accept(ctx, w, outs, nil)
 	case evBroadcast:
-		outs := []output{{to: in.targets(ev.tag, nil), frame: ev.frame, done: ev.answer}}
+		outs := []output{{to: in.targets(ev.tag, nil), frame: ev.frame, done: ev.reply.answer}}
 		in.accept(ctx, &writeSet{}, outs, nil)
 	case evKick:
 		c := in.conns[ev.id]
 		if c == nil {
-			ev.answer(ErrSocketNotFound)
+			ev.reply.answer(ErrSocketNotFound)
 			return
 		}
-		outs := []output{{to: []*Conn{c}, close: true, code: 4403, reason: "kicked", done: ev.answer}}
+		outs := []output{{to: []*Conn{c}, close: true, code: 4403, reason: "kicked", done: ev.reply.answer}}
 		in.accept(ctx, &writeSet{}, outs, nil)
 	}
 }
@@ -578,7 +590,7 @@ func (in *instance) handlerFor(ctx context.Context, ev *event) (Handler, bool) {
 		case evAlarm:
 			in.alarmFailed(ctx, ev, err)
 		default:
-			ev.answer(err)
+			ev.reply.answer(err)
 		}
 		return nil, false
 	}
@@ -649,7 +661,7 @@ func (in *instance) alarmDoneOutput() output {
 func (in *instance) deleteRoom(ctx context.Context, ev *event) {
 	in.h, in.started = nil, false
 	outs := []output{{to: append([]*Conn(nil), in.list...), close: true, code: 4404, reason: "room deleted"}}
-	outs = append(outs, output{done: ev.answer})
+	outs = append(outs, output{done: ev.reply.answer})
 	in.accept(ctx, &writeSet{deleteAll: true, alarm: &storage.AlarmChange{}}, outs, nil)
 }
 

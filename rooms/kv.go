@@ -40,6 +40,12 @@ type writeSet struct {
 
 func (w *writeSet) empty() bool { return !w.deleteAll && len(w.kv) == 0 && w.alarm == nil }
 
+// reset empties w, keeping its map for reuse.
+func (w *writeSet) reset() {
+	w.deleteAll, w.alarm = false, nil
+	clear(w.kv)
+}
+
 func (w *writeSet) put(k string, v []byte) {
 	if w.kv == nil {
 		w.kv = make(map[string][]byte)
@@ -50,7 +56,8 @@ func (w *writeSet) put(k string, v []byte) {
 // apply lays w over dst, as if w's writes came after dst's.
 func (w *writeSet) applyTo(dst *writeSet) {
 	if w.deleteAll {
-		dst.deleteAll, dst.kv = true, nil
+		dst.deleteAll = true
+		clear(dst.kv)
 	}
 	for k, v := range w.kv {
 		dst.put(k, v)
