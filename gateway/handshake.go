@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -90,52 +89,81 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		return
 	}
 
-	var h handshake
-	h.remote = c.RemoteAddr().String()
-	var refusal error
-	gate := &gateWriter{w: c}
-	u := ws.Upgrader{
-		OnRequest: func(uri []byte) error {
-			h.class, h.room, h.query, h.pathOK = parseWSPath(string(uri))
-			return nil
-		},
-		OnHeader: func(key, value []byte) error {
-			if string(key) == "Origin" {
-				h.origin = string(value)
-			}
-			return nil
-		},
-		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
-			refusal = s.admit(&h)
-			return nil, refusal
-		},
-	}
-	_, err = u.Upgrade(struct {
-		io.Reader
-		io.Writer
-	}{io.LimitReader(br, maxHandshakeBytes), gate})
+	st := upgrades.Get().(*upgrade)
+	defer st.release()
+	st.s, st.h.remote, st.gate.w = s, c.RemoteAddr().String(), c
+	st.limited = io.LimitedReader{R: br, N: maxHandshakeBytes}
+	_, err = st.u.Upgrade(&st.rw)
 	br.Reset(nil)
 	peekReaders.Put(br)
+	h := &st.h
 	switch {
 	case err == nil:
 		c.SetDeadline(time.Time{})
-		s.open(ctx, c, &h)
-	case refusal != nil:
-		s.refuse(c, refusal)
-	case gate.status != 0:
+		s.open(ctx, c, h)
+	case st.refusal != nil:
+		s.refuse(c, st.refusal)
+	case st.gate.status != 0:
 		// gobwas/ws found the request itself wrong. Admission still comes
 		// first, so the answer is the same as on the chi path.
 		if h.pathOK {
-			if refusal = s.admit(&h); refusal != nil {
+			if refusal := s.admit(h); refusal != nil {
 				s.refuse(c, refusal)
 				return
 			}
 		}
-		s.refuse(c, &handshakeError{status: gate.status, err: err})
+		s.refuse(c, &handshakeError{status: st.gate.status, err: err})
 	default:
 		s.countHandshakeError(err) // it never finished its request: nobody to answer
 		c.Close()
 	}
+}
+
+// upgrade is the zero-copy path's per-handshake state. It is pooled with its
+// Upgrader, whose callbacks are bound to it once, so a handshake allocates
+// only what the socket keeps: at 20,000 connects a second the garbage of
+// closures and wrappers is what sets the server's memory, not the sockets.
+type upgrade struct {
+	s       *Server
+	h       handshake
+	refusal error
+	gate    gateWriter
+	limited io.LimitedReader
+	rw      struct {
+		io.Reader
+		io.Writer
+	}
+	u ws.Upgrader
+}
+
+var upgrades = sync.Pool{New: func() any {
+	st := new(upgrade)
+	st.rw.Reader, st.rw.Writer = &st.limited, &st.gate
+	st.u = ws.Upgrader{OnRequest: st.onRequest, OnHeader: st.onHeader, OnBeforeUpgrade: st.onBeforeUpgrade}
+	return st
+}}
+
+func (st *upgrade) onRequest(uri []byte) error {
+	st.h.class, st.h.room, st.h.query, st.h.pathOK = parseWSPath(string(uri))
+	return nil
+}
+
+func (st *upgrade) onHeader(key, value []byte) error {
+	if string(key) == "Origin" {
+		st.h.origin = string(value)
+	}
+	return nil
+}
+
+func (st *upgrade) onBeforeUpgrade() (ws.HandshakeHeader, error) {
+	st.refusal = st.s.admit(&st.h)
+	return nil, st.refusal
+}
+
+// release returns st to the pool once the socket took what it keeps.
+func (st *upgrade) release() {
+	st.s, st.h, st.refusal, st.gate, st.limited = nil, handshake{}, nil, gateWriter{}, io.LimitedReader{}
+	upgrades.Put(st)
 }
 
 // gateWriter lets the Upgrader's 101 through and swallows any other answer,
@@ -263,10 +291,10 @@ func connectInfo(h *handshake) (rooms.ConnectInfo, error) {
 		return rooms.ConnectInfo{}, fmt.Errorf("%w: user must be at most 128 bytes and name at most 64, printable UTF-8", errBadQuery)
 	}
 	if user == "" {
-		user = "u-" + randomHex(8)
+		user = randomID("u-", 8)
 	}
 	if name == "" {
-		name = "guest-" + randomHex(2)
+		name = randomID("guest-", 2)
 	}
 	q.Del("token")
 	return rooms.ConnectInfo{
@@ -278,10 +306,20 @@ func connectInfo(h *handshake) (rooms.ConnectInfo, error) {
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
+// randomID is prefix and n random bytes in hex, made with one allocation:
+// an idle socket keeps it for as long as it is open.
+func randomID(prefix string, n int) string {
+	const digits = "0123456789abcdef"
+	var raw [16]byte
+	rand.Read(raw[:n])
+	var sb strings.Builder
+	sb.Grow(len(prefix) + 2*n)
+	sb.WriteString(prefix)
+	for _, c := range raw[:n] {
+		sb.WriteByte(digits[c>>4])
+		sb.WriteByte(digits[c&0xf])
+	}
+	return sb.String()
 }
 
 // upgradeHTTP is chi's /ws/{class}/{room}: the same admission on an
@@ -369,12 +407,10 @@ func (s *Server) open(ctx context.Context, c net.Conn, h *handshake, early ...by
 		return
 	}
 	s.socketOpened()
-	// Drain waits for handshakes and then closes every socket with 1012, so
-	// a Connect under way finishes rather than failing on the cancelled ctx.
-	connectCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.o.HandshakeTimeout)
-	err = s.router.Connect(connectCtx, sk.addr, sk, h.info)
-	cancel()
-	if err != nil {
+	// Drain waits for handshakes (up to its deadline) and then closes every
+	// socket with 1012, so a Connect under way finishes rather than failing
+	// on the cancelled ctx.
+	if err := s.router.Connect(context.WithoutCancel(ctx), sk.addr, sk, h.info); err != nil {
 		sk.refused = true // the room never accepted it, so it hears no Closed
 		s.countRefusal(err)
 		code, reason := closeFor(err)

@@ -23,13 +23,33 @@ type Conn struct {
 	user        User
 	query       string
 	edge        string
-	connectedAt time.Time
-	tags        []string
-	attachment  []byte
-	self        [1]*Conn // this Conn, as a one-element target list without an allocation
-	idx         int      // position in the room's list
-	gone        bool     // closed: sends are dropped
-	origin      bool     // scratch: set while collecting the sockets of a failed window
+	connectedAt int64      // Unix nanoseconds
+	extra       *connExtra // nil until the room sets tags or an attachment
+	self        [1]*Conn   // this Conn, as a one-element target list without an allocation
+	idx         int32      // position in the room's list
+	gone        bool       // closed: sends are dropped
+	origin      bool       // scratch: set while collecting the sockets of a failed window
+}
+
+// connExtra holds what few sockets carry, so an idle socket's Conn stays
+// small: a room may hold tens of thousands.
+type connExtra struct {
+	tags       []string
+	attachment []byte
+}
+
+func (c *Conn) tags() []string {
+	if c.extra == nil {
+		return nil
+	}
+	return c.extra.tags
+}
+
+func (c *Conn) ext() *connExtra {
+	if c.extra == nil {
+		c.extra = new(connExtra)
+	}
+	return c.extra
 }
 
 // ID returns the socket's id.
@@ -45,10 +65,10 @@ func (c *Conn) Query() url.Values {
 }
 
 // ConnectedAt returns when the socket joined the room.
-func (c *Conn) ConnectedAt() time.Time { return c.connectedAt }
+func (c *Conn) ConnectedAt() time.Time { return time.Unix(0, c.connectedAt) }
 
 // Tags returns the socket's tags.
-func (c *Conn) Tags() []string { return c.tags }
+func (c *Conn) Tags() []string { return c.tags() }
 
 // SetTags sets the socket's tags: at most 10, of 1 to 256 bytes each. Only
 // OnConnect may call it; r.Conns(tag) then finds the socket.
@@ -64,12 +84,17 @@ func (c *Conn) SetTags(tags ...string) error {
 			return fmt.Errorf("%w: a tag must have 1 to %d bytes", ErrLimit, MaxTagBytes)
 		}
 	}
-	c.tags = append([]string(nil), tags...)
+	c.ext().tags = append([]string(nil), tags...)
 	return nil
 }
 
 // Attachment returns the value last given to SetAttachment.
-func (c *Conn) Attachment() []byte { return c.attachment }
+func (c *Conn) Attachment() []byte {
+	if c.extra == nil {
+		return nil
+	}
+	return c.extra.attachment
+}
 
 // SetAttachment keeps up to 16 KiB with the socket, for the room's own use
 // (a player's colour, a cursor): it lives as long as the socket.
@@ -77,7 +102,7 @@ func (c *Conn) SetAttachment(b []byte) error {
 	if len(b) > MaxAttachmentSize {
 		return fmt.Errorf("%w: attachment of %d bytes, at most %d", ErrLimit, len(b), MaxAttachmentSize)
 	}
-	c.attachment = append([]byte(nil), b...)
+	c.ext().attachment = append([]byte(nil), b...)
 	return nil
 }
 

@@ -82,6 +82,7 @@ type instance struct {
 	mu     sync.Mutex // guards queue and exited
 	queue  []event
 	exited bool
+	parked bool // no goroutine runs the instance; guarded by its shard's lock
 	signal chan struct{}
 
 	nconns atomic.Int32 // len(conns), for the admin API
@@ -153,12 +154,18 @@ func (in *instance) take(buf []event) []event {
 	return buf
 }
 
+// parkAfter is how long a room with sockets keeps its goroutine without an
+// event. A parked room stays in memory, its sockets and handler intact, and
+// its goroutine starts again with the next event: an idle room costs no
+// goroutine (DESIGN §2), and a restart costs about a microsecond.
+const parkAfter = time.Second
+
 func (in *instance) run(ctx context.Context) {
 	defer in.rt.wg.Done()
-	in.rt.m.active.Inc()
-	defer in.rt.m.active.Dec()
+	in.rt.m.running.Inc()
+	defer in.rt.m.running.Dec()
 	in.active = time.Now()
-	idle := time.NewTimer(in.rt.o.IdleTimeout)
+	idle := time.NewTimer(parkAfter)
 	defer idle.Stop()
 	var batch []event
 	for {
@@ -175,12 +182,13 @@ func (in *instance) run(ctx context.Context) {
 		case err := <-in.done:
 			in.committed(ctx, err)
 		case <-idle.C:
-			if rest := in.rt.o.IdleTimeout - time.Since(in.active); rest > 0 {
+			wait := min(parkAfter, in.rt.o.IdleTimeout)
+			if rest := wait - time.Since(in.active); rest > 0 {
 				idle.Reset(rest)
-			} else if in.tryExit() {
+			} else if in.tryStop() {
 				return
 			} else {
-				idle.Reset(in.rt.o.IdleTimeout)
+				idle.Reset(wait)
 			}
 		case <-ctx.Done():
 			in.drain()
@@ -189,11 +197,16 @@ func (in *instance) run(ctx context.Context) {
 	}
 }
 
-// tryExit leaves memory when nothing needs the instance: no sockets, no
-// events, nothing uncommitted. The shard lock makes the check and the
-// removal atomic with respect to new events.
-func (in *instance) tryExit() bool {
-	if len(in.conns) > 0 || in.inflight != nil || !in.pending.empty() || len(in.penOut) > 0 || in.alarm.busy {
+// tryStop ends the goroutine when nothing needs it: nothing queued, nothing
+// uncommitted, no alarm running. A room without sockets that stayed idle
+// for IdleTimeout leaves memory; one with sockets parks. The shard lock
+// makes the check and the change atomic with respect to new events.
+func (in *instance) tryStop() bool {
+	if in.inflight != nil || !in.pending.empty() || len(in.penOut) > 0 || in.alarm.busy {
+		return false
+	}
+	leave := len(in.conns) == 0
+	if leave && time.Since(in.active) < in.rt.o.IdleTimeout {
 		return false
 	}
 	sh := in.rt.shard(in.addr)
@@ -204,8 +217,13 @@ func (in *instance) tryExit() bool {
 	if len(in.queue) > 0 {
 		return false
 	}
-	in.exited = true
-	delete(sh.rooms, in.addr)
+	if leave {
+		in.exited = true
+		delete(sh.rooms, in.addr)
+		in.rt.m.active.Dec()
+	} else {
+		in.parked = true
+	}
 	return true
 }
 
@@ -263,7 +281,7 @@ func (in *instance) connecting(c *Conn) bool { return in.inEvent && in.curConn =
 func (in *instance) targets(tag string, except []SocketID) []*Conn {
 	out := make([]*Conn, 0, len(in.list))
 	for _, c := range in.list {
-		if (tag == "" || contains(c.tags, tag)) && !contains(except, c.id) {
+		if (tag == "" || contains(c.tags(), tag)) && !contains(except, c.id) {
 			out = append(out, c)
 		}
 	}
@@ -280,7 +298,7 @@ func contains[T comparable](s []T, v T) bool {
 }
 
 func (in *instance) addConn(c *Conn) {
-	c.idx = len(in.list)
+	c.idx = int32(len(in.list))
 	in.list = append(in.list, c)
 	in.conns[c.id] = c
 	in.nconns.Store(int32(len(in.list)))
@@ -510,7 +528,7 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 	switch ev.kind {
 	case evConnect:
 		c := &Conn{id: ev.sock.ID(), sock: ev.sock, inst: in, user: ev.info.User, query: ev.info.Query,
-			edge: in.rt.o.NodeID, connectedAt: time.Now()}
+			edge: in.rt.o.NodeID, connectedAt: time.Now().UnixNano()}
 		c.self[0] = c
 		in.addConn(c)
 		ch, ok := h.(ConnectHandler)

@@ -4,6 +4,7 @@ import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
 	active        prometheus.Gauge
+	running       prometheus.Gauge
 	events        prometheus.Counter
 	commitSeconds prometheus.Histogram
 	failures      *prometheus.CounterVec
@@ -16,6 +17,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		active: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "roomgate_rooms_active", Help: "Room instances in memory on this node.",
+		}),
+		running: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "roomgate_rooms_running", Help: "Room instances with a goroutine: those that had an event in the last second.",
 		}),
 		events: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "roomgate_room_events_total", Help: "Events run by rooms: connects, messages, closes, alarms, requests.",
@@ -37,7 +41,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "roomgate_room_bad_input_total", Help: "Client messages a room class refused, by class and kind.",
 		}, []string{"class", "kind"}),
 	}
-	for _, c := range []prometheus.Collector{m.active, m.events, m.commitSeconds, m.failures, m.overloaded, m.alarmsFired, m.badInput} {
+	for _, c := range []prometheus.Collector{m.active, m.running, m.events, m.commitSeconds, m.failures, m.overloaded, m.alarmsFired, m.badInput} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -36,7 +36,7 @@ func (r *Room) Alarm() *Alarm { return &r.alarm }
 func (r *Room) Conns(tag string) []*Conn {
 	out := make([]*Conn, 0, len(r.inst.list))
 	for _, c := range r.inst.list {
-		if tag == "" || slices.Contains(c.tags, tag) {
+		if tag == "" || slices.Contains(c.tags(), tag) {
 			out = append(out, c)
 		}
 	}

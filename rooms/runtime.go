@@ -183,12 +183,21 @@ func (rt *Runtime) send(a Addr, ev event, bounded bool) error {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	in := sh.rooms[a]
-	if in == nil {
+	switch {
+	case in == nil:
 		if sh.draining {
 			return ErrDraining
 		}
 		in = newInstance(rt, a, cls)
 		sh.rooms[a] = in
+		rt.m.active.Inc()
+		rt.wg.Add(1)
+		go in.run(rt.life)
+	case in.parked:
+		if sh.draining {
+			return ErrDraining // a parked room has nothing to commit
+		}
+		in.parked = false
 		rt.wg.Add(1)
 		go in.run(rt.life)
 	}
@@ -445,8 +454,8 @@ func (rt *Runtime) Connections(ctx context.Context, a Addr) ([]ConnInfo, error) 
 	err := rt.ask(ctx, a, event{kind: evInspect, inspect: func(in *instance) {
 		out = make([]ConnInfo, 0, len(in.list))
 		for _, c := range in.list {
-			out = append(out, ConnInfo{ID: c.id.String(), User: c.user, Tags: append([]string{}, c.tags...),
-				Edge: c.edge, ConnectedAt: c.connectedAt.UTC()})
+			out = append(out, ConnInfo{ID: c.id.String(), User: c.user, Tags: append([]string{}, c.tags()...),
+				Edge: c.edge, ConnectedAt: c.ConnectedAt().UTC()})
 		}
 	}})
 	sort.Slice(out, func(i, j int) bool { return out[i].ConnectedAt.Before(out[j].ConnectedAt) })
