@@ -41,6 +41,7 @@ func runBroadcast(ctx context.Context, o *Options, r *Report, conns []*wsConn) e
 	hist := newHistogram()
 	var histMu sync.Mutex
 	var received, errs, sent atomic.Int64
+	var stopping atomic.Bool
 	var readers sync.WaitGroup
 	for _, c := range conns {
 		readers.Add(1)
@@ -55,7 +56,7 @@ func runBroadcast(ctx context.Context, o *Options, r *Report, conns []*wsConn) e
 			for {
 				v, err := readCount(c)
 				if err != nil {
-					if time.Now().Before(end) {
+					if !stopping.Load() {
 						errs.Add(1)
 					}
 					return
@@ -110,6 +111,7 @@ func runBroadcast(ctx context.Context, o *Options, r *Report, conns []*wsConn) e
 		time.Sleep(10 * time.Millisecond)
 	}
 	stopProgress()
+	stopping.Store(true) // the deadline below ends the readers; their errors are not the target's
 	for _, c := range conns {
 		c.c.SetReadDeadline(time.Now())
 	}

@@ -28,6 +28,7 @@ func runEcho(ctx context.Context, o *Options, r *Report, conns []*wsConn) error 
 	measureFrom := start.Add(o.Warmup)
 	end := measureFrom.Add(o.Duration)
 
+	var stopping atomic.Bool
 	var readers sync.WaitGroup
 	for _, c := range conns {
 		readers.Add(1)
@@ -42,7 +43,7 @@ func runEcho(ctx context.Context, o *Options, r *Report, conns []*wsConn) error 
 			for {
 				_, p, err := c.read()
 				if err != nil {
-					if time.Now().Before(end) {
+					if !stopping.Load() {
 						errs.Add(1)
 					}
 					return
@@ -108,6 +109,7 @@ func runEcho(ctx context.Context, o *Options, r *Report, conns []*wsConn) error 
 		time.Sleep(10 * time.Millisecond)
 	}
 	stopProgress()
+	stopping.Store(true) // the deadline below ends the readers; their errors are not the target's
 	for _, c := range conns {
 		c.c.SetReadDeadline(time.Now())
 	}
