@@ -160,9 +160,9 @@ func (s *Server) broadcast(w http.ResponseWriter, r *http.Request) {
 
 // storageItem shows a value as text when it is UTF-8, else as base64.
 type storageItem struct {
-	Key         string `json:"key"`
-	Value       string `json:"value,omitempty"`
-	ValueBase64 []byte `json:"value_base64,omitempty"`
+	Key         string  `json:"key"`
+	Value       *string `json:"value,omitempty"`
+	ValueBase64 []byte  `json:"value_base64,omitempty"`
 }
 
 func (s *Server) readStorage(w http.ResponseWriter, r *http.Request) {
@@ -176,7 +176,8 @@ func (s *Server) readStorage(w http.ResponseWriter, r *http.Request) {
 	for _, kv := range kvs {
 		it := storageItem{Key: kv.Key}
 		if utf8.Valid(kv.Value) {
-			it.Value = string(kv.Value)
+			v := string(kv.Value)
+			it.Value = &v
 		} else {
 			it.ValueBase64 = kv.Value
 		}

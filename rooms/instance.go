@@ -1,7 +1,6 @@
 package rooms
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -42,7 +41,7 @@ type event struct {
 	reason  string
 	tag     string
 	alarm   AlarmInfo
-	w       http.ResponseWriter
+	rec     *httptest.ResponseRecorder // evRequest: the handler's response, read by the asker once answered
 	req     *http.Request
 	inspect func(*instance)
 	reply   reply
@@ -88,25 +87,27 @@ type instance struct {
 	nconns atomic.Int32 // len(conns), for the admin API
 
 	// Owned by the room's goroutine.
-	h        Handler
-	started  bool
-	r        Room
-	conns    map[SocketID]*Conn
-	list     []*Conn
-	inEvent  bool
-	cur      *writeSet
-	curOut   []output
-	scratch  writeSet // reused as cur: most events write little or nothing
-	curConn  *Conn    // the socket OnConnect is deciding on
-	pending  writeSet
-	penOut   []output
-	penFrom  []*Conn // sockets whose messages made the pending events
-	inflight *writeSet
-	inOut    []output
-	inFrom   []*Conn
-	done     chan error // the commit in flight finished
-	alarm    alarmState
-	active   time.Time
+	h         Handler
+	started   bool
+	r         Room
+	conns     map[SocketID]*Conn
+	list      []*Conn
+	inEvent   bool
+	cur       *writeSet
+	curOut    []output
+	scratch   writeSet // reused as cur: most events write little or nothing
+	curConn   *Conn    // the socket OnConnect is deciding on
+	pending   writeSet
+	penEvents int // events whose writes are in pending
+	inEvents  int // events whose writes are in flight
+	penOut    []output
+	penFrom   []*Conn // sockets whose messages made the pending events
+	inflight  *writeSet
+	inOut     []output
+	inFrom    []*Conn
+	done      chan error // the commit in flight finished
+	alarm     alarmState
+	active    time.Time
 }
 
 type alarmState struct {
@@ -150,8 +151,17 @@ func (in *instance) take(buf []event) []event {
 	buf = append(buf[:0], in.queue...)
 	clear(in.queue)
 	in.queue = in.queue[:0]
+	if cap(in.queue) > 1024 {
+		in.queue = nil // do not keep a burst's array for good
+	}
 	in.mu.Unlock()
 	return buf
+}
+
+// backlogged reports whether the events waiting for commits reached the
+// mailbox's bound.
+func (in *instance) backlogged() bool {
+	return in.penEvents+in.inEvents >= in.rt.o.MaxQueuedEvents
 }
 
 // parkAfter is how long a room with sockets keeps its goroutine without an
@@ -169,13 +179,21 @@ func (in *instance) run(ctx context.Context) {
 	defer idle.Stop()
 	var batch []event
 	for {
-		batch = in.take(batch)
-		for i := range batch {
-			in.handle(ctx, &batch[i])
-		}
-		clear(batch)
-		if len(batch) > 0 {
-			in.active = time.Now()
+		// While commits lag, events stop leaving the mailbox: its bound
+		// (ErrOverloaded) then holds back the clients, instead of the
+		// uncommitted writes and held sends growing without end.
+		if !in.backlogged() {
+			batch = in.take(batch)
+			for i := range batch {
+				in.handle(ctx, &batch[i])
+			}
+			clear(batch)
+			if len(batch) > 0 {
+				in.active = time.Now()
+			}
+			if cap(batch) > 1024 {
+				batch = nil // a burst's array would stay with a parked room
+			}
 		}
 		select {
 		case <-in.signal:
@@ -236,13 +254,29 @@ func (in *instance) drain() {
 		for i := range batch {
 			in.handle(ctx, &batch[i])
 		}
-		if len(batch) == 0 && in.inflight == nil {
+		if len(batch) == 0 && in.inflight == nil && in.leave() {
 			return
 		}
 		if in.inflight != nil {
 			in.committed(ctx, <-in.done)
 		}
 	}
+}
+
+// leave takes the drained instance out of the map, unless an event slipped
+// in after the last take; later events get ErrDraining from send.
+func (in *instance) leave() bool {
+	sh := in.rt.shard(in.addr)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if len(in.queue) > 0 {
+		return false
+	}
+	in.exited = true
+	delete(sh.rooms, in.addr)
+	return true
 }
 
 // writes is the current event's write set.
@@ -362,6 +396,9 @@ func (in *instance) reset(reason string, err error) {
 
 // accept adds a successful event's writes and outputs to the pipeline.
 func (in *instance) accept(ctx context.Context, w *writeSet, outs []output, from *Conn) {
+	if !w.empty() || in.inflight != nil {
+		in.penEvents++ // it waits for a commit
+	}
 	if !w.empty() {
 		w.applyTo(&in.pending)
 	}
@@ -381,7 +418,8 @@ func (in *instance) pump(ctx context.Context) {
 	}
 	if in.pending.empty() {
 		outs := in.penOut
-		in.penOut, in.penFrom = nil, in.penFrom[:0]
+		clear(in.penFrom)
+		in.penOut, in.penFrom, in.penEvents = nil, in.penFrom[:0], 0
 		in.release(outs)
 		clear(outs)
 		if in.penOut == nil {
@@ -390,8 +428,8 @@ func (in *instance) pump(ctx context.Context) {
 		return
 	}
 	w := in.pending
-	in.inflight, in.inOut, in.inFrom = &w, in.penOut, in.penFrom
-	in.pending, in.penOut, in.penFrom = writeSet{}, nil, nil
+	in.inflight, in.inOut, in.inFrom, in.inEvents = &w, in.penOut, in.penFrom, in.penEvents
+	in.pending, in.penOut, in.penFrom, in.penEvents = writeSet{}, nil, nil, 0
 	b := w.batch()
 	go func() { in.done <- in.rt.commit(ctx, in.room, b) }()
 }
@@ -401,7 +439,7 @@ func (in *instance) pump(ctx context.Context) {
 // closed with 1011, so no client waits in silence.
 func (in *instance) committed(ctx context.Context, err error) {
 	w, outs, from := in.inflight, in.inOut, in.inFrom
-	in.inflight, in.inOut, in.inFrom = nil, nil, nil
+	in.inflight, in.inOut, in.inFrom, in.inEvents = nil, nil, nil, 0
 	if err == nil {
 		if w.alarm != nil {
 			in.rt.alarmChanged()
@@ -412,7 +450,7 @@ func (in *instance) committed(ctx context.Context, err error) {
 	}
 	outs = append(outs, in.penOut...)
 	from = append(from, in.penFrom...)
-	in.pending, in.penOut, in.penFrom = writeSet{}, nil, nil
+	in.pending, in.penOut, in.penFrom, in.penEvents = writeSet{}, nil, nil, 0
 	in.reset("commit", err)
 	for _, o := range outs {
 		if o.done != nil {
@@ -489,7 +527,8 @@ func (in *instance) failClose(ctx context.Context, c *Conn, err error) {
 	if errors.As(err, &ce) {
 		code, reason = ce.Code, ce.Reason
 	}
-	in.penOut = append(in.penOut, output{to: []*Conn{c}, close: true, code: code, reason: reason})
+	in.penOut = append(in.penOut, output{to: c.self[:], close: true, code: code, reason: reason})
+	in.penFrom = append(in.penFrom, c) // should the commit ahead fail, it is closed all the same
 	in.pump(ctx)
 }
 
@@ -508,8 +547,10 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 		if c == nil {
 			return
 		}
-		in.removeConn(c)
+		// Build the handler first: a rebuilt one's OnStart must still see
+		// the socket that OnClose then says goodbye to.
 		h, ok := in.handlerFor(ctx, ev)
+		in.removeConn(c)
 		if !ok {
 			return
 		}
@@ -553,7 +594,7 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 			return
 		}
 		ev.reply.answer(nil)
-		in.accept(ctx, w, outs, nil)
+		in.accept(ctx, w, outs, c) // its welcome waits like any send: if it is dropped, so is the socket
 	case evMessage:
 		c := in.conns[ev.id]
 		if c == nil {
@@ -568,21 +609,14 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 			ev.reply.answer(ErrNoRequestHandler)
 			return
 		}
-		rec := httptest.NewRecorder()
-		w, outs, err := in.call(ctx, func() error { return rh.OnRequest(ctx, &in.r, rec, ev.req) })
+		w, outs, err := in.call(ctx, func() error { return rh.OnRequest(ctx, &in.r, ev.rec, ev.req) })
 		if err != nil {
 			in.reset("handler", err)
 			ev.reply.answer(fmt.Errorf("%w: %w", ErrFailed, err))
 			return
 		}
-		w2, rep := ev.w, ev.reply
-		outs = append(outs, output{done: func(err error) {
-			if err == nil {
-				copyResponse(w2, rec)
-			}
-			rep.answer(err)
-		}})
-		in.accept(ctx, w, outs, nil)
+		// The response is released like a send; the HTTP goroutine writes it.
+		in.accept(ctx, w, append(outs, output{done: ev.reply.answer}), nil)
 	case evBroadcast:
 		outs := []output{{to: in.targets(ev.tag, nil), frame: ev.frame, done: ev.reply.answer}}
 		in.accept(ctx, &writeSet{}, outs, nil)
@@ -631,6 +665,18 @@ func (in *instance) run1(ctx context.Context, ev *event, from *Conn, f func() er
 // runAlarm runs OnAlarm. The alarm is cleared with the run's writes unless
 // the handler set a new one; a failure retries with backoff.
 func (in *instance) runAlarm(ctx context.Context, ev *event, h Handler) {
+	// The alarm may have moved or gone since it was handed out, or since the
+	// retry was scheduled: then this run is stale, and the new alarm must
+	// stand untouched.
+	at, set, err := in.r.alarm.Get(ctx)
+	if err != nil {
+		in.alarmFailed(ctx, ev, err)
+		return
+	}
+	if !set || at.UnixNano() != ev.alarm.Scheduled.UnixNano() {
+		in.alarmEnd()
+		return
+	}
 	ah, ok := h.(AlarmHandler)
 	if !ok {
 		in.accept(ctx, &writeSet{alarm: &storage.AlarmChange{}}, []output{in.alarmDoneOutput()}, nil)
@@ -666,27 +712,33 @@ func (in *instance) alarmFailed(ctx context.Context, ev *event, err error) {
 
 // alarmDoneOutput ends the alarm's run once the commit that clears (or
 // moves) it is durable: until then the store still lists it as due, and the
-// scheduler must not hand it out again.
+// scheduler must not hand it out again. After a failed commit the scheduler
+// finds it due again on its next regular pass, not at once.
 func (in *instance) alarmDoneOutput() output {
-	return output{done: func(error) {
+	return output{done: func(err error) {
 		in.alarm.busy = false
-		in.rt.alarmFinished(in.room)
+		in.rt.alarmFinishedQuietly(in.room, err != nil)
 	}}
+}
+
+// alarmEnd ends an alarm run that needs no commit.
+func (in *instance) alarmEnd() {
+	if in.alarm.retry != nil {
+		in.alarm.retry.Stop()
+		in.alarm.retry = nil
+	}
+	in.alarm.busy = false
+	in.rt.alarmFinished(in.room)
 }
 
 // deleteRoom closes every socket with 4404 after what it was sent before,
 // and wipes the room's storage and alarm.
 func (in *instance) deleteRoom(ctx context.Context, ev *event) {
 	in.h, in.started = nil, false
+	if in.alarm.busy {
+		in.alarmEnd() // a retry would run OnAlarm for a room that no longer exists
+	}
 	outs := []output{{to: append([]*Conn(nil), in.list...), close: true, code: 4404, reason: "room deleted"}}
 	outs = append(outs, output{done: ev.reply.answer})
 	in.accept(ctx, &writeSet{deleteAll: true, alarm: &storage.AlarmChange{}}, outs, nil)
-}
-
-func copyResponse(w http.ResponseWriter, rec *httptest.ResponseRecorder) {
-	for k, v := range rec.Header() {
-		w.Header()[k] = v
-	}
-	w.WriteHeader(rec.Code)
-	w.Write(bytes.Clone(rec.Body.Bytes()))
 }

@@ -107,7 +107,8 @@ func checkKey(k string) error {
 	return nil
 }
 
-// Get returns key's value, or nil when it is absent.
+// Get returns key's value, or nil when it is absent. The value is the
+// caller's own.
 func (s *Storage) Get(ctx context.Context, key string) ([]byte, error) {
 	m, err := s.GetMany(ctx, key)
 	return m[key], err
@@ -122,7 +123,7 @@ next:
 		for _, w := range s.layers() {
 			if v, ok := w.kv[k]; ok {
 				if v != nil {
-					out[k] = v
+					out[k] = append([]byte{}, v...) // the layer's copy goes to the store
 				}
 				continue next
 			}
@@ -147,8 +148,7 @@ next:
 	return out, nil
 }
 
-// Put sets key to value with the event's writes. The runtime keeps value:
-// do not change it afterwards.
+// Put sets key to value with the event's writes. value is copied.
 func (s *Storage) Put(key string, value []byte) error {
 	if err := checkKey(key); err != nil {
 		return err
@@ -156,10 +156,9 @@ func (s *Storage) Put(key string, value []byte) error {
 	if len(value) > MaxValueSize {
 		return fmt.Errorf("%w: value of %d bytes, at most %d", ErrLimit, len(value), MaxValueSize)
 	}
-	if value == nil {
-		value = []byte{}
-	}
-	s.top().put(key, value)
+	// A copy: the caller may reuse value, and a value read back must not
+	// alias one the store is writing.
+	s.top().put(key, append([]byte{}, value...))
 	return nil
 }
 
@@ -240,7 +239,7 @@ func (s *Storage) List(ctx context.Context, o ListOptions) ([]KV, error) {
 			if v == nil {
 				delete(merged, k)
 			} else {
-				merged[k] = v
+				merged[k] = append([]byte{}, v...)
 			}
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"sort"
 	"strings"
 	"sync"
@@ -161,6 +162,14 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	}
 	rt.stop()
 	rt.wg.Wait()
+	// Parked rooms hold nothing uncommitted; drop them so a late event finds
+	// no instance and gets ErrDraining instead of a queue nobody reads.
+	for i := range rt.shards {
+		sh := &rt.shards[i]
+		sh.mu.Lock()
+		clear(sh.rooms)
+		sh.mu.Unlock()
+	}
 	return nil
 }
 
@@ -277,7 +286,12 @@ func (rt *Runtime) fireAlarms(ctx context.Context) {
 		case <-rt.alarmWake:
 		}
 		wait := time.Second
-		due, err := rt.store.DueAlarms(ctx, time.Now(), 256)
+		rt.alarmMu.Lock()
+		busy := len(rt.alarmBusy)
+		rt.alarmMu.Unlock()
+		// Ask for enough that busy alarms (running, retrying, or of a class
+		// no longer registered) cannot hide the others.
+		due, err := rt.store.DueAlarms(ctx, time.Now(), 256+busy)
 		if err != nil && ctx.Err() == nil {
 			rt.log.Warn("read due alarms", "err", err)
 		}
@@ -298,18 +312,27 @@ func (rt *Runtime) fireAlarms(ctx context.Context) {
 				rt.alarmFinished(d.Room)
 			}
 		}
-		if next, ok, err := rt.store.NextAlarm(ctx); err == nil && ok {
-			wait = min(wait, max(time.Until(next), time.Millisecond))
+		// An alarm due now is either handed out above or busy; a busy one's
+		// end wakes this loop (alarmFinished). So only a future alarm
+		// shortens the sleep, and a busy alarm never makes the loop spin.
+		if next, ok, err := rt.store.NextAlarm(ctx); err == nil && ok && next.After(time.Now()) {
+			wait = min(wait, time.Until(next))
 		}
 		t.Reset(wait)
 	}
 }
 
-func (rt *Runtime) alarmFinished(r storage.Room) {
+func (rt *Runtime) alarmFinished(r storage.Room) { rt.alarmFinishedQuietly(r, false) }
+
+// alarmFinishedQuietly frees r's alarm for the scheduler, waking it unless
+// quiet: after a failed commit the next regular pass is soon enough.
+func (rt *Runtime) alarmFinishedQuietly(r storage.Room, quiet bool) {
 	rt.alarmMu.Lock()
 	delete(rt.alarmBusy, r)
 	rt.alarmMu.Unlock()
-	rt.alarmChanged()
+	if !quiet {
+		rt.alarmChanged()
+	}
 }
 
 func (rt *Runtime) alarmChanged() {
@@ -396,6 +419,9 @@ func (rt *Runtime) Rooms(ctx context.Context, class, prefix, cursor string, limi
 		}
 		after = Addr{Class: c, Room: r}
 	}
+	if limit <= 0 {
+		limit = 100
+	}
 	less := func(x, y Addr) bool { return x.Class < y.Class || x.Class == y.Class && x.Room < y.Room }
 	stored, err := rt.store.Rooms(ctx, class, prefix, storage.Room{Class: after.Class, Name: after.Room}, limit+1)
 	if err != nil {
@@ -458,8 +484,11 @@ func (rt *Runtime) Connections(ctx context.Context, a Addr) ([]ConnInfo, error) 
 				Edge: c.edge, ConnectedAt: c.ConnectedAt().UTC()})
 		}
 	}})
+	if err != nil {
+		return nil, err // the room may still be filling out
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ConnectedAt.Before(out[j].ConnectedAt) })
-	return out, err
+	return out, nil
 }
 
 // Kick closes one socket with 4403 "kicked".
@@ -478,7 +507,18 @@ func (rt *Runtime) Broadcast(ctx context.Context, a Addr, tag string, f Frame) e
 
 // Request hands req to the room's OnRequest and writes its response to w.
 func (rt *Runtime) Request(ctx context.Context, a Addr, w http.ResponseWriter, req *http.Request) error {
-	return rt.ask(ctx, a, event{kind: evRequest, w: w, req: req})
+	rec := httptest.NewRecorder()
+	if err := rt.ask(ctx, a, event{kind: evRequest, rec: rec, req: req}); err != nil {
+		return err
+	}
+	// Answered: the room is done with rec, and the write happens here, on
+	// the HTTP goroutine, so a slow client never holds up the room.
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(rec.Code)
+	w.Write(rec.Body.Bytes()) // a client that left has nobody to tell
+	return nil
 }
 
 // Storage reads the room's committed keys.

@@ -418,3 +418,72 @@ func TestAlarmFiresAndRetriesWithBackoff(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestFailedHandlerSocketClosedEvenIfTheCommitAheadFails(t *testing.T) {
+	fx := newFixture(t, Options{}, func(ctx context.Context, r *Room, c *Conn, msg string) error {
+		switch msg {
+		case "write":
+			return r.Storage().Put("k", []byte("v"))
+		case "fail":
+			return errors.New("handler failed")
+		}
+		return nil
+	})
+	w, x := fx.connect(t), fx.connect(t)
+	fx.store.Close() // the next commit fails
+	fx.say(t, w, "write")
+	fx.say(t, x, "fail")
+	for _, s := range []*testSocket{w, x} {
+		if got := s.next(t); !strings.HasPrefix(got, "closed 1011") {
+			t.Fatalf("socket %d got %q, want a 1011 close", s.id, got)
+		}
+	}
+}
+
+type staleAlarm struct {
+	probe
+	runs chan AlarmInfo
+}
+
+func (a *staleAlarm) OnMessage(ctx context.Context, r *Room, c *Conn, f Frame) error {
+	switch string(f.Data) {
+	case "soon":
+		return r.Alarm().Set(time.Now().Add(20 * time.Millisecond))
+	case "later":
+		return r.Alarm().Set(time.Now().Add(time.Hour))
+	}
+	return nil
+}
+
+func (a *staleAlarm) OnAlarm(ctx context.Context, r *Room, info AlarmInfo) error {
+	a.runs <- info
+	return errors.New("fail, and retry")
+}
+
+// TestMovedAlarmIsNotClearedByAStaleRetry fails an alarm, then moves it an
+// hour ahead before the retry: the retry must not run, and the new alarm
+// must stay.
+func TestMovedAlarmIsNotClearedByAStaleRetry(t *testing.T) {
+	fx := newFixture(t, Options{AlarmRetryBase: 200 * time.Millisecond}, nil)
+	runs := make(chan AlarmInfo, 10)
+	fx.rt.Register("stale", func() Handler { return &staleAlarm{probe{starts: new(atomic.Int32)}, runs} })
+	a := Addr{Class: "stale", Room: "s"}
+	s := newSocket()
+	fx.rt.Connect(context.Background(), a, s, ConnectInfo{})
+	fx.rt.Message(context.Background(), a, s, Frame{Op: Text, Data: []byte("soon")})
+	select {
+	case <-runs:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the alarm did not fire")
+	}
+	fx.rt.Message(context.Background(), a, s, Frame{Op: Text, Data: []byte("later")})
+	select {
+	case info := <-runs:
+		t.Fatalf("a stale retry ran: %+v", info)
+	case <-time.After(500 * time.Millisecond):
+	}
+	info, err := fx.rt.Room(context.Background(), a)
+	if err != nil || info.Alarm == nil || time.Until(*info.Alarm) < 50*time.Minute {
+		t.Fatalf("the moved alarm: %+v %v", info, err)
+	}
+}

@@ -100,6 +100,9 @@ func (cv *Canvas) OnMessage(ctx context.Context, r *rooms.Room, c *rooms.Conn, f
 	if code, msg := decode(f, &in); code != "" {
 		return refuse(r, c, code, msg)
 	}
+	if in.Type != "paint" && in.Type != "cursor" {
+		return refuse(r, c, "unknown_type", `message types are "paint" and "cursor"`)
+	}
 	if in.X == nil || in.Y == nil || math.IsNaN(*in.X) || math.IsNaN(*in.Y) {
 		return refuse(r, c, "bad_position", "x and y are required numbers")
 	}
@@ -149,9 +152,8 @@ func (cv *Canvas) OnMessage(ctx context.Context, r *rooms.Room, c *rooms.Conn, f
 			return err
 		}
 		return r.Broadcast(rooms.Frame{Op: rooms.Text, Data: b2}, c.ID())
-	default:
-		return refuse(r, c, "unknown_type", `message types are "paint" and "cursor"`)
 	}
+	return nil
 }
 
 // OnClose announces the player's departure.

@@ -50,7 +50,7 @@ func (s *probeSocket) Close(code int, reason string) {
 // probes make each class answer the sender for sure: bad input it refuses.
 var probes = map[string]string{
 	"chat":    `{"type":"say"}`,
-	"canvas":  `{}`,
+	"canvas":  `{"type":"paint"}`,
 	"counter": `probe`,
 	"echo":    `probe`,
 }
