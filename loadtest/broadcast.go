@@ -5,10 +5,10 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/gobwas/ws"
 )
 
@@ -38,42 +38,23 @@ func runBroadcast(ctx context.Context, o *Options, r *Report, conns []*wsConn) e
 	total := int(end.Sub(start) / interval)
 	intended := make([]atomic.Int64, total+1) // UnixNano of inc k, written before it is sent
 
-	hist := newHistogram()
-	var histMu sync.Mutex
 	var received, errs, sent atomic.Int64
-	var stopping atomic.Bool
-	var readers sync.WaitGroup
-	for _, c := range conns {
-		readers.Add(1)
-		go func() {
-			defer readers.Done()
-			local := newHistogram()
-			defer func() {
-				histMu.Lock()
-				hist.Merge(local)
-				histMu.Unlock()
-			}()
-			for {
-				v, err := readCount(c)
-				if err != nil {
-					if !stopping.Load() {
-						errs.Add(1)
-					}
-					return
-				}
-				k := v - base - 1
-				if k < 0 || k > int64(total) {
-					continue // another writer's value
-				}
-				at := intended[k].Load()
-				if at == 0 || time.Unix(0, at).Before(measureFrom) {
-					continue
-				}
-				received.Add(1)
-				local.RecordValue(max(time.Since(time.Unix(0, at)).Microseconds(), 1))
-			}
-		}()
-	}
+	rs := startReaders(conns, &errs, func(c *wsConn, local *hdrhistogram.Histogram) error {
+		v, err := readCount(c)
+		if err != nil {
+			return err
+		}
+		k := v - base - 1
+		if k < 0 || k > int64(total) {
+			return nil // another writer's value
+		}
+		at := intended[k].Load()
+		if at != 0 && !time.Unix(0, at).Before(measureFrom) {
+			received.Add(1)
+			local.RecordValue(max(time.Since(time.Unix(0, at)).Microseconds(), 1))
+		}
+		return nil
+	})
 
 	stopProgress := progress(o.Progress, func() string {
 		return fmt.Sprintf("broadcast: %d sockets, %d sent, %d delivered, %d errors", len(conns), sent.Load(), received.Load(), errs.Load())
@@ -106,19 +87,9 @@ func runBroadcast(ctx context.Context, o *Options, r *Report, conns []*wsConn) e
 		}
 	}
 	want := sent.Load() * int64(len(conns))
-	deadline := time.Now().Add(10 * time.Second)
-	for received.Load() < want && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	awaitDeliveries(&received, want, 10*time.Second)
 	stopProgress()
-	stopping.Store(true) // the deadline below ends the readers; their errors are not the target's
-	for _, c := range conns {
-		c.c.SetReadDeadline(time.Now())
-	}
-	readers.Wait()
-	for _, c := range conns {
-		c.c.SetReadDeadline(time.Time{})
-	}
+	hist := rs.stop()
 	r.Sent, r.Received = sent.Load(), received.Load()
 	r.Lost = want - r.Received
 	r.Errors = errs.Load()

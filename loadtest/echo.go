@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
 )
@@ -21,51 +22,32 @@ func runEcho(ctx context.Context, o *Options, r *Report, conns []*wsConn) error 
 		return fmt.Errorf("loadtest: no sockets open")
 	}
 	r.Rate = o.Rate
-	hist := newHistogram()
-	var histMu sync.Mutex
 	var sent, received, errs atomic.Int64
 	start := time.Now().Add(100 * time.Millisecond)
 	measureFrom := start.Add(o.Warmup)
 	end := measureFrom.Add(o.Duration)
 
-	var stopping atomic.Bool
-	var readers sync.WaitGroup
-	for _, c := range conns {
-		readers.Add(1)
-		go func() {
-			defer readers.Done()
-			local := newHistogram() // merged once, so readers never contend
-			defer func() {
-				histMu.Lock()
-				hist.Merge(local)
-				histMu.Unlock()
-			}()
-			for {
-				_, p, err := c.read()
-				if err != nil {
-					if !stopping.Load() {
-						errs.Add(1)
-					}
-					return
-				}
-				if len(p) < 8 {
-					errs.Add(1)
-					continue
-				}
-				intended := time.Unix(0, int64(binary.LittleEndian.Uint64(p)))
-				if intended.Before(measureFrom) {
-					continue
-				}
-				received.Add(1)
-				local.RecordValue(max(time.Since(intended).Microseconds(), 1))
-			}
-		}()
-	}
+	rs := startReaders(conns, &errs, func(c *wsConn, local *hdrhistogram.Histogram) error {
+		_, p, err := c.read()
+		if err != nil {
+			return err
+		}
+		if len(p) < 8 {
+			errs.Add(1)
+			return nil
+		}
+		intended := time.Unix(0, int64(binary.LittleEndian.Uint64(p)))
+		if !intended.Before(measureFrom) {
+			received.Add(1)
+			local.RecordValue(max(time.Since(intended).Microseconds(), 1))
+		}
+		return nil
+	})
 
 	stopProgress := progress(o.Progress, func() string {
 		return fmt.Sprintf("echo: %d sockets, %d sent, %d received, %d errors", len(conns), sent.Load(), received.Load(), errs.Load())
 	})
-	lag := newHistogram()
+	lag := newHistogram() // written only by the one sender below
 	interval := time.Duration(float64(time.Second) / o.Rate)
 	p, err := newPacer(min(max(interval, 50*time.Microsecond), time.Millisecond))
 	if err != nil {
@@ -103,20 +85,9 @@ func runEcho(ctx context.Context, o *Options, r *Report, conns []*wsConn) error 
 		}
 	}()
 	wg.Wait()
-	// Give the last echoes a moment, then end the readers by closing.
-	deadline := time.Now().Add(5 * time.Second)
-	for received.Load() < sent.Load() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	awaitDeliveries(&received, sent.Load(), 5*time.Second) // the last echoes
 	stopProgress()
-	stopping.Store(true) // the deadline below ends the readers; their errors are not the target's
-	for _, c := range conns {
-		c.c.SetReadDeadline(time.Now())
-	}
-	readers.Wait()
-	for _, c := range conns {
-		c.c.SetReadDeadline(time.Time{})
-	}
+	hist := rs.stop()
 
 	r.Sent, r.Received = sent.Load(), received.Load()
 	r.Lost = r.Sent - r.Received

@@ -227,22 +227,10 @@ func (in *instance) tryStop() bool {
 	if leave && time.Since(in.active) < in.rt.o.IdleTimeout {
 		return false
 	}
-	sh := in.rt.shard(in.addr)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if len(in.queue) > 0 {
-		return false
+	if !leave {
+		return in.stopIfIdle(func() { in.parked = true })
 	}
-	if leave {
-		in.exited = true
-		delete(sh.rooms, in.addr)
-		in.rt.m.active.Dec()
-	} else {
-		in.parked = true
-	}
-	return true
+	return in.leave()
 }
 
 // drain runs what is queued and commits everything before the runtime stops.
@@ -263,9 +251,21 @@ func (in *instance) drain() {
 	}
 }
 
-// leave takes the drained instance out of the map, unless an event slipped
-// in after the last take; later events get ErrDraining from send.
+// leave takes the instance out of the map, unless an event slipped in
+// after the last take; a later event starts a new instance, or, once the
+// runtime drains, gets ErrDraining.
 func (in *instance) leave() bool {
+	return in.stopIfIdle(func() {
+		in.exited = true
+		delete(in.rt.shard(in.addr).rooms, in.addr)
+		in.rt.m.active.Dec()
+	})
+}
+
+// stopIfIdle runs stop, and reports true, if no event is queued. It holds
+// the shard lock that send takes, so no event can arrive between the check
+// and stop.
+func (in *instance) stopIfIdle(stop func()) bool {
 	sh := in.rt.shard(in.addr)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -274,8 +274,7 @@ func (in *instance) leave() bool {
 	if len(in.queue) > 0 {
 		return false
 	}
-	in.exited = true
-	delete(sh.rooms, in.addr)
+	stop()
 	return true
 }
 
