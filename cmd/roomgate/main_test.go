@@ -158,6 +158,7 @@ func TestBadFlagsAndCommands(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.Command(binary, tc.args...)
 			cmd.Env = append(os.Environ(), tc.env...)
+			cmd.Dir = t.TempDir() // the default -data is ./data
 			out, err := cmd.CombinedOutput()
 			if err == nil || !strings.Contains(string(out), tc.want) {
 				t.Fatalf("got %v and %q, want a failure mentioning %q", err, out, tc.want)
