@@ -161,5 +161,3 @@ func (r captureRouter) Message(context.Context, rooms.Addr, rooms.Socket, rooms.
 	return nil
 }
 func (r captureRouter) Closed(rooms.Addr, rooms.Socket, int, string) {}
-
-var benchWorkers = 32

@@ -348,7 +348,7 @@ func (s *Store) List(ctx context.Context, r storage.Room, o storage.ListOptions)
 			next = c.Prev
 			if hi == "" {
 				k, v = c.Last()
-			} else if k, v = c.Seek([]byte(hi)); k == nil {
+			} else if k, _ = c.Seek([]byte(hi)); k == nil {
 				k, v = c.Last()
 			} else {
 				k, v = c.Prev()
