@@ -48,18 +48,28 @@ type ListOptions struct {
 
 // Batch is one commit: the writes of one or more events of a room, applied
 // all or nothing. DeleteAll goes first, then Deletes and Puts; a key is in
-// at most one of Puts and Deletes.
+// at most one of Puts and Deletes. DeleteAll leaves the room's members: its
+// sockets stay open.
 type Batch struct {
 	DeleteAll bool
 	Puts      []KV
 	Deletes   []string
+	Members   []Member     // membership records to write; one with nil Data is removed
 	Alarm     *AlarmChange // nil: leave the alarm as it is
 	Token     uint64       // fencing token of the committing owner; 0 in embedded mode
 }
 
 // Empty reports whether b changes nothing.
 func (b *Batch) Empty() bool {
-	return !b.DeleteAll && len(b.Puts) == 0 && len(b.Deletes) == 0 && b.Alarm == nil
+	return !b.DeleteAll && len(b.Puts) == 0 && len(b.Deletes) == 0 && len(b.Members) == 0 && b.Alarm == nil
+}
+
+// Member is one open socket of a room, persisted so that a room evicted from
+// memory, or rebuilt on another node, knows its sockets. Data is opaque to
+// the store (package hibernation encodes it).
+type Member struct {
+	ID   uint64
+	Data []byte
 }
 
 // AlarmChange sets the room's one alarm to At, or deletes it when At is zero.
@@ -71,8 +81,9 @@ type AlarmChange struct {
 type Stat struct {
 	Room  Room
 	Keys  int
-	Bytes int64     // keys and values together
-	Alarm time.Time // zero: none
+	Bytes   int64     // keys and values together
+	Alarm   time.Time // zero: none
+	Members int       // persisted sockets
 }
 
 // Due is an alarm whose time has come.
@@ -81,8 +92,8 @@ type Due struct {
 	At   time.Time
 }
 
-// Store is a room's durable state: its keys, its alarm, and the index of
-// rooms that have either.
+// Store is a room's durable state: its keys, its alarm, its members, and
+// the index of rooms that have any of them.
 type Store interface {
 	// Get returns the values of keys, nil where a key is absent.
 	Get(ctx context.Context, r Room, keys ...string) ([][]byte, error)
@@ -91,9 +102,12 @@ type Store interface {
 	// Commit applies b atomically and durably: when it returns nil, the
 	// batch survives a crash of the process and of the machine.
 	Commit(ctx context.Context, r Room, b *Batch) error
-	// Stat describes one room; ok is false when it has no keys and no alarm.
+	// Members returns the room's membership records in id order.
+	Members(ctx context.Context, r Room) ([]Member, error)
+	// Stat describes one room; ok is false when it has no keys, no alarm
+	// and no members.
 	Stat(ctx context.Context, r Room) (s Stat, ok bool, err error)
-	// Rooms lists rooms with keys or an alarm, in (class, name) order,
+	// Rooms lists rooms with keys, an alarm or members, in (class, name) order,
 	// starting after the room named by after (zero: from the start).
 	Rooms(ctx context.Context, class, prefix string, after Room, limit int) ([]Stat, error)
 	// DueAlarms returns up to limit alarms due at or before now, earliest first.

@@ -8,9 +8,10 @@
 // events as the load brings and an idle store adds no delay.
 //
 // Layout: bucket "data" holds one nested bucket per room with its keys;
-// "meta" holds each room's key count, bytes and alarm (present while it has
-// either), which is the room index; "alarms" orders alarms by time; "fence"
-// keeps each room's highest fencing token.
+// "meta" holds each room's key count, bytes, alarm and member count (present while it has
+// any), which is the room index; "alarms" orders alarms by time; "members"
+// holds one nested bucket per room with its sockets' records, keyed by id;
+// "fence" keeps each room's highest fencing token.
 package filestore
 
 import (
@@ -33,7 +34,8 @@ var (
 	bucketData   = []byte("data")
 	bucketMeta   = []byte("meta")
 	bucketAlarms = []byte("alarms")
-	bucketFence  = []byte("fence")
+	bucketFence   = []byte("fence")
+	bucketMembers = []byte("members")
 )
 
 // maxGroup bounds how many commits share one transaction.
@@ -71,7 +73,7 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("filestore: open: %w", err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketData, bucketMeta, bucketAlarms, bucketFence} {
+		for _, b := range [][]byte{bucketData, bucketMeta, bucketAlarms, bucketFence, bucketMembers} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -204,28 +206,71 @@ func parseRoomKey(k []byte) storage.Room {
 
 // meta is a room's index entry.
 type meta struct {
-	keys  uint64
-	bytes uint64
-	alarm int64 // Unix nanoseconds; 0: none
+	keys    uint64
+	bytes   uint64
+	alarm   int64 // Unix nanoseconds; 0: none
+	members uint64
 }
 
+// readMeta reads both layouts: files written before membership was
+// persisted hold 24 bytes.
 func readMeta(v []byte) meta {
-	if len(v) != 24 {
+	if len(v) != 24 && len(v) != 32 {
 		return meta{}
 	}
-	return meta{
+	m := meta{
 		keys:  binary.BigEndian.Uint64(v),
 		bytes: binary.BigEndian.Uint64(v[8:]),
 		alarm: int64(binary.BigEndian.Uint64(v[16:])),
 	}
+	if len(v) == 32 {
+		m.members = binary.BigEndian.Uint64(v[24:])
+	}
+	return m
 }
 
 func (m meta) encode() []byte {
-	b := make([]byte, 24)
+	b := make([]byte, 32)
 	binary.BigEndian.PutUint64(b, m.keys)
 	binary.BigEndian.PutUint64(b[8:], m.bytes)
 	binary.BigEndian.PutUint64(b[16:], uint64(m.alarm))
+	binary.BigEndian.PutUint64(b[24:], m.members)
 	return b
+}
+
+func memberKey(id uint64) []byte { return binary.BigEndian.AppendUint64(nil, id) }
+
+// applyMembers writes b's membership records and returns the new count.
+func applyMembers(tx *bolt.Tx, rk []byte, ms []storage.Member, count uint64) (uint64, error) {
+	if len(ms) == 0 {
+		return count, nil
+	}
+	all := tx.Bucket(bucketMembers)
+	mb, err := all.CreateBucketIfNotExists(rk)
+	if err != nil {
+		return count, err
+	}
+	for _, m := range ms {
+		k := memberKey(m.ID)
+		had := mb.Get(k) != nil
+		switch {
+		case m.Data == nil && had:
+			count--
+			err = mb.Delete(k)
+		case m.Data != nil:
+			if !had {
+				count++
+			}
+			err = mb.Put(k, m.Data)
+		}
+		if err != nil {
+			return count, err
+		}
+	}
+	if count == 0 {
+		return 0, all.DeleteBucket(rk)
+	}
+	return count, nil
 }
 
 func alarmKey(at int64, rk []byte) []byte {
@@ -301,7 +346,11 @@ func apply(tx *bolt.Tx, r storage.Room, b *storage.Batch) error {
 			return err
 		}
 	}
-	if m.keys == 0 && m.alarm == 0 {
+	var err error
+	if m.members, err = applyMembers(tx, rk, b.Members, m.members); err != nil {
+		return err
+	}
+	if m.keys == 0 && m.alarm == 0 && m.members == 0 {
 		return metas.Delete(rk)
 	}
 	return metas.Put(rk, m.encode())
@@ -380,6 +429,24 @@ func prefixEnd(p string) string {
 	return ""
 }
 
+// Members implements storage.Store.
+func (s *Store) Members(ctx context.Context, r storage.Room) ([]storage.Member, error) {
+	var out []storage.Member
+	err := s.view(func(tx *bolt.Tx) error {
+		mb := tx.Bucket(bucketMembers).Bucket(roomKey(r))
+		if mb == nil {
+			return nil
+		}
+		return mb.ForEach(func(k, v []byte) error {
+			if len(k) == 8 {
+				out = append(out, storage.Member{ID: binary.BigEndian.Uint64(k), Data: bytes.Clone(v)})
+			}
+			return nil
+		})
+	})
+	return out, err
+}
+
 // Stat implements storage.Store.
 func (s *Store) Stat(ctx context.Context, r storage.Room) (storage.Stat, bool, error) {
 	var st storage.Stat
@@ -396,7 +463,7 @@ func (s *Store) Stat(ctx context.Context, r storage.Room) (storage.Stat, bool, e
 }
 
 func statOf(r storage.Room, m meta) storage.Stat {
-	st := storage.Stat{Room: r, Keys: int(m.keys), Bytes: int64(m.bytes)}
+	st := storage.Stat{Room: r, Keys: int(m.keys), Bytes: int64(m.bytes), Members: int(m.members)}
 	if m.alarm != 0 {
 		st.Alarm = time.Unix(0, m.alarm)
 	}

@@ -27,6 +27,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"alarms in time order", testAlarms},
 		{"room index and stats", testRooms},
 		{"fencing token", testFencing},
+		{"members", testMembers},
 		{"concurrent commits of many rooms", testConcurrent},
 	}
 	for _, tc := range tests {
@@ -284,5 +285,50 @@ func testConcurrent(t *testing.T, s storage.Store) {
 		if !ok || st.Keys != commits {
 			t.Fatalf("room %d: %+v", i, st)
 		}
+	}
+}
+
+func testMembers(t *testing.T, s storage.Store) {
+	r := storage.Room{Class: "chat", Name: "m"}
+	commit(t, s, r, storage.Batch{Members: []storage.Member{{ID: 7, Data: []byte("seven")}, {ID: 2, Data: []byte("two")}}})
+	got, err := s.Members(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []storage.Member{{ID: 2, Data: []byte("two")}, {ID: 7, Data: []byte("seven")}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Members = %+v, want %+v", got, want)
+	}
+	st, ok, err := s.Stat(ctx, r)
+	if err != nil || !ok || st.Members != 2 || st.Keys != 0 {
+		t.Fatalf("Stat of a room with only members = %+v, %v, %v", st, ok, err)
+	}
+	listed, _ := s.Rooms(ctx, "chat", "", storage.Room{}, 0)
+	if len(listed) != 1 || listed[0].Members != 2 {
+		t.Fatalf("room index = %+v, want the room with 2 members", listed)
+	}
+
+	// DeleteAll wipes keys, not members: the sockets are still open.
+	commit(t, s, r, storage.Batch{Puts: puts("k", "v"), Members: []storage.Member{{ID: 7, Data: []byte("seven again")}}})
+	commit(t, s, r, storage.Batch{DeleteAll: true})
+	got, _ = s.Members(ctx, r)
+	if len(got) != 2 || string(got[1].Data) != "seven again" {
+		t.Fatalf("after DeleteAll: %+v", got)
+	}
+
+	// Removing a member that is not there changes nothing.
+	commit(t, s, r, storage.Batch{Members: []storage.Member{{ID: 2}, {ID: 99}}})
+	if st, _, _ := s.Stat(ctx, r); st.Members != 1 {
+		t.Fatalf("Members count = %d, want 1", st.Members)
+	}
+	commit(t, s, r, storage.Batch{Members: []storage.Member{{ID: 7}}})
+	if _, ok, _ := s.Stat(ctx, r); ok {
+		t.Fatal("a room with nothing left is still in the index")
+	}
+	if got, _ := s.Members(ctx, r); len(got) != 0 {
+		t.Fatalf("Members after removing all = %+v", got)
+	}
+	if got, _ := s.Members(ctx, storage.Room{Class: "chat", Name: "none"}); len(got) != 0 {
+		t.Fatalf("Members of an unknown room = %+v", got)
 	}
 }
