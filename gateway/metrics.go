@@ -14,6 +14,7 @@ type metrics struct {
 	opened      prometheus.Counter
 	framesIn    prometheus.Counter
 	framesOut   prometheus.Counter
+	autoReplies prometheus.Counter
 	badInput    *prometheus.CounterVec
 	closesSent  *prometheus.CounterVec
 	closed      *prometheus.CounterVec
@@ -53,6 +54,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "roomgate_frames_out_total",
 			Help: "WebSocket frames sent to clients, control frames included.",
 		}),
+		autoReplies: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomgate_auto_responses_total",
+			Help: "Messages answered at the edge with their room's auto-response, without waking the room.",
+		}),
 		badInput: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomgate_bad_input_total",
 			Help: "Handshakes and frames refused as bad input, by kind.",
@@ -66,7 +71,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "WebSocket connections ended, by the close code that ended them.",
 		}, []string{"code"}),
 	}
-	for _, c := range []prometheus.Collector{m.socketsOpen, m.opened, m.framesIn, m.framesOut, m.badInput, m.closesSent, m.closed} {
+	for _, c := range []prometheus.Collector{m.socketsOpen, m.opened, m.framesIn, m.framesOut, m.autoReplies, m.badInput, m.closesSent, m.closed} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

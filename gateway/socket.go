@@ -42,6 +42,8 @@ type socket struct {
 	wantOut atomic.Bool  // output is queued and waits for EPOLLOUT
 	closing atomic.Bool  // a close frame was queued or the socket ended: deliver no more data
 	partial atomic.Int64 // since when in has been set, Unix nanoseconds; 0 while idle. The janitor reads it
+	auto    atomic.Pointer[rooms.AutoResponse]
+	autoAt  atomic.Int64 // when auto last answered, Unix nanoseconds
 
 	// Reader-owned.
 	in        *inbound // unfinished input; nil when idle
@@ -89,6 +91,34 @@ func (s *socket) Close(code int, reason string) {
 	s.wmu.Lock()
 	s.closeLocked(code, reason, false)
 	s.wmu.Unlock()
+}
+
+// SetAutoResponse implements rooms.Socket.
+func (s *socket) SetAutoResponse(a *rooms.AutoResponse) { s.auto.Store(a) }
+
+// LastAutoResponse implements rooms.Socket.
+func (s *socket) LastAutoResponse() time.Time {
+	if at := s.autoAt.Load(); at != 0 {
+		return time.Unix(0, at)
+	}
+	return time.Time{}
+}
+
+// autoRespond answers a message equal to the room's auto-response request,
+// here at the edge: the room may be hibernated and must stay so.
+func (s *socket) autoRespond(op ws.OpCode, data []byte) bool {
+	a := s.auto.Load()
+	if a == nil || op != ws.OpText || string(data) != string(a.Request) {
+		return false
+	}
+	s.autoAt.Store(time.Now().UnixNano())
+	s.srv.m.autoReplies.Inc()
+	s.wmu.Lock()
+	if s.wstate == wsOpen {
+		s.sendLocked(ws.OpText, a.Response, true) // a slow or failed socket ends itself
+	}
+	s.wmu.Unlock()
+	return true
 }
 
 // sendLocked writes one frame, or queues what the kernel does not take.
@@ -462,6 +492,9 @@ func (k *sink) message(op ws.OpCode, data []byte) {
 	s := k.s
 	if s.closing.Load() {
 		return // after a close frame, data is discarded (RFC 6455 §1.4)
+	}
+	if s.autoRespond(op, data) {
+		return
 	}
 	err := s.srv.router.Message(k.ctx, s.addr, s, rooms.Frame{Op: rooms.Opcode(op), Data: data})
 	if err != nil {

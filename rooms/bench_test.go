@@ -26,6 +26,9 @@ func (s countingSocket) ID() SocketID       { return s.id }
 func (s countingSocket) Send(f Frame) error { s.sent.Add(1); return nil }
 func (s countingSocket) Close(int, string)  {}
 
+func (countingSocket) SetAutoResponse(*AutoResponse) {}
+func (countingSocket) LastAutoResponse() time.Time   { return time.Time{} }
+
 // writeOne writes one key per message, named by the message, and answers
 // the sender once the write is committed.
 type writeOne struct{}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/url"
 	"time"
+
+	"github.com/roomgate/roomgate/hibernation"
 )
 
 // Limits on what a room may store per socket (Durable Objects' limits).
@@ -29,6 +31,34 @@ type Conn struct {
 	idx         int32      // position in the room's list
 	gone        bool       // closed: sends are dropped
 	origin      bool       // scratch: set while collecting the sockets of a failed window
+	dirty       bool       // its tags or attachment changed in the current event
+}
+
+// record is the socket's persisted membership, written with the event that
+// changed it so a woken instance finds the socket as it was.
+func (c *Conn) record() []byte {
+	m := hibernation.Member{ID: uint64(c.id), Edge: c.edge, UserID: c.user.ID, UserName: c.user.Name,
+		Query: c.query, ConnectedAt: c.connectedAt, Tags: c.tags(), Attachment: c.Attachment()}
+	return m.Encode()
+}
+
+// fromRecord is the inverse of record.
+func fromRecord(in *instance, m hibernation.Member, s Socket) *Conn {
+	c := &Conn{id: SocketID(m.ID), sock: s, inst: in, user: User{ID: m.UserID, Name: m.UserName},
+		query: m.Query, edge: m.Edge, connectedAt: m.ConnectedAt}
+	if len(m.Tags) > 0 || len(m.Attachment) > 0 {
+		c.extra = &connExtra{tags: m.Tags, attachment: m.Attachment}
+	}
+	c.self[0] = c
+	return c
+}
+
+// touch marks c for a new membership record at the end of the event.
+func (c *Conn) touch() {
+	if !c.dirty {
+		c.dirty = true
+		c.inst.dirty = append(c.inst.dirty, c)
+	}
 }
 
 // connExtra holds what few sockets carry, so an idle socket's Conn stays
@@ -85,6 +115,7 @@ func (c *Conn) SetTags(tags ...string) error {
 		}
 	}
 	c.ext().tags = append([]string(nil), tags...)
+	c.touch()
 	return nil
 }
 
@@ -97,14 +128,24 @@ func (c *Conn) Attachment() []byte {
 }
 
 // SetAttachment keeps up to 16 KiB with the socket, for the room's own use
-// (a player's colour, a cursor): it lives as long as the socket.
+// (a player's colour, a cursor): it lives as long as the socket and is
+// persisted with the event's writes, so it survives hibernation. Only a
+// handler may call it, while it runs.
 func (c *Conn) SetAttachment(b []byte) error {
+	if !c.inst.inEvent {
+		return errOutsideEvent
+	}
 	if len(b) > MaxAttachmentSize {
 		return fmt.Errorf("%w: attachment of %d bytes, at most %d", ErrLimit, len(b), MaxAttachmentSize)
 	}
 	c.ext().attachment = append([]byte(nil), b...)
+	c.touch()
 	return nil
 }
+
+// LastAutoResponse returns when the edge last answered this socket with the
+// room's auto-response (see Room.SetAutoResponse); zero if it never did.
+func (c *Conn) LastAutoResponse() time.Time { return c.sock.LastAutoResponse() }
 
 // Send sends f to the socket once the current event's writes are committed
 // (the output gate). f.Data is copied.

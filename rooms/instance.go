@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/roomgate/roomgate/hibernation"
 	"github.com/roomgate/roomgate/storage"
 )
 
@@ -28,6 +29,7 @@ const (
 	evKick
 	evDelete
 	evInspect
+	evWake // loads the room's members and closes those whose sockets are gone
 )
 
 // event is one entry of a room's mailbox.
@@ -78,17 +80,20 @@ type instance struct {
 	room storage.Room
 	cls  *class
 
-	mu     sync.Mutex // guards queue and exited
+	mu     sync.Mutex // guards queue
 	queue  []event
-	exited bool
 	parked bool // no goroutine runs the instance; guarded by its shard's lock
 	signal chan struct{}
+	born   time.Time // when the instance was built; zero once it served its first event
 
 	nconns atomic.Int32 // len(conns), for the admin API
 
 	// Owned by the room's goroutine.
 	h         Handler
 	started   bool
+	loaded    bool // the room's members were read from storage
+	auto      *AutoResponse
+	dirty     []*Conn // sockets whose membership record the current event changed
 	r         Room
 	conns     map[SocketID]*Conn
 	list      []*Conn
@@ -124,6 +129,7 @@ func newInstance(rt *Runtime, a Addr, cls *class) *instance {
 		signal: make(chan struct{}, 1),
 		conns:  make(map[SocketID]*Conn),
 		done:   make(chan error, 1),
+		born:   time.Now(),
 	}
 	in.r = Room{inst: in, storage: Storage{inst: in}, alarm: Alarm{inst: in}}
 	return in
@@ -164,10 +170,11 @@ func (in *instance) backlogged() bool {
 	return in.penEvents+in.inEvents >= in.rt.o.MaxQueuedEvents
 }
 
-// parkAfter is how long a room with sockets keeps its goroutine without an
-// event. A parked room stays in memory, its sockets and handler intact, and
-// its goroutine starts again with the next event: an idle room costs no
-// goroutine (DESIGN §2), and a restart costs about a microsecond.
+// parkAfter is how long a room keeps its goroutine without an event. A
+// parked room stays in memory, its sockets and handler intact, and its
+// goroutine starts again with the next event: an idle room costs no
+// goroutine (DESIGN §2), and a restart costs about a microsecond. Only a
+// parked room can be evicted (Runtime.sweep): it has nothing in flight.
 const parkAfter = time.Second
 
 func (in *instance) run(ctx context.Context) {
@@ -200,10 +207,10 @@ func (in *instance) run(ctx context.Context) {
 		case err := <-in.done:
 			in.committed(ctx, err)
 		case <-idle.C:
-			wait := min(parkAfter, in.rt.o.IdleTimeout)
+			wait := min(parkAfter, in.rt.o.HibernateAfter)
 			if rest := wait - time.Since(in.active); rest > 0 {
 				idle.Reset(rest)
-			} else if in.tryStop() {
+			} else if in.tryPark() {
 				return
 			} else {
 				idle.Reset(wait)
@@ -215,22 +222,14 @@ func (in *instance) run(ctx context.Context) {
 	}
 }
 
-// tryStop ends the goroutine when nothing needs it: nothing queued, nothing
-// uncommitted, no alarm running. A room without sockets that stayed idle
-// for IdleTimeout leaves memory; one with sockets parks. The shard lock
-// makes the check and the change atomic with respect to new events.
-func (in *instance) tryStop() bool {
+// tryPark ends the goroutine when nothing needs it: nothing queued,
+// nothing uncommitted, no alarm running. The shard lock makes the check and
+// the change atomic with respect to new events.
+func (in *instance) tryPark() bool {
 	if in.inflight != nil || !in.pending.empty() || len(in.penOut) > 0 || in.alarm.busy {
 		return false
 	}
-	leave := len(in.conns) == 0
-	if leave && time.Since(in.active) < in.rt.o.IdleTimeout {
-		return false
-	}
-	if !leave {
-		return in.stopIfIdle(func() { in.parked = true })
-	}
-	return in.leave()
+	return in.stopIfIdle(func() { in.parked = true })
 }
 
 // drain runs what is queued and commits everything before the runtime stops.
@@ -255,11 +254,7 @@ func (in *instance) drain() {
 // after the last take; a later event starts a new instance, or, once the
 // runtime drains, gets ErrDraining.
 func (in *instance) leave() bool {
-	return in.stopIfIdle(func() {
-		in.exited = true
-		delete(in.rt.shard(in.addr).rooms, in.addr)
-		in.rt.m.active.Dec()
-	})
+	return in.stopIfIdle(func() { in.rt.remove(in.rt.shard(in.addr), in) })
 }
 
 // stopIfIdle runs stop, and reports true, if no event is queued. It holds
@@ -358,6 +353,14 @@ func (in *instance) call(ctx context.Context, f func() error) (w *writeSet, outs
 		if p := recover(); p != nil {
 			err = fmt.Errorf("%w: panic: %v\n%s", ErrFailed, p, debug.Stack())
 		}
+		for _, c := range in.dirty {
+			if err == nil && !c.gone {
+				in.cur.member(c.id, c.record())
+			}
+			c.dirty = false
+		}
+		clear(in.dirty)
+		in.dirty = in.dirty[:0]
 		w, outs = in.cur, in.curOut
 		in.cur, in.inEvent, in.curConn = nil, false, nil
 	}()
@@ -381,6 +384,10 @@ func (in *instance) ensureStarted(ctx context.Context) error {
 		in.accept(ctx, w, outs, nil)
 	}
 	in.started = true
+	if !in.born.IsZero() {
+		in.rt.m.wakeSeconds.Observe(time.Since(in.born).Seconds())
+		in.born = time.Time{}
+	}
 	return nil
 }
 
@@ -533,7 +540,13 @@ func (in *instance) failClose(ctx context.Context, c *Conn, err error) {
 
 func (in *instance) handle(ctx context.Context, ev *event) {
 	in.rt.m.events.Inc()
+	if !in.loaded && !in.load(ctx, ev) {
+		return
+	}
 	switch ev.kind {
+	case evWake:
+		ev.reply.answer(nil)
+		return
 	case evDelete:
 		in.deleteRoom(ctx, ev)
 		return
@@ -544,18 +557,10 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 	case evClose:
 		c := in.conns[ev.id]
 		if c == nil {
+			in.rt.unregister(ev.id, nil)
 			return
 		}
-		// Build the handler first: a rebuilt one's OnStart must still see
-		// the socket that OnClose then says goodbye to.
-		h, ok := in.handlerFor(ctx, ev)
-		in.removeConn(c)
-		if !ok {
-			return
-		}
-		if ch, ok := h.(CloseHandler); ok {
-			in.run1(ctx, ev, nil, func() error { return ch.OnClose(ctx, &in.r, c, ev.code, ev.reason) })
-		}
+		in.closeConn(ctx, ev, c, ev.code, ev.reason)
 		return
 	}
 	if ev.kind == evAlarm {
@@ -571,29 +576,34 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 			edge: in.rt.o.NodeID, connectedAt: time.Now().UnixNano()}
 		c.self[0] = c
 		in.addConn(c)
-		ch, ok := h.(ConnectHandler)
-		if !ok {
-			ev.reply.answer(nil)
-			return
+		if in.auto != nil {
+			ev.sock.SetAutoResponse(in.auto)
 		}
-		w, outs, err := in.call(ctx, func() error {
-			in.curConn = c
-			return ch.OnConnect(ctx, &in.r, c)
-		})
-		if err != nil {
-			in.removeConn(c)
-			if errors.Is(err, ErrFailed) { // a panic, not a refusal
-				in.reset("handler", err)
+		w, outs := &writeSet{}, []output(nil)
+		if ch, ok := h.(ConnectHandler); ok {
+			var err error
+			w, outs, err = in.call(ctx, func() error {
+				in.curConn = c
+				return ch.OnConnect(ctx, &in.r, c)
+			})
+			if err != nil {
+				in.removeConn(c)
+				if errors.Is(err, ErrFailed) { // a panic, not a refusal
+					in.reset("handler", err)
+				}
+				var ce *CloseError
+				if !errors.As(err, &ce) && !errors.Is(err, ErrFailed) {
+					err = fmt.Errorf("%w: %w", ErrRefused, err)
+				}
+				ev.reply.answer(err)
+				return
 			}
-			var ce *CloseError
-			if !errors.As(err, &ce) && !errors.Is(err, ErrFailed) {
-				err = fmt.Errorf("%w: %w", ErrRefused, err)
-			}
-			ev.reply.answer(err)
-			return
 		}
+		// The socket's membership commits with its OnConnect's writes, and
+		// its welcome waits for both like any send.
+		w.member(c.id, c.record())
 		ev.reply.answer(nil)
-		in.accept(ctx, w, outs, c) // its welcome waits like any send: if it is dropped, so is the socket
+		in.accept(ctx, w, outs, c)
 	case evMessage:
 		c := in.conns[ev.id]
 		if c == nil {
@@ -628,6 +638,90 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 		outs := []output{{to: []*Conn{c}, close: true, code: 4403, reason: "kicked", done: ev.reply.answer}}
 		in.accept(ctx, &writeSet{}, outs, nil)
 	}
+}
+
+// load reads the room's members when the instance is new: after a wake, a
+// restart, or on another node, the room must see every socket it had.
+// Members whose socket is gone (the node restarted, or held it elsewhere)
+// are closed with 1006 as if the connection had just dropped. A failed
+// read fails ev, and the next event tries again.
+func (in *instance) load(ctx context.Context, ev *event) bool {
+	members, bad, err := hibernation.Load(ctx, in.rt.store, in.room)
+	if err != nil {
+		in.rt.m.failures.WithLabelValues("wake").Inc()
+		in.rt.log.LogAttrs(ctx, slog.LevelWarn, "room wake failed",
+			slog.String("room", in.addr.String()), slog.Any("err", err))
+		in.failUnloaded(ctx, ev, err)
+		return false
+	}
+	in.loaded = true
+	if len(members)+len(bad) > 0 {
+		in.rt.m.rooms.WithLabelValues("hibernated").Dec()
+	}
+	var lost []*Conn
+	for _, m := range members {
+		s := in.rt.lookup(SocketID(m.ID))
+		if m.Edge != in.rt.o.NodeID || s == nil {
+			s = lostSocket(m.ID)
+		}
+		c := fromRecord(in, m, s)
+		in.addConn(c)
+		if _, ok := s.(lostSocket); ok {
+			lost = append(lost, c)
+		}
+	}
+	if len(bad) > 0 {
+		w := &writeSet{}
+		for _, id := range bad {
+			w.member(SocketID(id), nil)
+		}
+		in.accept(ctx, w, nil, nil)
+	}
+	for _, c := range lost {
+		in.closeConn(ctx, &event{kind: evClose}, c, 1006, "connection lost")
+	}
+	return true
+}
+
+// failUnloaded fails an event that arrived while the room's members could
+// not be read, so that nobody waits in silence.
+func (in *instance) failUnloaded(ctx context.Context, ev *event, err error) {
+	err = fmt.Errorf("%w: wake: %w", ErrFailed, err)
+	switch ev.kind {
+	case evMessage:
+		if s := in.rt.lookup(ev.id); s != nil {
+			s.Close(1011, "room unavailable")
+		}
+	case evClose:
+		// The record stays; the next wake finds the socket gone and closes it.
+		in.rt.unregister(ev.id, nil)
+	case evAlarm:
+		in.alarm.busy = true
+		in.alarmFailed(ctx, ev, err)
+	default:
+		ev.reply.answer(err)
+	}
+}
+
+// closeConn says goodbye to c: OnClose, then its membership record goes
+// with the event's writes, whatever the handler did.
+func (in *instance) closeConn(ctx context.Context, ev *event, c *Conn, code int, reason string) {
+	// Build the handler first: a rebuilt one's OnStart must still see the
+	// socket that OnClose then says goodbye to.
+	h, ok := in.handlerFor(ctx, ev)
+	in.removeConn(c)
+	in.rt.unregister(c.id, c.sock)
+	w, outs := &writeSet{}, []output(nil)
+	if ch, isCH := h.(CloseHandler); ok && isCH {
+		var err error
+		w, outs, err = in.call(ctx, func() error { return ch.OnClose(ctx, &in.r, c, code, reason) })
+		if err != nil {
+			in.reset("handler", err)
+			w, outs = &writeSet{}, nil
+		}
+	}
+	w.member(c.id, nil)
+	in.accept(ctx, w, outs, nil)
 }
 
 // handlerFor returns the started handler, failing ev when OnStart fails.

@@ -36,14 +36,25 @@ type writeSet struct {
 	deleteAll bool
 	kv        map[string][]byte // nil value: deleted
 	alarm     *storage.AlarmChange
+	members   map[SocketID][]byte // membership records; nil value: the socket left
 }
 
-func (w *writeSet) empty() bool { return !w.deleteAll && len(w.kv) == 0 && w.alarm == nil }
+func (w *writeSet) empty() bool {
+	return !w.deleteAll && len(w.kv) == 0 && w.alarm == nil && len(w.members) == 0
+}
 
-// reset empties w, keeping its map for reuse.
+// reset empties w, keeping its maps for reuse.
 func (w *writeSet) reset() {
 	w.deleteAll, w.alarm = false, nil
 	clear(w.kv)
+	clear(w.members)
+}
+
+func (w *writeSet) member(id SocketID, rec []byte) {
+	if w.members == nil {
+		w.members = make(map[SocketID][]byte)
+	}
+	w.members[id] = rec
 }
 
 func (w *writeSet) put(k string, v []byte) {
@@ -65,6 +76,9 @@ func (w *writeSet) applyTo(dst *writeSet) {
 	if w.alarm != nil {
 		dst.alarm = w.alarm
 	}
+	for id, rec := range w.members {
+		dst.member(id, rec)
+	}
 }
 
 func (w *writeSet) batch() *storage.Batch {
@@ -80,6 +94,9 @@ func (w *writeSet) batch() *storage.Batch {
 		} else {
 			b.Deletes = append(b.Deletes, k)
 		}
+	}
+	for id, rec := range w.members {
+		b.Members = append(b.Members, storage.Member{ID: uint64(id), Data: rec})
 	}
 	return b
 }

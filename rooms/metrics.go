@@ -3,8 +3,11 @@ package rooms
 import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
-	active        prometheus.Gauge
+	rooms         *prometheus.GaugeVec
 	running       prometheus.Gauge
+	wakes         prometheus.Counter
+	evictions     *prometheus.CounterVec
+	wakeSeconds   prometheus.Histogram
 	events        prometheus.Counter
 	commitSeconds prometheus.Histogram
 	failures      *prometheus.CounterVec
@@ -15,8 +18,18 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
-		active: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "roomgate_rooms_active", Help: "Room instances in memory on this node.",
+		rooms: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "roomgate_rooms", Help: "Rooms on this node by state: active (in memory) or hibernated (out of memory, sockets open).",
+		}, []string{"state"}),
+		wakes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomgate_room_wakes_total", Help: "Room instances built: a room came into memory for an event.",
+		}),
+		evictions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomgate_room_evictions_total", Help: "Rooms evicted from memory, by reason: idle (hibernate-after) or pressure (max-active-rooms).",
+		}, []string{"reason"}),
+		wakeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "roomgate_room_wake_seconds", Help: "Time from building a room instance to the end of its OnStart: reading its members and starting the handler.",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16),
 		}),
 		running: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "roomgate_rooms_running", Help: "Room instances with a goroutine: those that had an event in the last second.",
@@ -41,13 +54,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "roomgate_room_bad_input_total", Help: "Client messages a room class refused, by class and kind.",
 		}, []string{"class", "kind"}),
 	}
-	for _, c := range []prometheus.Collector{m.active, m.running, m.events, m.commitSeconds, m.failures, m.overloaded, m.alarmsFired, m.badInput} {
+	for _, c := range []prometheus.Collector{m.rooms, m.wakes, m.evictions, m.wakeSeconds, m.running, m.events, m.commitSeconds, m.failures, m.overloaded, m.alarmsFired, m.badInput} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
-	for _, r := range []string{"start", "handler", "alarm", "commit"} {
+	for _, r := range []string{"start", "handler", "alarm", "commit", "wake"} {
 		m.failures.WithLabelValues(r)
+	}
+	for _, s := range []string{"active", "hibernated"} {
+		m.rooms.WithLabelValues(s)
+	}
+	for _, r := range []string{"idle", "pressure"} {
+		m.evictions.WithLabelValues(r)
 	}
 	return m, nil
 }

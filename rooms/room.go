@@ -65,6 +65,40 @@ func (r *Room) BroadcastJSON(v any, except ...SocketID) error {
 	return r.inst.emit(output{to: r.inst.targets("", except), frame: Frame{Op: Text, Data: b}})
 }
 
+// Limit on an auto-response's request and response (Durable Objects' limit).
+const MaxAutoResponseSize = 2048
+
+// SetAutoResponse makes the room's sockets answer a text message equal to
+// request with response at the edge, without waking the room, like
+// Durable Objects' setWebSocketAutoResponse; a client's "ping" can keep a
+// connection alive while the room hibernates. An empty request turns it
+// off. It applies to the room's sockets at once and to those that connect
+// later while this instance lives; call it in OnStart so every instance,
+// after a wake or a restart, sets it again.
+func (r *Room) SetAutoResponse(request, response string) error {
+	if len(request) > MaxAutoResponseSize || len(response) > MaxAutoResponseSize {
+		return fmt.Errorf("%w: auto-response over %d bytes", ErrLimit, MaxAutoResponseSize)
+	}
+	in := r.inst
+	in.auto = nil
+	if request != "" {
+		in.auto = &AutoResponse{Request: []byte(request), Response: []byte(response)}
+	}
+	for _, c := range in.list {
+		c.sock.SetAutoResponse(in.auto)
+	}
+	return nil
+}
+
+// AutoResponse returns the pair SetAutoResponse set on this instance; ok is
+// false when none is set.
+func (r *Room) AutoResponse() (request, response string, ok bool) {
+	if a := r.inst.auto; a != nil {
+		return string(a.Request), string(a.Response), true
+	}
+	return "", "", false
+}
+
 // CountBadInput counts a client's bad input in
 // roomgate_room_bad_input_total{class, kind}; kind must come from a short
 // fixed list of the class's own.

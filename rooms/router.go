@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/roomgate/roomgate/storage"
 )
@@ -111,6 +112,21 @@ type Socket interface {
 	// wire (0, 1005, 1006, 1015, past 4999) is sent as 1011; the reason is
 	// cut to the 123 bytes a control frame allows. Later calls do nothing.
 	Close(code int, reason string)
+	// SetAutoResponse makes the edge answer a text message equal to
+	// a.Request with a.Response itself, without telling the Router, so a
+	// hibernated room stays asleep. nil turns it off. The edge keeps a as
+	// it is: the caller never changes it afterwards.
+	SetAutoResponse(a *AutoResponse)
+	// LastAutoResponse returns when the edge last answered with the
+	// auto-response; zero if it never did.
+	LastAutoResponse() time.Time
+}
+
+// AutoResponse is a request and its response that the edge answers for a
+// room's sockets, like Durable Objects' setWebSocketAutoResponse.
+type AutoResponse struct {
+	Request  []byte
+	Response []byte
 }
 
 // Errors a Socket's Send returns.

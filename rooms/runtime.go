@@ -12,10 +12,12 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/roomgate/roomgate/hibernation"
 	"github.com/roomgate/roomgate/storage"
 )
 
@@ -33,7 +35,8 @@ type Options struct {
 	Logger          *slog.Logger          // default: discards
 	NodeID          string                // this node's id, in the admin API; default "local"
 	Address         string                // this node's host:port, in the admin API
-	IdleTimeout     time.Duration         // a room with no socket and no event leaves memory after this; default 10s
+	HibernateAfter  time.Duration         // a room with no event for this long leaves memory, its sockets stay open; default 10s
+	MaxActiveRooms  int                   // rooms in memory past which the least recently used idle ones are evicted; default 0: no cap
 	MaxQueuedEvents int                   // per room; past it a socket's message closes it with 1008; default 10000
 	CommitTimeout   time.Duration         // for one commit; default 10s
 	AlarmRetryBase  time.Duration         // first retry of a failed OnAlarm, doubling after; default 2s
@@ -52,8 +55,8 @@ func (o *Options) init() error {
 	if o.NodeID == "" {
 		o.NodeID = "local"
 	}
-	if o.IdleTimeout == 0 {
-		o.IdleTimeout = 10 * time.Second
+	if o.HibernateAfter == 0 {
+		o.HibernateAfter = 10 * time.Second
 	}
 	if o.MaxQueuedEvents == 0 {
 		o.MaxQueuedEvents = 10000
@@ -64,7 +67,7 @@ func (o *Options) init() error {
 	if o.AlarmRetryBase == 0 {
 		o.AlarmRetryBase = alarmBackoff
 	}
-	if o.IdleTimeout < 0 || o.MaxQueuedEvents < 0 || o.CommitTimeout < 0 || o.AlarmRetryBase < 0 {
+	if o.HibernateAfter < 0 || o.MaxActiveRooms < 0 || o.MaxQueuedEvents < 0 || o.CommitTimeout < 0 || o.AlarmRetryBase < 0 {
 		return errors.New("rooms: negative option")
 	}
 	return nil
@@ -87,6 +90,10 @@ type Runtime struct {
 	wg     sync.WaitGroup // one per running instance
 	seed   maphash.Seed
 	shards [64]shard
+	nrooms atomic.Int64 // instances in memory
+	socks  socketRegistry
+	policy hibernation.Policy
+	press  chan struct{} // nrooms passed MaxActiveRooms: sweep now
 
 	alarmMu   sync.Mutex
 	alarmBusy map[storage.Room]bool // alarms handed to their room and not finished
@@ -119,7 +126,10 @@ func New(o Options) (*Runtime, error) {
 		seed:      maphash.MakeSeed(),
 		alarmBusy: make(map[storage.Room]bool),
 		alarmWake: make(chan struct{}, 1),
+		policy:    hibernation.Policy{After: o.HibernateAfter, MaxActive: o.MaxActiveRooms},
+		press:     make(chan struct{}, 1),
 	}
+	rt.socks.init()
 	rt.life, rt.stop = context.WithCancel(context.Background())
 	for i := range rt.shards {
 		rt.shards[i].rooms = make(map[Addr]*instance)
@@ -149,11 +159,16 @@ func (rt *Runtime) Classes() []string {
 	return names
 }
 
-// Run fires alarms until ctx ends, then drains: every instance runs what it
-// has queued and commits its writes, and Run returns when all have stopped.
-// Stop the gateway first, so the sockets' last events are already queued.
+// Run fires alarms and evicts idle rooms until ctx ends, then drains: every
+// instance runs what it has queued and commits its writes, and Run returns
+// when all have stopped. Stop the gateway first, so the sockets' last
+// events are already queued.
 func (rt *Runtime) Run(ctx context.Context) error {
+	var bg sync.WaitGroup
+	bg.Go(func() { rt.evictIdle(ctx) })
+	bg.Go(func() { rt.closeLostMembers(ctx) })
 	rt.fireAlarms(ctx)
+	bg.Wait()
 	for i := range rt.shards {
 		sh := &rt.shards[i]
 		sh.mu.Lock()
@@ -167,7 +182,9 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	for i := range rt.shards {
 		sh := &rt.shards[i]
 		sh.mu.Lock()
-		clear(sh.rooms)
+		for _, in := range sh.rooms {
+			rt.remove(sh, in)
+		}
 		sh.mu.Unlock()
 	}
 	return nil
@@ -199,7 +216,14 @@ func (rt *Runtime) send(a Addr, ev event, bounded bool) error {
 		}
 		in = newInstance(rt, a, cls)
 		sh.rooms[a] = in
-		rt.m.active.Inc()
+		rt.m.rooms.WithLabelValues("active").Inc()
+		rt.m.wakes.Inc()
+		if rt.policy.Excess(int(rt.nrooms.Add(1))) > 0 {
+			select {
+			case rt.press <- struct{}{}:
+			default:
+			}
+		}
 		rt.wg.Add(1)
 		go in.run(rt.life)
 	case in.parked:
@@ -255,7 +279,12 @@ func (rt *Runtime) HasClass(class string) bool { return rt.classes[class] != nil
 
 // Connect implements Router: the room's OnConnect accepts or refuses s.
 func (rt *Runtime) Connect(ctx context.Context, a Addr, s Socket, info ConnectInfo) error {
-	return rt.ask(ctx, a, event{kind: evConnect, sock: s, info: info})
+	rt.socks.add(s)
+	err := rt.ask(ctx, a, event{kind: evConnect, sock: s, info: info})
+	if err != nil {
+		rt.socks.remove(s.ID(), s)
+	}
+	return err
 }
 
 // Message implements Router. It queues a copy of f and returns without
@@ -266,10 +295,123 @@ func (rt *Runtime) Message(ctx context.Context, a Addr, s Socket, f Frame) error
 	return rt.send(a, event{kind: evMessage, id: s.ID(), frame: f}, true)
 }
 
-// Closed implements Router.
+// Closed implements Router. The room forgets the socket when it handles
+// the close, so a room that wakes for it still finds the socket.
 func (rt *Runtime) Closed(a Addr, s Socket, code int, reason string) {
 	if err := rt.send(a, event{kind: evClose, id: s.ID(), code: code, reason: reason}, false); err != nil {
+		rt.socks.remove(s.ID(), s)
 		rt.log.Warn("socket close not delivered", "room", a.String(), "err", err)
+	}
+}
+
+func (rt *Runtime) lookup(id SocketID) Socket { return rt.socks.lookup(id) }
+
+func (rt *Runtime) unregister(id SocketID, s Socket) {
+	if _, lost := s.(lostSocket); !lost {
+		rt.socks.remove(id, s)
+	}
+}
+
+// remove takes in out of its shard's map; the caller holds sh.mu.
+func (rt *Runtime) remove(sh *shard, in *instance) {
+	if sh.rooms[in.addr] == in {
+		delete(sh.rooms, in.addr)
+		rt.nrooms.Add(-1)
+		rt.m.rooms.WithLabelValues("active").Dec()
+	}
+}
+
+// evictIdle evicts parked rooms that stayed idle for HibernateAfter, and,
+// when more rooms than MaxActiveRooms are in memory, the least recently
+// used parked ones, until ctx ends.
+func (rt *Runtime) evictIdle(ctx context.Context) {
+	t := time.NewTicker(min(max(rt.o.HibernateAfter/4, 10*time.Millisecond), time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-rt.press:
+		}
+		rt.sweep(time.Now())
+	}
+}
+
+// sweep evicts what the policy says. Only a parked instance can go: it has
+// no goroutine, nothing queued and nothing uncommitted, and its members
+// are in storage, so dropping it loses only the handler's fields. Its
+// sockets stay open and keep their room address; the next event for the
+// room builds a new instance that loads them.
+func (rt *Runtime) sweep(now time.Time) {
+	var idle []hibernation.Candidate[*instance]
+	excess := rt.policy.Excess(int(rt.nrooms.Load()))
+	for i := range rt.shards {
+		sh := &rt.shards[i]
+		sh.mu.Lock()
+		for _, in := range sh.rooms {
+			switch {
+			case !in.parked:
+			case rt.policy.Idle(in.active, now):
+				rt.evict(sh, in, "idle")
+			case excess > 0:
+				idle = append(idle, hibernation.Candidate[*instance]{Room: in, LastActive: in.active.UnixNano()})
+			}
+		}
+		sh.mu.Unlock()
+	}
+	excess = rt.policy.Excess(int(rt.nrooms.Load()))
+	if excess == 0 {
+		return
+	}
+	for _, c := range hibernation.LeastRecent(idle, excess) {
+		sh := rt.shard(c.Room.addr)
+		sh.mu.Lock()
+		if c.Room.parked && sh.rooms[c.Room.addr] == c.Room {
+			rt.evict(sh, c.Room, "pressure")
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// evict drops a parked instance; the caller holds sh.mu.
+func (rt *Runtime) evict(sh *shard, in *instance, reason string) {
+	rt.remove(sh, in)
+	rt.m.evictions.WithLabelValues(reason).Inc()
+	if in.nconns.Load() > 0 {
+		rt.m.rooms.WithLabelValues("hibernated").Inc()
+	}
+}
+
+// closeLostMembers wakes, once at start, every room with persisted members:
+// this node has just started, so those of its sockets are gone, and each
+// room must hear of them (OnClose with 1006) instead of keeping them for
+// good. The wake loads the members and closes those that are lost.
+func (rt *Runtime) closeLostMembers(ctx context.Context) {
+	var after storage.Room
+	for ctx.Err() == nil {
+		page, err := rt.store.Rooms(ctx, "", "", after, 500)
+		if err != nil {
+			if ctx.Err() == nil {
+				rt.log.Warn("list rooms to close lost sockets", "err", err)
+			}
+			return
+		}
+		for _, st := range page {
+			after = st.Room
+			a := Addr{Class: st.Room.Class, Room: st.Room.Name}
+			if st.Members == 0 || !rt.HasClass(a.Class) {
+				continue
+			}
+			rt.m.rooms.WithLabelValues("hibernated").Inc()
+			if err := rt.send(a, event{kind: evWake}, false); err != nil {
+				rt.m.rooms.WithLabelValues("hibernated").Dec()
+				return // draining
+			}
+		}
+		if len(page) < 500 {
+			return
+		}
 	}
 }
 
@@ -348,7 +490,7 @@ func (rt *Runtime) alarmChanged() {
 type RoomInfo struct {
 	Class        string     `json:"class"`
 	Room         string     `json:"room"`
-	State        string     `json:"state"` // active (in memory) or stored (only in storage)
+	State        string     `json:"state"` // active (in memory), hibernated (its sockets open, out of memory) or stored (only in storage)
 	Owner        string     `json:"owner"`
 	Connections  int        `json:"connections"`
 	StorageKeys  int        `json:"storage_keys"`
@@ -383,9 +525,13 @@ func (rt *Runtime) info(a Addr, st storage.Stat, stored bool, in *instance) Room
 			ri.Alarm = &at
 		}
 	}
-	if in != nil {
+	switch {
+	case in != nil:
 		ri.State = "active"
 		ri.Connections = int(in.nconns.Load())
+	case st.Members > 0:
+		ri.State = "hibernated"
+		ri.Connections = st.Members
 	}
 	return ri
 }
@@ -468,13 +614,24 @@ func (rt *Runtime) DeleteRoom(ctx context.Context, a Addr) error {
 	return rt.ask(ctx, a, event{kind: evDelete})
 }
 
-// Connections lists the room's sockets.
+// Connections lists the room's sockets; a hibernated room's come from
+// storage, and it stays asleep.
 func (rt *Runtime) Connections(ctx context.Context, a Addr) ([]ConnInfo, error) {
 	if rt.active(a) == nil {
 		if _, err := rt.Room(ctx, a); err != nil {
 			return nil, err
 		}
-		return []ConnInfo{}, nil
+		members, _, err := hibernation.Load(ctx, rt.store, a.storageRoom())
+		if err != nil {
+			return nil, fmt.Errorf("rooms: connections of %s: %w", a, err)
+		}
+		out := make([]ConnInfo, 0, len(members))
+		for _, m := range members {
+			out = append(out, ConnInfo{ID: SocketID(m.ID).String(), User: User{ID: m.UserID, Name: m.UserName},
+				Tags: append([]string{}, m.Tags...), Edge: m.Edge, ConnectedAt: time.Unix(0, m.ConnectedAt).UTC()})
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i].ConnectedAt.Before(out[j].ConnectedAt) })
+		return out, nil
 	}
 	var out []ConnInfo
 	err := rt.ask(ctx, a, event{kind: evInspect, inspect: func(in *instance) {
@@ -491,10 +648,10 @@ func (rt *Runtime) Connections(ctx context.Context, a Addr) ([]ConnInfo, error) 
 	return out, nil
 }
 
-// Kick closes one socket with 4403 "kicked".
+// Kick closes one socket with 4403 "kicked", waking its room if needed.
 func (rt *Runtime) Kick(ctx context.Context, a Addr, id SocketID) error {
-	if rt.active(a) == nil {
-		return ErrSocketNotFound
+	if !rt.HasClass(a.Class) {
+		return ErrUnknownClass
 	}
 	return rt.ask(ctx, a, event{kind: evKick, id: id})
 }
@@ -535,16 +692,8 @@ func (rt *Runtime) Storage(ctx context.Context, a Addr, prefix string, limit int
 
 // Nodes lists the nodes of the cluster; in embedded mode, this one.
 func (rt *Runtime) Nodes(ctx context.Context) ([]NodeInfo, error) {
-	n := NodeInfo{ID: rt.o.NodeID, Address: rt.o.Address, StartedAt: rt.started.UTC()}
-	for i := range rt.shards {
-		sh := &rt.shards[i]
-		sh.mu.Lock()
-		n.ActiveRooms += len(sh.rooms)
-		for _, in := range sh.rooms {
-			n.Sockets += int(in.nconns.Load())
-		}
-		sh.mu.Unlock()
-	}
+	n := NodeInfo{ID: rt.o.NodeID, Address: rt.o.Address, StartedAt: rt.started.UTC(),
+		Sockets: int(rt.socks.count.Load()), ActiveRooms: int(rt.nrooms.Load())}
 	return []NodeInfo{n}, nil
 }
 

@@ -36,7 +36,9 @@ func newSocket() *testSocket {
 	return &testSocket{id: SocketID(nextTestID.Add(1)), got: make(chan struct{}, 1<<16)}
 }
 
-func (s *testSocket) ID() SocketID { return s.id }
+func (s *testSocket) ID() SocketID                  { return s.id }
+func (s *testSocket) SetAutoResponse(*AutoResponse) {}
+func (s *testSocket) LastAutoResponse() time.Time   { return time.Time{} }
 func (s *testSocket) Send(f Frame) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -270,7 +272,7 @@ func TestOverloadedRoomRefusesMessages(t *testing.T) {
 }
 
 func TestIdleRoomLeavesMemory(t *testing.T) {
-	fx := newFixture(t, Options{IdleTimeout: 50 * time.Millisecond}, func(ctx context.Context, r *Room, c *Conn, msg string) error {
+	fx := newFixture(t, Options{HibernateAfter: 50 * time.Millisecond}, func(ctx context.Context, r *Room, c *Conn, msg string) error {
 		return r.Storage().Put("k", []byte(msg))
 	})
 	s := fx.connect(t)

@@ -65,7 +65,8 @@ func serve(args []string) error {
 	data := fs.String("data", "./data", "embedded store directory")
 	maxMessage := fs.Int("max-message-bytes", 1<<20, "larger messages close the socket with 1009")
 	origins := fs.String("allowed-origins", "", "comma-separated Origin allowlist for browsers (empty: any)")
-	hibernateAfter := fs.Duration("hibernate-after", 10*time.Second, "idle time after which a room leaves memory")
+	hibernateAfter := fs.Duration("hibernate-after", 10*time.Second, "idle time after which a room leaves memory (its sockets stay open)")
+	maxActive := fs.Int("max-active-rooms", 0, "rooms in memory past which the least recently used idle ones hibernate (0: no cap)")
 	nodeID := fs.String("node-id", "", "this node's id (default: the host name)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
@@ -88,12 +89,13 @@ func serve(args []string) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	rt, err := rooms.New(rooms.Options{
-		Store:       store,
-		Metrics:     reg,
-		Logger:      log,
-		NodeID:      *nodeID,
-		Address:     *addr,
-		IdleTimeout: *hibernateAfter,
+		Store:          store,
+		Metrics:        reg,
+		Logger:         log,
+		NodeID:         *nodeID,
+		Address:        *addr,
+		HibernateAfter: *hibernateAfter,
+		MaxActiveRooms: *maxActive,
 	})
 	if err != nil {
 		return err

@@ -27,7 +27,9 @@ type probeSocket struct {
 
 var nextID atomic.Uint64
 
-func (s *probeSocket) ID() rooms.SocketID { return s.id }
+func (s *probeSocket) ID() rooms.SocketID                  { return s.id }
+func (s *probeSocket) SetAutoResponse(*rooms.AutoResponse) {}
+func (s *probeSocket) LastAutoResponse() time.Time         { return time.Time{} }
 func (s *probeSocket) Send(f rooms.Frame) error {
 	select {
 	case s.frames <- string(f.Data):
