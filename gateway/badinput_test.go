@@ -340,7 +340,7 @@ func (failing) OnMessage(ctx context.Context, r *rooms.Room, c *rooms.Conn, f ro
 }
 
 func TestRoomFailureClosesOnlyItsSocket(t *testing.T) {
-	rt := newRuntime(t, map[string]func() rooms.Handler{"failing": func() rooms.Handler { return failing{} }})
+	rt := newRuntime(t, rooms.Options{}, map[string]func() rooms.Handler{"failing": func() rooms.Handler { return failing{} }})
 	ts := startServer(t, Options{Router: rt})
 	bystander := dial(t, ts, "/ws/failing/r")
 	for _, trigger := range []string{"error", "panic"} {

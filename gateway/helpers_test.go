@@ -38,7 +38,7 @@ func startServer(tb testing.TB, o Options) *testServer {
 	}
 	o.Listener = ln
 	if o.Router == nil {
-		rt := newRuntime(tb, nil)
+		rt := newRuntime(tb, rooms.Options{}, nil)
 		o.Router, o.Admin, o.Ready = rt, rt, rt.Ready
 	}
 	if o.Metrics == nil {
@@ -63,14 +63,19 @@ func startServer(tb testing.TB, o Options) *testServer {
 
 // newRuntime runs a real room runtime with the built-in classes, plus
 // extra, on a file store in a temporary directory, until the test ends.
-func newRuntime(tb testing.TB, extra map[string]func() rooms.Handler) *rooms.Runtime {
+// o.Store is set here; o.Metrics too when it is nil.
+func newRuntime(tb testing.TB, o rooms.Options, extra map[string]func() rooms.Handler) *rooms.Runtime {
 	tb.Helper()
 	store, err := filestore.Open(tb.TempDir())
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { store.Close() })
-	rt, err := rooms.New(rooms.Options{Store: store, Metrics: prometheus.NewRegistry()})
+	o.Store = store
+	if o.Metrics == nil {
+		o.Metrics = prometheus.NewRegistry()
+	}
+	rt, err := rooms.New(o)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -30,7 +30,7 @@ func (tagged) OnRequest(ctx context.Context, r *rooms.Room, w http.ResponseWrite
 }
 
 func restServer(t *testing.T) *testServer {
-	rt := newRuntime(t, map[string]func() rooms.Handler{"tagged": func() rooms.Handler { return tagged{} }})
+	rt := newRuntime(t, rooms.Options{}, map[string]func() rooms.Handler{"tagged": func() rooms.Handler { return tagged{} }})
 	return startServer(t, Options{Router: rt, Admin: rt, MaxMessageBytes: 1024})
 }
 

@@ -40,6 +40,7 @@ type Options struct {
 	MaxQueuedEvents int                   // per room; past it a socket's message closes it with 1008; default 10000
 	CommitTimeout   time.Duration         // for one commit; default 10s
 	AlarmRetryBase  time.Duration         // first retry of a failed OnAlarm, doubling after; default 2s
+	Clock           func() time.Time      // the time eviction judges idleness by; default time.Now. Tests move it ahead
 }
 
 func (o *Options) init() error {
@@ -66,6 +67,9 @@ func (o *Options) init() error {
 	}
 	if o.AlarmRetryBase == 0 {
 		o.AlarmRetryBase = alarmBackoff
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
 	}
 	if o.HibernateAfter < 0 || o.MaxActiveRooms < 0 || o.MaxQueuedEvents < 0 || o.CommitTimeout < 0 || o.AlarmRetryBase < 0 {
 		return errors.New("rooms: negative option")
@@ -334,7 +338,7 @@ func (rt *Runtime) evictIdle(ctx context.Context) {
 		case <-t.C:
 		case <-rt.press:
 		}
-		rt.sweep(time.Now())
+		rt.sweep(rt.o.Clock())
 	}
 }
 
