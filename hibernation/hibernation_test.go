@@ -16,7 +16,7 @@ func TestMemberRoundTrip(t *testing.T) {
 		{"empty", Member{ID: 1}},
 		{"full", Member{ID: 42, Edge: "node-a", UserID: "u1", UserName: "Ada", Query: "since=5&x=%20",
 			ConnectedAt: time.Date(2026, 11, 23, 1, 2, 3, 4, time.UTC).UnixNano(),
-			Tags: []string{"red", "team-1"}, Attachment: []byte{0, 1, 2, 255}}},
+			Tags:        []string{"red", "team-1"}, Attachment: []byte{0, 1, 2, 255}}},
 		{"negative time and long fields", Member{ID: 1<<64 - 1, ConnectedAt: -5, UserName: string(bytes.Repeat([]byte("é"), 300)),
 			Attachment: bytes.Repeat([]byte{7}, 16<<10)}},
 	}

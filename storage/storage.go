@@ -79,8 +79,8 @@ type AlarmChange struct {
 
 // Stat is what the room index knows of a room.
 type Stat struct {
-	Room  Room
-	Keys  int
+	Room    Room
+	Keys    int
 	Bytes   int64     // keys and values together
 	Alarm   time.Time // zero: none
 	Members int       // persisted sockets

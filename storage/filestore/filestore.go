@@ -31,9 +31,9 @@ import (
 )
 
 var (
-	bucketData   = []byte("data")
-	bucketMeta   = []byte("meta")
-	bucketAlarms = []byte("alarms")
+	bucketData    = []byte("data")
+	bucketMeta    = []byte("meta")
+	bucketAlarms  = []byte("alarms")
 	bucketFence   = []byte("fence")
 	bucketMembers = []byte("members")
 )
