@@ -182,7 +182,8 @@ func (in *instance) run(ctx context.Context) {
 	in.rt.m.running.Inc()
 	defer in.rt.m.running.Dec()
 	in.active = time.Now()
-	idle := time.NewTimer(parkAfter)
+	wait := min(parkAfter, in.rt.o.HibernateAfter)
+	idle := time.NewTimer(wait)
 	defer idle.Stop()
 	var batch []event
 	for {
@@ -207,7 +208,6 @@ func (in *instance) run(ctx context.Context) {
 		case err := <-in.done:
 			in.committed(ctx, err)
 		case <-idle.C:
-			wait := min(parkAfter, in.rt.o.HibernateAfter)
 			if rest := wait - time.Since(in.active); rest > 0 {
 				idle.Reset(rest)
 			} else if in.tryPark() {

@@ -1,0 +1,275 @@
+package rooms
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/roomgate/roomgate/storage/filestore"
+)
+
+// TestMain lets this test binary run as a node process that a test can
+// kill -9: a crash must be real for the alarm guarantee to mean anything.
+func TestMain(m *testing.M) {
+	if dir := os.Getenv("ROOMGATE_TEST_NODE"); dir != "" {
+		os.Exit(runNode(dir))
+	}
+	os.Exit(m.Run())
+}
+
+// alarmer sets its alarm on request and logs every OnAlarm run to a file,
+// synced before it returns, so the log outlives a kill.
+type alarmer struct {
+	log  string
+	hang bool // OnAlarm never returns: the process is killed mid-run
+}
+
+func (a *alarmer) OnMessage(context.Context, *Room, *Conn, Frame) error { return nil }
+
+func (a *alarmer) OnRequest(ctx context.Context, r *Room, w http.ResponseWriter, req *http.Request) error {
+	in, err := time.ParseDuration(req.URL.Query().Get("in"))
+	if err != nil {
+		return err
+	}
+	return r.Alarm().Set(time.Now().Add(in))
+}
+
+func (a *alarmer) OnAlarm(ctx context.Context, r *Room, info AlarmInfo) error {
+	f, err := os.OpenFile(a.log, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(f, "fired %d %d\n", info.Scheduled.UnixNano(), info.Retry)
+	f.Sync()
+	f.Close()
+	if a.hang {
+		select {}
+	}
+	return nil
+}
+
+// runNode runs a runtime on the store in dir until it is killed. With
+// NODE_SET_ALARM it first sets room alarmer/a's alarm that far ahead.
+func runNode(dir string) int {
+	store, err := filestore.Open(dir)
+	if err != nil {
+		fmt.Println("error:", err)
+		return 1
+	}
+	rt, err := New(Options{Store: store, Metrics: prometheus.NewRegistry()})
+	if err != nil {
+		fmt.Println("error:", err)
+		return 1
+	}
+	hang := os.Getenv("NODE_HANG") == "true"
+	rt.Register("alarmer", func() Handler { return &alarmer{log: filepath.Join(dir, "alarms.log"), hang: hang} })
+	go rt.Run(context.Background())
+	if in := os.Getenv("NODE_SET_ALARM"); in != "" {
+		req := httptest.NewRequest("POST", "/set?in="+in, nil)
+		if err := rt.Request(context.Background(), Addr{Class: "alarmer", Room: "a"}, httptest.NewRecorder(), req); err != nil {
+			fmt.Println("error:", err)
+			return 1
+		}
+	}
+	fmt.Println("ready")
+	select {}
+}
+
+func startNode(t *testing.T, dir string, env ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(append(os.Environ(), "ROOMGATE_TEST_NODE="+dir), env...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "ready\n" {
+		t.Fatalf("node process: %q", line)
+	}
+	return cmd
+}
+
+func kill9(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	cmd.Process.Kill() // SIGKILL
+	cmd.Wait()
+}
+
+// alarmRuns waits until the alarm log has at least n lines and returns them.
+func alarmRuns(t *testing.T, dir string, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(filepath.Join(dir, "alarms.log"))
+		runs := strings.Split(strings.TrimSpace(string(b)), "\n")
+		if len(b) > 0 && len(runs) >= n {
+			return runs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("alarm log after 10s: %q, want %d runs", b, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestAlarmFiresAtLeastOnceAcrossKill9(t *testing.T) {
+	t.Run("killed while OnAlarm runs", func(t *testing.T) {
+		dir := t.TempDir()
+		node := startNode(t, dir, "NODE_SET_ALARM=200ms", "NODE_HANG=true")
+		alarmRuns(t, dir, 1)
+		kill9(t, node)
+		startNode(t, dir)
+		if runs := alarmRuns(t, dir, 2); runs[1] != runs[0] {
+			t.Fatalf("runs %q: the restarted node must run the same alarm again", runs)
+		}
+	})
+	t.Run("killed before the alarm is due", func(t *testing.T) {
+		dir := t.TempDir()
+		kill9(t, startNode(t, dir, "NODE_SET_ALARM=500ms"))
+		if _, err := os.Stat(filepath.Join(dir, "alarms.log")); err == nil {
+			t.Fatal("the alarm ran before it was due")
+		}
+		time.Sleep(600 * time.Millisecond) // due while no node runs
+		startNode(t, dir)
+		if runs := alarmRuns(t, dir, 1); len(runs) != 1 {
+			t.Fatalf("runs %q, want exactly one", runs)
+		}
+	})
+}
+
+// closeRecorder records the sockets its room hears close.
+type closeRecorder struct {
+	probe
+	closed chan string
+}
+
+func (c *closeRecorder) OnClose(ctx context.Context, r *Room, conn *Conn, code int, reason string) error {
+	c.closed <- fmt.Sprintf("%s %s %d %d", conn.User().ID, conn.Attachment(), code, len(r.Conns("")))
+	return nil
+}
+
+func (c *closeRecorder) OnConnect(ctx context.Context, r *Room, conn *Conn) error {
+	return conn.SetAttachment([]byte("att-" + conn.User().ID))
+}
+
+// TestRestartClosesTheSocketsOfTheLastRun: after a restart the sockets the
+// rooms had are gone; each room hears it once, with 1006, and forgets them.
+func TestRestartClosesTheSocketsOfTheLastRun(t *testing.T) {
+	dir := t.TempDir()
+	closed := make(chan string, 10)
+	run := func() (*Runtime, func()) {
+		store, err := filestore.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rt, err := New(Options{Store: store, Metrics: prometheus.NewRegistry()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rt.Register("rec", func() Handler { return &closeRecorder{probe{starts: new(atomic.Int32)}, closed} })
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { rt.Run(ctx); close(done) }()
+		return rt, func() { cancel(); <-done; store.Close() }
+	}
+	rt, stop := run()
+	for i := range 2 {
+		if err := rt.Connect(context.Background(), Addr{Class: "rec", Room: "x"}, newSocket(), ConnectInfo{User: User{ID: strconv.Itoa(i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop() // a drain without the sockets' closes, as after a crash
+	select {
+	case got := <-closed:
+		t.Fatalf("a close before the restart: %q", got)
+	default:
+	}
+
+	rt, stop = run()
+	defer stop()
+	got := map[string]bool{}
+	for range 2 {
+		select {
+		case c := <-closed:
+			got[c] = true
+		case <-time.After(5 * time.Second):
+			t.Fatalf("the restarted room heard %d closes, want 2", len(got))
+		}
+	}
+	if !got["0 att-0 1006 1"] && !got["0 att-0 1006 0"] || !got["1 att-1 1006 0"] && !got["1 att-1 1006 1"] {
+		t.Fatalf("closes = %v", got)
+	}
+	eventually := time.Now().Add(5 * time.Second)
+	for {
+		info, err := rt.Room(context.Background(), Addr{Class: "rec", Room: "x"})
+		if err == ErrRoomNotFound || err == nil && info.Connections == 0 {
+			break
+		}
+		if time.Now().After(eventually) {
+			t.Fatalf("room after the lost sockets closed: %+v, %v", info, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestAlarmWakesAHibernatedRoom: the alarm of a room out of memory brings
+// it back with its sockets.
+func TestAlarmWakesAHibernatedRoom(t *testing.T) {
+	fx := newFixture(t, Options{HibernateAfter: 50 * time.Millisecond}, nil)
+	runs := make(chan int, 1)
+	fx.rt.Register("waker", func() Handler { return &alarmCounter{runs: runs} })
+	a := Addr{Class: "waker", Room: "w"}
+	if err := fx.rt.Connect(context.Background(), a, newSocket(), ConnectInfo{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for fx.rt.active(a) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the room did not hibernate")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if info, _ := fx.rt.Room(context.Background(), a); info.State != "hibernated" || info.Alarm == nil {
+		t.Fatalf("before the alarm: %+v", info)
+	}
+	select {
+	case n := <-runs:
+		if n != 1 {
+			t.Fatalf("OnAlarm saw %d sockets, want 1", n)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the alarm did not wake the room")
+	}
+}
+
+// alarmCounter sets an alarm 500 ms ahead in OnConnect; OnAlarm reports how
+// many sockets the room has.
+type alarmCounter struct{ runs chan int }
+
+func (a *alarmCounter) OnConnect(ctx context.Context, r *Room, c *Conn) error {
+	return r.Alarm().Set(time.Now().Add(500 * time.Millisecond))
+}
+
+func (a *alarmCounter) OnMessage(context.Context, *Room, *Conn, Frame) error { return nil }
+
+func (a *alarmCounter) OnAlarm(ctx context.Context, r *Room, info AlarmInfo) error {
+	a.runs <- len(r.Conns(""))
+	return nil
+}
