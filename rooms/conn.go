@@ -57,7 +57,13 @@ func fromRecord(in *instance, m hibernation.Member, s Socket) *Conn {
 func (c *Conn) touch() {
 	if !c.dirty {
 		c.dirty = true
+		var was *connExtra
+		if c.extra != nil {
+			cp := *c.extra // its slices are replaced, never written in place
+			was = &cp
+		}
 		c.inst.dirty = append(c.inst.dirty, c)
+		c.inst.dirtyWas = append(c.inst.dirtyWas, was)
 	}
 }
 
@@ -114,8 +120,8 @@ func (c *Conn) SetTags(tags ...string) error {
 			return fmt.Errorf("%w: a tag must have 1 to %d bytes", ErrLimit, MaxTagBytes)
 		}
 	}
-	c.ext().tags = append([]string(nil), tags...)
 	c.touch()
+	c.ext().tags = append([]string(nil), tags...)
 	return nil
 }
 
@@ -138,8 +144,8 @@ func (c *Conn) SetAttachment(b []byte) error {
 	if len(b) > MaxAttachmentSize {
 		return fmt.Errorf("%w: attachment of %d bytes, at most %d", ErrLimit, len(b), MaxAttachmentSize)
 	}
-	c.ext().attachment = append([]byte(nil), b...)
 	c.touch()
+	c.ext().attachment = append([]byte(nil), b...)
 	return nil
 }
 

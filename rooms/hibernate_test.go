@@ -2,9 +2,17 @@ package rooms
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/roomgate/roomgate/storage"
+	"github.com/roomgate/roomgate/storage/filestore"
 )
 
 // TestMemoryPressureEvictsTheLeastRecentlyUsed: past MaxActiveRooms, the
@@ -38,5 +46,98 @@ func TestMemoryPressureEvictsTheLeastRecentlyUsed(t *testing.T) {
 	info, err := fx.rt.Room(context.Background(), room(0))
 	if err != nil || info.State != "hibernated" || info.Connections != 1 {
 		t.Fatalf("an evicted room: %+v, %v", info, err)
+	}
+}
+
+// failingStore fails every commit while fail is set.
+type failingStore struct {
+	storage.Store
+	fail atomic.Bool
+}
+
+func (f *failingStore) Commit(ctx context.Context, r storage.Room, b *storage.Batch) error {
+	if f.fail.Load() {
+		return errors.New("disk on fire")
+	}
+	return f.Store.Commit(ctx, r, b)
+}
+
+// closeCounter counts OnClose calls; "set" sets every socket's attachment
+// and then fails when asked to.
+type closeCounter struct{ closes *atomic.Int32 }
+
+func (h *closeCounter) OnClose(context.Context, *Room, *Conn, int, string) error {
+	h.closes.Add(1)
+	return nil
+}
+
+func (h *closeCounter) OnMessage(ctx context.Context, r *Room, c *Conn, f Frame) error {
+	switch string(f.Data) {
+	case "set then fail":
+		for _, o := range r.Conns("") {
+			o.SetAttachment([]byte("changed"))
+		}
+		return errors.New("failed after SetAttachment")
+	case "get":
+		return c.SendText("att=" + string(c.Attachment()))
+	}
+	return nil
+}
+
+// TestFailuresKeepMembershipTrue: a failed commit does not lose a socket's
+// leaving, and a failed handler does not keep attachments it changed.
+func TestFailuresKeepMembershipTrue(t *testing.T) {
+	fs, err := filestore.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fs.Close() })
+	store := &failingStore{Store: fs}
+	fx := newFixture(t, Options{Store: store, HibernateAfter: 50 * time.Millisecond}, nil)
+	closes := new(atomic.Int32)
+	fx.rt.Register("cc", func() Handler { return &closeCounter{closes} })
+	a := Addr{Class: "cc", Room: "x"}
+	stay, leave := newSocket(), newSocket()
+	for _, s := range []*testSocket{stay, leave} {
+		if err := fx.rt.Connect(context.Background(), a, s, ConnectInfo{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	fx.rt.Message(context.Background(), a, stay, Frame{Op: Text, Data: []byte("set then fail")})
+	if got := stay.next(t); !strings.HasPrefix(got, "closed 1011") {
+		t.Fatalf("the failing socket got %q", got)
+	}
+	fx.rt.Message(context.Background(), a, leave, Frame{Op: Text, Data: []byte("get")})
+	if got := leave.next(t); got != "att=" {
+		t.Fatalf("after a failed event the attachment reads %q, want it unchanged", got)
+	}
+
+	store.fail.Store(true)
+	fx.rt.Closed(a, leave, 1000, "bye")
+	deadline := time.Now().Add(5 * time.Second)
+	for closes.Load() < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("OnClose did not run")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond) // the commit fails
+	store.fail.Store(false)
+	fx.rt.Closed(a, stay, 1011, "")
+	for fx.rt.active(a) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the room did not hibernate")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ms, _ := fs.Members(context.Background(), a.storageRoom()); len(ms) != 0 {
+		t.Fatalf("%d membership records left after both sockets closed", len(ms))
+	}
+	if n := closes.Load(); n != 2 {
+		t.Fatalf("OnClose ran %d times, want 2", n)
+	}
+	if got := testutil.ToFloat64(fx.rt.m.rooms.WithLabelValues("hibernated")); got != 0 {
+		t.Fatalf("hibernated gauge = %v, want 0", got)
 	}
 }

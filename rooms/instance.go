@@ -93,7 +93,8 @@ type instance struct {
 	started   bool
 	loaded    bool // the room's members were read from storage
 	auto      *AutoResponse
-	dirty     []*Conn // sockets whose membership record the current event changed
+	dirty     []*Conn      // sockets whose membership record the current event changed
+	dirtyWas  []*connExtra // their tags and attachment before it, restored if it fails
 	r         Room
 	conns     map[SocketID]*Conn
 	list      []*Conn
@@ -208,6 +209,9 @@ func (in *instance) run(ctx context.Context) {
 		case err := <-in.done:
 			in.committed(ctx, err)
 		case <-idle.C:
+			if in.inflight == nil && !in.pending.empty() {
+				in.pump(ctx) // retry what a failed commit left, a tick later
+			}
 			if rest := wait - time.Since(in.active); rest > 0 {
 				idle.Reset(rest)
 			} else if in.tryPark() {
@@ -353,14 +357,18 @@ func (in *instance) call(ctx context.Context, f func() error) (w *writeSet, outs
 		if p := recover(); p != nil {
 			err = fmt.Errorf("%w: panic: %v\n%s", ErrFailed, p, debug.Stack())
 		}
-		for _, c := range in.dirty {
-			if err == nil && !c.gone {
+		for i, c := range in.dirty {
+			switch {
+			case err != nil:
+				c.extra = in.dirtyWas[i] // the failed event's changes go with its writes
+			case !c.gone:
 				in.cur.member(c.id, c.record())
 			}
 			c.dirty = false
 		}
 		clear(in.dirty)
-		in.dirty = in.dirty[:0]
+		clear(in.dirtyWas)
+		in.dirty, in.dirtyWas = in.dirty[:0], in.dirtyWas[:0]
 		w, outs = in.cur, in.curOut
 		in.cur, in.inEvent, in.curConn = nil, false, nil
 	}()
@@ -456,8 +464,21 @@ func (in *instance) committed(ctx context.Context, err error) {
 	}
 	outs = append(outs, in.penOut...)
 	from = append(from, in.penFrom...)
+	lost := in.pending
 	in.pending, in.penOut, in.penFrom, in.penEvents = writeSet{}, nil, nil, 0
 	in.reset("commit", err)
+	// Membership is not the events' to lose: a socket that joined is still
+	// open, one that left is gone. Its record is written again, as it is
+	// now, with the next commit (the next event's, or the idle tick's).
+	for _, ws := range []*writeSet{w, &lost} {
+		for id := range ws.members {
+			if c := in.conns[id]; c != nil && !c.gone {
+				in.pending.member(id, c.record())
+			} else {
+				in.pending.member(id, nil)
+			}
+		}
+	}
 	for _, o := range outs {
 		if o.done != nil {
 			o.done(fmt.Errorf("%w: %w", ErrFailed, err))
@@ -674,6 +695,11 @@ func (in *instance) load(ctx context.Context, ev *event) bool {
 		w := &writeSet{}
 		for _, id := range bad {
 			w.member(SocketID(id), nil)
+			// The room cannot know this socket any more; it must not
+			// stay open and unheard.
+			if s := in.rt.lookup(SocketID(id)); s != nil {
+				s.Close(1011, "room lost its membership")
+			}
 		}
 		in.accept(ctx, w, nil, nil)
 	}

@@ -222,6 +222,12 @@ func (rt *Runtime) send(a Addr, ev event, bounded bool) error {
 		sh.rooms[a] = in
 		rt.m.rooms.WithLabelValues("active").Inc()
 		rt.m.wakes.Inc()
+		if ev.kind == evWake {
+			// A room the start-up scan found with members: count it as
+			// hibernated until its load, which uncounts it, as for a
+			// room this run evicted.
+			rt.m.rooms.WithLabelValues("hibernated").Inc()
+		}
 		if rt.policy.Excess(int(rt.nrooms.Add(1))) > 0 {
 			select {
 			case rt.press <- struct{}{}:
@@ -331,13 +337,20 @@ func (rt *Runtime) remove(sh *shard, in *instance) {
 func (rt *Runtime) evictIdle(ctx context.Context) {
 	t := time.NewTicker(min(max(rt.o.HibernateAfter/4, 10*time.Millisecond), time.Second))
 	defer t.Stop()
+	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-rt.press:
+			// While too few rooms are parked to bring the count under the
+			// cap, every new room signals; one sweep per 100 ms is enough.
+			if time.Since(last) < 100*time.Millisecond {
+				continue
+			}
 		}
+		last = time.Now()
 		rt.sweep(rt.o.Clock())
 	}
 }
@@ -407,9 +420,7 @@ func (rt *Runtime) closeLostMembers(ctx context.Context) {
 			if st.Members == 0 || !rt.HasClass(a.Class) {
 				continue
 			}
-			rt.m.rooms.WithLabelValues("hibernated").Inc()
 			if err := rt.send(a, event{kind: evWake}, false); err != nil {
-				rt.m.rooms.WithLabelValues("hibernated").Dec()
 				return // draining
 			}
 		}

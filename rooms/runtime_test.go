@@ -106,7 +106,10 @@ func newFixture(t *testing.T, o Options, fn func(ctx context.Context, r *Room, c
 	}
 	t.Cleanup(func() { store.Close() })
 	fx := &fixture{store: store, reg: prometheus.NewRegistry()}
-	o.Store, o.Metrics = store, fx.reg
+	o.Metrics = fx.reg
+	if o.Store == nil {
+		o.Store = store
+	}
 	if fx.rt, err = New(o); err != nil {
 		t.Fatal(err)
 	}
