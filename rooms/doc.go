@@ -27,4 +27,14 @@
 // what it sends leaves only after that commit (the output gate). One commit
 // per room is in flight while later events run against the uncommitted
 // writes. docs/runtime.md explains the pipeline and its failure rules.
+//
+// # Hibernation
+//
+// A room idle for Options.HibernateAfter leaves memory while its sockets
+// stay open: their membership records (package hibernation) are committed
+// with the events that change them, so eviction drops the instance and the
+// next event builds one that loads them back and finds the sockets by id.
+// Auto-responses (Room.SetAutoResponse) are answered by the gateway
+// through Socket.SetAutoResponse without waking the room.
+// docs/hibernation.md says what survives.
 package rooms

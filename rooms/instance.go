@@ -93,8 +93,9 @@ type instance struct {
 	started   bool
 	loaded    bool // the room's members were read from storage
 	auto      *AutoResponse
-	dirty     []*Conn      // sockets whose membership record the current event changed
-	dirtyWas  []*connExtra // their tags and attachment before it, restored if it fails
+	dirty     []*Conn               // sockets whose membership record the current event changed
+	dirtyWas  []*connExtra          // their tags and attachment before it, restored if it fails
+	unsaved   map[SocketID]struct{} // sockets whose membership record is not saved yet
 	r         Room
 	conns     map[SocketID]*Conn
 	list      []*Conn
@@ -123,14 +124,15 @@ type alarmState struct {
 
 func newInstance(rt *Runtime, a Addr, cls *class) *instance {
 	in := &instance{
-		rt:     rt,
-		addr:   a,
-		room:   storage.Room{Class: a.Class, Name: a.Room},
-		cls:    cls,
-		signal: make(chan struct{}, 1),
-		conns:  make(map[SocketID]*Conn),
-		done:   make(chan error, 1),
-		born:   time.Now(),
+		rt:      rt,
+		addr:    a,
+		room:    storage.Room{Class: a.Class, Name: a.Room},
+		cls:     cls,
+		signal:  make(chan struct{}, 1),
+		conns:   make(map[SocketID]*Conn),
+		unsaved: make(map[SocketID]struct{}),
+		done:    make(chan error, 1),
+		born:    time.Now(),
 	}
 	in.r = Room{inst: in, storage: Storage{inst: in}, alarm: Alarm{inst: in}}
 	return in
@@ -209,12 +211,9 @@ func (in *instance) run(ctx context.Context) {
 		case err := <-in.done:
 			in.committed(ctx, err)
 		case <-idle.C:
-			if in.inflight == nil && !in.pending.empty() {
-				in.pump(ctx) // retry what a failed commit left, a tick later
-			}
 			if rest := wait - time.Since(in.active); rest > 0 {
 				idle.Reset(rest)
-			} else if in.tryPark() {
+			} else if in.tryPark(ctx) {
 				return
 			} else {
 				idle.Reset(wait)
@@ -229,7 +228,11 @@ func (in *instance) run(ctx context.Context) {
 // tryPark ends the goroutine when nothing needs it: nothing queued,
 // nothing uncommitted, no alarm running. The shard lock makes the check and
 // the change atomic with respect to new events.
-func (in *instance) tryPark() bool {
+func (in *instance) tryPark(ctx context.Context) bool {
+	if in.inflight == nil && (len(in.unsaved) > 0 || !in.pending.empty()) {
+		in.saveMembers(ctx) // and retry what a failed commit left
+		return false
+	}
 	if in.inflight != nil || !in.pending.empty() || len(in.penOut) > 0 || in.alarm.busy {
 		return false
 	}
@@ -240,10 +243,15 @@ func (in *instance) tryPark() bool {
 func (in *instance) drain() {
 	ctx := context.WithoutCancel(context.Background())
 	var batch []event
+	saves := 0
 	for {
 		batch = in.take(batch)
 		for i := range batch {
 			in.handle(ctx, &batch[i])
+		}
+		if len(in.unsaved) > 0 && in.inflight == nil && saves < 3 {
+			in.saveMembers(ctx) // bounded: a store that fails now may fail forever
+			saves++
 		}
 		if len(batch) == 0 && in.inflight == nil && in.leave() {
 			return
@@ -362,7 +370,7 @@ func (in *instance) call(ctx context.Context, f func() error) (w *writeSet, outs
 			case err != nil:
 				c.extra = in.dirtyWas[i] // the failed event's changes go with its writes
 			case !c.gone:
-				in.cur.member(c.id, c.record())
+				in.unsaved[c.id] = struct{}{}
 			}
 			c.dirty = false
 		}
@@ -468,15 +476,10 @@ func (in *instance) committed(ctx context.Context, err error) {
 	in.pending, in.penOut, in.penFrom, in.penEvents = writeSet{}, nil, nil, 0
 	in.reset("commit", err)
 	// Membership is not the events' to lose: a socket that joined is still
-	// open, one that left is gone. Its record is written again, as it is
-	// now, with the next commit (the next event's, or the idle tick's).
+	// open, one that left is gone. Its record is saved again, as it is now.
 	for _, ws := range []*writeSet{w, &lost} {
 		for id := range ws.members {
-			if c := in.conns[id]; c != nil && !c.gone {
-				in.pending.member(id, c.record())
-			} else {
-				in.pending.member(id, nil)
-			}
+			in.unsaved[id] = struct{}{}
 		}
 	}
 	for _, o := range outs {
@@ -620,9 +623,7 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 				return
 			}
 		}
-		// The socket's membership commits with its OnConnect's writes, and
-		// its welcome waits for both like any send.
-		w.member(c.id, c.record())
+		in.unsaved[c.id] = struct{}{}
 		ev.reply.answer(nil)
 		in.accept(ctx, w, outs, c)
 	case evMessage:
@@ -659,6 +660,25 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 		outs := []output{{to: []*Conn{c}, close: true, code: 4403, reason: "kicked", done: ev.reply.answer}}
 		in.accept(ctx, &writeSet{}, outs, nil)
 	}
+}
+
+// saveMembers commits the membership records that changed since the last
+// save. Records are written when the room goes quiet — before it can park,
+// and so before it can be evicted — rather than with every connect: a
+// burst of connects costs one commit per room instead of one each, and a
+// record is only needed once the instance may leave memory. What a crash
+// loses is the records of sockets that died with the process.
+func (in *instance) saveMembers(ctx context.Context) {
+	w := &writeSet{}
+	for id := range in.unsaved {
+		if c := in.conns[id]; c != nil && !c.gone {
+			w.member(id, c.record())
+		} else {
+			w.member(id, nil)
+		}
+	}
+	clear(in.unsaved)
+	in.accept(ctx, w, nil, nil)
 }
 
 // load reads the room's members when the instance is new: after a wake, a
@@ -746,7 +766,7 @@ func (in *instance) closeConn(ctx context.Context, ev *event, c *Conn, code int,
 			w, outs = &writeSet{}, nil
 		}
 	}
-	w.member(c.id, nil)
+	in.unsaved[c.id] = struct{}{}
 	in.accept(ctx, w, outs, nil)
 }
 
