@@ -161,3 +161,4 @@ func (r captureRouter) Message(context.Context, rooms.Addr, rooms.Socket, rooms.
 	return nil
 }
 func (r captureRouter) Closed(rooms.Addr, rooms.Socket, int, string) {}
+func (r captureRouter) Attach(rooms.Sockets)                         {}

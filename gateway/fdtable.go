@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/roomgate/roomgate/rooms"
 )
 
 // fdTable maps a file descriptor to its socket. epoll reports descriptors,
@@ -27,14 +29,34 @@ const fdChunkSize = 1024
 
 type fdChunk [fdChunkSize]atomic.Pointer[socket]
 
+// fdBits is how many low bits of a socket id hold its descriptor: the table
+// never holds more than 1<<26 of them.
+const fdBits = 26
+
+// socketID makes the id of the socket on fd: a node-wide sequence number
+// above the descriptor, so the id is unique while the descriptor number is
+// reused, and the socket is found again from its id without a map.
+func socketID(seq uint64, fd int) rooms.SocketID {
+	return rooms.SocketID(seq<<fdBits | uint64(fd))
+}
+
+// byID returns the socket with id while it is in the table.
+func (t *fdTable) byID(id rooms.SocketID) *socket {
+	s := t.get(int(id & (1<<fdBits - 1)))
+	if s == nil || s.id != id {
+		return nil
+	}
+	return s
+}
+
 func newFDTable() (*fdTable, error) {
 	var lim unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
 		return nil, fmt.Errorf("gateway: read open-file limit: %w", err)
 	}
 	n := lim.Cur
-	if n == unix.RLIM_INFINITY || n > 1<<26 {
-		n = 1 << 26
+	if n == unix.RLIM_INFINITY || n > 1<<fdBits {
+		n = 1 << fdBits
 	}
 	return &fdTable{chunks: make([]atomic.Pointer[fdChunk], (n+fdChunkSize-1)/fdChunkSize)}, nil
 }

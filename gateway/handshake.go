@@ -396,7 +396,7 @@ func (s *Server) open(ctx context.Context, c net.Conn, h *handshake, early ...by
 	// The names are substrings of the request target, token and all; copy
 	// them so an idle socket does not keep the whole target alive.
 	addr := rooms.Addr{Class: s.internClass(h.class), Room: strings.Clone(h.room)}
-	sk := &socket{id: rooms.SocketID(s.nextID.Add(1)), fd: fd, srv: s, addr: addr}
+	sk := &socket{id: socketID(s.nextID.Add(1), fd), fd: fd, srv: s, addr: addr}
 	sk.reads.Store(1) // this goroutine holds the reader role until its read turn below
 	if len(early) > 0 {
 		sk.in = &inbound{buf: append(getReadBuffer(), early...)}

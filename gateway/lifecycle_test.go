@@ -61,6 +61,8 @@ func (r *recordingRouter) Closed(a rooms.Addr, s rooms.Socket, code int, reason 
 	r.add(s.ID(), fmt.Sprintf("closed %d", code))
 }
 
+func (r *recordingRouter) Attach(rooms.Sockets) {}
+
 func (r *recordingRouter) snapshot() map[rooms.SocketID][]string {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -159,7 +159,17 @@ func New(o Options) (*Server, error) {
 	var seed [8]byte
 	rand.Read(seed[:])
 	s.nextID.Store(binary.LittleEndian.Uint64(seed[:]))
+	o.Router.Attach(s)
 	return s, nil
+}
+
+// Socket implements rooms.Sockets: the open socket with id, found through
+// the descriptor its id carries.
+func (s *Server) Socket(id rooms.SocketID) rooms.Socket {
+	if sk := s.fds.byID(id); sk != nil {
+		return sk
+	}
+	return nil // not a nil *socket inside the interface
 }
 
 // Addr returns the listening address once Run has bound it, waiting until

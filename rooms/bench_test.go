@@ -49,7 +49,7 @@ func benchmarkPersisted(b *testing.B, n int) {
 		b.Fatal(err)
 	}
 	defer store.Close()
-	rt, err := New(Options{Store: store, Metrics: prometheus.NewRegistry()})
+	rt, err := New(Options{Store: store, Metrics: prometheus.NewRegistry(), HibernateAfter: time.Hour}) // no socket table: nothing may hibernate
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func BenchmarkEchoEvent(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer store.Close()
-	rt, _ := New(Options{Store: store, Metrics: prometheus.NewRegistry()})
+	rt, _ := New(Options{Store: store, Metrics: prometheus.NewRegistry(), HibernateAfter: time.Hour}) // no socket table: nothing may hibernate
 	rt.Register("e", func() Handler { return echoBack{} })
 	ctx := context.Background()
 	var sent atomic.Int64

@@ -174,7 +174,7 @@ func (c *closeRecorder) OnConnect(ctx context.Context, r *Room, conn *Conn) erro
 func TestRestartClosesTheSocketsOfTheLastRun(t *testing.T) {
 	dir := t.TempDir()
 	closed := make(chan string, 10)
-	run := func() (*Runtime, func()) {
+	run := func(edge Sockets) (*Runtime, func()) {
 		store, err := filestore.Open(dir)
 		if err != nil {
 			t.Fatal(err)
@@ -184,12 +184,13 @@ func TestRestartClosesTheSocketsOfTheLastRun(t *testing.T) {
 			t.Fatal(err)
 		}
 		rt.Register("rec", func() Handler { return &closeRecorder{probe{starts: new(atomic.Int32)}, closed} })
+		rt.Attach(edge)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { rt.Run(ctx); close(done) }()
 		return rt, func() { cancel(); <-done; store.Close() }
 	}
-	rt, stop := run()
+	rt, stop := run(sockets)
 	for i := range 2 {
 		if err := rt.Connect(context.Background(), Addr{Class: "rec", Room: "x"}, newSocket(), ConnectInfo{User: User{ID: strconv.Itoa(i)}}); err != nil {
 			t.Fatal(err)
@@ -202,7 +203,7 @@ func TestRestartClosesTheSocketsOfTheLastRun(t *testing.T) {
 	default:
 	}
 
-	rt, stop = run()
+	rt, stop = run(&testEdge{}) // a new process: none of the old sockets
 	defer stop()
 	got := map[string]bool{}
 	for range 2 {

@@ -113,24 +113,22 @@ func TestFailuresKeepMembershipTrue(t *testing.T) {
 		t.Fatalf("after a failed event the attachment reads %q, want it unchanged", got)
 	}
 
+	// Hibernate, so both records are saved; then a close whose record
+	// deletion fails to commit.
+	waitFor(t, "the room to hibernate", func() bool { return fx.rt.active(a) == nil })
+	if ms, _ := fs.Members(context.Background(), a.storageRoom()); len(ms) != 2 {
+		t.Fatalf("%d records saved on hibernation, want 2", len(ms))
+	}
 	store.fail.Store(true)
 	fx.rt.Closed(a, leave, 1000, "bye")
-	deadline := time.Now().Add(5 * time.Second)
-	for closes.Load() < 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("OnClose did not run")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	time.Sleep(20 * time.Millisecond) // the commit fails
+	commitFailures := fx.rt.m.failures.WithLabelValues("commit")
+	waitFor(t, "the save to fail", func() bool { return testutil.ToFloat64(commitFailures) >= 1 })
 	store.fail.Store(false)
 	fx.rt.Closed(a, stay, 1011, "")
-	for fx.rt.active(a) != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("the room did not hibernate")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, "the room to hibernate again", func() bool {
+		ms, _ := fs.Members(context.Background(), a.storageRoom())
+		return fx.rt.active(a) == nil && len(ms) == 0
+	})
 	if ms, _ := fs.Members(context.Background(), a.storageRoom()); len(ms) != 0 {
 		t.Fatalf("%d membership records left after both sockets closed", len(ms))
 	}
@@ -139,5 +137,46 @@ func TestFailuresKeepMembershipTrue(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(fx.rt.m.rooms.WithLabelValues("hibernated")); got != 0 {
 		t.Fatalf("hibernated gauge = %v, want 0", got)
+	}
+}
+
+// TestCorruptMembershipClosesItsSocket: a record that does not decode
+// cannot be handed to the room; its socket is closed instead of staying
+// open and unheard, and the record goes.
+func TestCorruptMembershipClosesItsSocket(t *testing.T) {
+	fx := newFixture(t, Options{}, func(ctx context.Context, r *Room, c *Conn, msg string) error { return nil })
+	s := newSocket()
+	bad := storage.Batch{Members: []storage.Member{{ID: uint64(s.id), Data: []byte{0xff, 1, 2}}}}
+	if err := fx.store.Commit(context.Background(), probeRoom.storageRoom(), &bad); err != nil {
+		t.Fatal(err)
+	}
+	fx.say(t, s, "hello")
+	if got := s.next(t); !strings.HasPrefix(got, "closed 1011") {
+		t.Fatalf("the socket of a corrupt record got %q, want a 1011 close", got)
+	}
+	if got := testutil.ToFloat64(fx.rt.m.failures.WithLabelValues("membership")); got != 1 {
+		t.Fatalf(`roomgate_room_failures_total{reason="membership"} = %v, want 1`, got)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ms, _ := fx.store.Members(context.Background(), probeRoom.storageRoom())
+		if len(ms) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the corrupt record stayed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

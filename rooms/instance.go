@@ -30,6 +30,7 @@ const (
 	evDelete
 	evInspect
 	evWake // loads the room's members and closes those whose sockets are gone
+	evSave // saves the membership records before an eviction
 )
 
 // event is one entry of a room's mailbox.
@@ -124,15 +125,14 @@ type alarmState struct {
 
 func newInstance(rt *Runtime, a Addr, cls *class) *instance {
 	in := &instance{
-		rt:      rt,
-		addr:    a,
-		room:    storage.Room{Class: a.Class, Name: a.Room},
-		cls:     cls,
-		signal:  make(chan struct{}, 1),
-		conns:   make(map[SocketID]*Conn),
-		unsaved: make(map[SocketID]struct{}),
-		done:    make(chan error, 1),
-		born:    time.Now(),
+		rt:     rt,
+		addr:   a,
+		room:   storage.Room{Class: a.Class, Name: a.Room},
+		cls:    cls,
+		signal: make(chan struct{}, 1),
+		conns:  make(map[SocketID]*Conn),
+		done:   make(chan error, 1),
+		born:   time.Now(),
 	}
 	in.r = Room{inst: in, storage: Storage{inst: in}, alarm: Alarm{inst: in}}
 	return in
@@ -184,7 +184,8 @@ func (in *instance) run(ctx context.Context) {
 	defer in.rt.wg.Done()
 	in.rt.m.running.Inc()
 	defer in.rt.m.running.Dec()
-	in.active = time.Now()
+	// in.active moves only with the events below: a restart for evSave
+	// must not make an idle room look used.
 	wait := min(parkAfter, in.rt.o.HibernateAfter)
 	idle := time.NewTimer(wait)
 	defer idle.Stop()
@@ -195,11 +196,13 @@ func (in *instance) run(ctx context.Context) {
 		// uncommitted writes and held sends growing without end.
 		if !in.backlogged() {
 			batch = in.take(batch)
+			busy := false
 			for i := range batch {
 				in.handle(ctx, &batch[i])
+				busy = busy || batch[i].kind != evSave
 			}
 			clear(batch)
-			if len(batch) > 0 {
+			if busy { // a save is the runtime's, and must not put off the eviction it prepares
 				in.active = time.Now()
 			}
 			if cap(batch) > 1024 {
@@ -210,6 +213,11 @@ func (in *instance) run(ctx context.Context) {
 		case <-in.signal:
 		case err := <-in.done:
 			in.committed(ctx, err)
+			// A room woken only to save its records, idle for long, parks
+			// as soon as they are committed.
+			if time.Since(in.active) >= wait && in.tryPark(ctx) {
+				return
+			}
 		case <-idle.C:
 			if rest := wait - time.Since(in.active); rest > 0 {
 				idle.Reset(rest)
@@ -229,8 +237,8 @@ func (in *instance) run(ctx context.Context) {
 // nothing uncommitted, no alarm running. The shard lock makes the check and
 // the change atomic with respect to new events.
 func (in *instance) tryPark(ctx context.Context) bool {
-	if in.inflight == nil && (len(in.unsaved) > 0 || !in.pending.empty()) {
-		in.saveMembers(ctx) // and retry what a failed commit left
+	if in.inflight == nil && !in.pending.empty() {
+		in.pump(ctx) // retry what a failed commit left
 		return false
 	}
 	if in.inflight != nil || !in.pending.empty() || len(in.penOut) > 0 || in.alarm.busy {
@@ -370,7 +378,7 @@ func (in *instance) call(ctx context.Context, f func() error) (w *writeSet, outs
 			case err != nil:
 				c.extra = in.dirtyWas[i] // the failed event's changes go with its writes
 			case !c.gone:
-				in.unsaved[c.id] = struct{}{}
+				in.markUnsaved(c.id)
 			}
 			c.dirty = false
 		}
@@ -479,7 +487,7 @@ func (in *instance) committed(ctx context.Context, err error) {
 	// open, one that left is gone. Its record is saved again, as it is now.
 	for _, ws := range []*writeSet{w, &lost} {
 		for id := range ws.members {
-			in.unsaved[id] = struct{}{}
+			in.markUnsaved(id)
 		}
 	}
 	for _, o := range outs {
@@ -571,6 +579,9 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 	case evWake:
 		ev.reply.answer(nil)
 		return
+	case evSave:
+		in.saveMembers(ctx)
+		return
 	case evDelete:
 		in.deleteRoom(ctx, ev)
 		return
@@ -579,12 +590,9 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 		ev.reply.answer(nil)
 		return
 	case evClose:
-		c := in.conns[ev.id]
-		if c == nil {
-			in.rt.unregister(ev.id, nil)
-			return
+		if c := in.conns[ev.id]; c != nil {
+			in.closeConn(ctx, ev, c, ev.code, ev.reason)
 		}
-		in.closeConn(ctx, ev, c, ev.code, ev.reason)
 		return
 	}
 	if ev.kind == evAlarm {
@@ -623,7 +631,7 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 				return
 			}
 		}
-		in.unsaved[c.id] = struct{}{}
+		in.markUnsaved(c.id)
 		ev.reply.answer(nil)
 		in.accept(ctx, w, outs, c)
 	case evMessage:
@@ -662,12 +670,22 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 	}
 }
 
+// markUnsaved notes that socket id's membership record changed.
+func (in *instance) markUnsaved(id SocketID) {
+	if in.unsaved == nil {
+		in.unsaved = make(map[SocketID]struct{})
+	}
+	in.unsaved[id] = struct{}{}
+}
+
 // saveMembers commits the membership records that changed since the last
-// save. Records are written when the room goes quiet — before it can park,
-// and so before it can be evicted — rather than with every connect: a
-// burst of connects costs one commit per room instead of one each, and a
-// record is only needed once the instance may leave memory. What a crash
-// loses is the records of sockets that died with the process.
+// save. Records are needed only once the instance leaves memory, so they
+// are saved just before (the sweeper sends evSave to an idle room that has
+// unsaved records, and evicts it once they are committed) and on drain,
+// not with every connect: a burst of connects costs nothing in storage,
+// and a socket that comes and goes while its room is awake costs no write
+// at all. What a crash loses is the records of sockets that died with the
+// process.
 func (in *instance) saveMembers(ctx context.Context) {
 	w := &writeSet{}
 	for id := range in.unsaved {
@@ -677,7 +695,7 @@ func (in *instance) saveMembers(ctx context.Context) {
 			w.member(id, nil)
 		}
 	}
-	clear(in.unsaved)
+	in.unsaved = nil // a burst's map would stay with the room
 	in.accept(ctx, w, nil, nil)
 }
 
@@ -692,7 +710,7 @@ func (in *instance) load(ctx context.Context, ev *event) bool {
 		in.rt.m.failures.WithLabelValues("wake").Inc()
 		in.rt.log.LogAttrs(ctx, slog.LevelWarn, "room wake failed",
 			slog.String("room", in.addr.String()), slog.Any("err", err))
-		in.failUnloaded(ctx, ev, err)
+		in.failEvent(ctx, ev, fmt.Errorf("%w: wake: %w", ErrFailed, err))
 		return false
 	}
 	in.loaded = true
@@ -701,13 +719,19 @@ func (in *instance) load(ctx context.Context, ev *event) bool {
 	}
 	var lost []*Conn
 	for _, m := range members {
-		s := in.rt.lookup(SocketID(m.ID))
-		if m.Edge != in.rt.o.NodeID || s == nil {
+		var s Socket
+		if m.Edge == in.rt.o.NodeID {
+			s = in.rt.lookup(SocketID(m.ID))
+		}
+		// The socket whose close woke the room has already left the edge;
+		// its own close, with its real code, is the event that follows.
+		closing := ev.kind == evClose && ev.id == SocketID(m.ID)
+		if s == nil {
 			s = lostSocket(m.ID)
 		}
 		c := fromRecord(in, m, s)
 		in.addConn(c)
-		if _, ok := s.(lostSocket); ok {
+		if _, gone := s.(lostSocket); gone && !closing {
 			lost = append(lost, c)
 		}
 	}
@@ -717,6 +741,7 @@ func (in *instance) load(ctx context.Context, ev *event) bool {
 			w.member(SocketID(id), nil)
 			// The room cannot know this socket any more; it must not
 			// stay open and unheard.
+			in.rt.m.failures.WithLabelValues("membership").Inc()
 			if s := in.rt.lookup(SocketID(id)); s != nil {
 				s.Close(1011, "room lost its membership")
 			}
@@ -729,21 +754,22 @@ func (in *instance) load(ctx context.Context, ev *event) bool {
 	return true
 }
 
-// failUnloaded fails an event that arrived while the room's members could
-// not be read, so that nobody waits in silence.
-func (in *instance) failUnloaded(ctx context.Context, ev *event, err error) {
-	err = fmt.Errorf("%w: wake: %w", ErrFailed, err)
+// failEvent fails ev without running it, so that nobody waits in silence:
+// a message's sender is closed (1011), an alarm is retried, whoever asks
+// gets err. A close needs nothing: a record left behind is closed as lost
+// on the next wake.
+func (in *instance) failEvent(ctx context.Context, ev *event, err error) {
 	switch ev.kind {
 	case evMessage:
-		if s := in.rt.lookup(ev.id); s != nil {
-			s.Close(1011, "room unavailable")
+		if c := in.conns[ev.id]; c != nil {
+			in.failClose(ctx, c, err)
+		} else if s := in.rt.lookup(ev.id); s != nil {
+			s.Close(1011, "room unavailable") // the room could not load its members
 		}
-	case evClose:
-		// The record stays; the next wake finds the socket gone and closes it.
-		in.rt.unregister(ev.id, nil)
 	case evAlarm:
 		in.alarm.busy = true
 		in.alarmFailed(ctx, ev, err)
+	case evClose:
 	default:
 		ev.reply.answer(err)
 	}
@@ -756,7 +782,6 @@ func (in *instance) closeConn(ctx context.Context, ev *event, c *Conn, code int,
 	// socket that OnClose then says goodbye to.
 	h, ok := in.handlerFor(ctx, ev)
 	in.removeConn(c)
-	in.rt.unregister(c.id, c.sock)
 	w, outs := &writeSet{}, []output(nil)
 	if ch, isCH := h.(CloseHandler); ok && isCH {
 		var err error
@@ -766,23 +791,14 @@ func (in *instance) closeConn(ctx context.Context, ev *event, c *Conn, code int,
 			w, outs = &writeSet{}, nil
 		}
 	}
-	in.unsaved[c.id] = struct{}{}
+	in.markUnsaved(c.id)
 	in.accept(ctx, w, outs, nil)
 }
 
 // handlerFor returns the started handler, failing ev when OnStart fails.
 func (in *instance) handlerFor(ctx context.Context, ev *event) (Handler, bool) {
 	if err := in.ensureStarted(ctx); err != nil {
-		switch ev.kind {
-		case evMessage:
-			if c := in.conns[ev.id]; c != nil {
-				in.failClose(ctx, c, err)
-			}
-		case evAlarm:
-			in.alarmFailed(ctx, ev, err)
-		default:
-			ev.reply.answer(err)
-		}
+		in.failEvent(ctx, ev, err)
 		return nil, false
 	}
 	return in.h, true

@@ -42,7 +42,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "roomgate_room_failures_total", Help: "Room instances reset, by what failed: start, handler, alarm, commit.",
+			Name: "roomgate_room_failures_total", Help: "Room failures by what failed: start, handler, alarm, commit (the instance is reset); wake (its members could not be read); membership (a corrupt membership record: its socket is closed).",
 		}, []string{"reason"}),
 		overloaded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "roomgate_room_overloaded_total", Help: "Messages refused because their room had too many queued events.",
@@ -59,7 +59,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, err
 		}
 	}
-	for _, r := range []string{"start", "handler", "alarm", "commit", "wake"} {
+	for _, r := range []string{"start", "handler", "alarm", "commit", "wake", "membership"} {
 		m.failures.WithLabelValues(r)
 	}
 	for _, s := range []string{"active", "hibernated"} {

@@ -165,4 +165,7 @@ type Router interface {
 	// Closed reports that the socket is gone, with the close code that ended
 	// it (1006 when the connection dropped without a close frame).
 	Closed(a Addr, s Socket, code int, reason string)
+	// Attach gives the Router the edge's sockets by id. The gateway calls it
+	// once, in its New, before any Connect.
+	Attach(s Sockets)
 }

@@ -94,8 +94,9 @@ type Runtime struct {
 	wg     sync.WaitGroup // one per running instance
 	seed   maphash.Seed
 	shards [64]shard
-	nrooms atomic.Int64 // instances in memory
-	socks  socketRegistry
+	nrooms atomic.Int64            // instances in memory
+	edge   atomic.Pointer[Sockets] // set by Attach
+	nsocks atomic.Int64            // sockets accepted and not yet closed
 	policy hibernation.Policy
 	press  chan struct{} // nrooms passed MaxActiveRooms: sweep now
 
@@ -133,7 +134,6 @@ func New(o Options) (*Runtime, error) {
 		policy:    hibernation.Policy{After: o.HibernateAfter, MaxActive: o.MaxActiveRooms},
 		press:     make(chan struct{}, 1),
 	}
-	rt.socks.init()
 	rt.life, rt.stop = context.WithCancel(context.Background())
 	for i := range rt.shards {
 		rt.shards[i].rooms = make(map[Addr]*instance)
@@ -289,13 +289,16 @@ func (rt *Runtime) HasClass(class string) bool { return rt.classes[class] != nil
 
 // Connect implements Router: the room's OnConnect accepts or refuses s.
 func (rt *Runtime) Connect(ctx context.Context, a Addr, s Socket, info ConnectInfo) error {
-	rt.socks.add(s)
 	err := rt.ask(ctx, a, event{kind: evConnect, sock: s, info: info})
-	if err != nil {
-		rt.socks.remove(s.ID(), s)
+	if err == nil {
+		rt.nsocks.Add(1)
 	}
 	return err
 }
+
+// Attach implements Router: rooms that wake find their members' sockets
+// through s.
+func (rt *Runtime) Attach(s Sockets) { rt.edge.Store(&s) }
 
 // Message implements Router. It queues a copy of f and returns without
 // waiting for the room; a room with too many queued events refuses it with
@@ -305,21 +308,20 @@ func (rt *Runtime) Message(ctx context.Context, a Addr, s Socket, f Frame) error
 	return rt.send(a, event{kind: evMessage, id: s.ID(), frame: f}, true)
 }
 
-// Closed implements Router. The room forgets the socket when it handles
-// the close, so a room that wakes for it still finds the socket.
+// Closed implements Router.
 func (rt *Runtime) Closed(a Addr, s Socket, code int, reason string) {
+	rt.nsocks.Add(-1)
 	if err := rt.send(a, event{kind: evClose, id: s.ID(), code: code, reason: reason}, false); err != nil {
-		rt.socks.remove(s.ID(), s)
 		rt.log.Warn("socket close not delivered", "room", a.String(), "err", err)
 	}
 }
 
-func (rt *Runtime) lookup(id SocketID) Socket { return rt.socks.lookup(id) }
-
-func (rt *Runtime) unregister(id SocketID, s Socket) {
-	if _, lost := s.(lostSocket); !lost {
-		rt.socks.remove(id, s)
+// lookup returns the open socket with id, or nil.
+func (rt *Runtime) lookup(id SocketID) Socket {
+	if edge := rt.edge.Load(); edge != nil {
+		return (*edge).Socket(id)
 	}
+	return nil
 }
 
 // remove takes in out of its shard's map; the caller holds sh.mu.
@@ -351,17 +353,25 @@ func (rt *Runtime) evictIdle(ctx context.Context) {
 			}
 		}
 		last = time.Now()
-		rt.sweep(rt.o.Clock())
+		for rt.sweep(rt.o.Clock()) && ctx.Err() == nil {
+			time.Sleep(100 * time.Millisecond) // let the saves just sent commit
+		}
 	}
 }
 
 // sweep evicts what the policy says. Only a parked instance can go: it has
-// no goroutine, nothing queued and nothing uncommitted, and its members
-// are in storage, so dropping it loses only the handler's fields. Its
-// sockets stay open and keep their room address; the next event for the
-// room builds a new instance that loads them.
-func (rt *Runtime) sweep(now time.Time) {
+// no goroutine, nothing queued and nothing uncommitted. One whose
+// membership records are not saved yet is sent evSave first, and goes on a
+// later sweep; at most maxSavesPerSweep a sweep, so a node where many rooms
+// fall idle together does not start a goroutine for each at once (each
+// parks again once its save is committed). It reports whether it held
+// saves back, so the caller sweeps again soon. Dropping
+// an instance loses only the handler's fields: its sockets stay open and
+// keep their room address, and the next event for the room builds a new
+// instance that loads them.
+func (rt *Runtime) sweep(now time.Time) (more bool) {
 	var idle []hibernation.Candidate[*instance]
+	var save []Addr
 	excess := rt.policy.Excess(int(rt.nrooms.Load()))
 	for i := range rt.shards {
 		sh := &rt.shards[i]
@@ -369,6 +379,12 @@ func (rt *Runtime) sweep(now time.Time) {
 		for _, in := range sh.rooms {
 			switch {
 			case !in.parked:
+			case len(in.unsaved) > 0:
+				if excess > 0 || rt.policy.Idle(in.active, now) {
+					if more = len(save) == maxSavesPerSweep; !more {
+						save = append(save, in.addr)
+					}
+				}
 			case rt.policy.Idle(in.active, now):
 				rt.evict(sh, in, "idle")
 			case excess > 0:
@@ -377,9 +393,12 @@ func (rt *Runtime) sweep(now time.Time) {
 		}
 		sh.mu.Unlock()
 	}
+	for _, a := range save {
+		rt.send(a, event{kind: evSave}, false) // only fails while draining, which saves anyway
+	}
 	excess = rt.policy.Excess(int(rt.nrooms.Load()))
 	if excess == 0 {
-		return
+		return more
 	}
 	for _, c := range hibernation.LeastRecent(idle, excess) {
 		sh := rt.shard(c.Room.addr)
@@ -389,7 +408,11 @@ func (rt *Runtime) sweep(now time.Time) {
 		}
 		sh.mu.Unlock()
 	}
+	return more
 }
+
+// maxSavesPerSweep bounds the rooms a sweep wakes to save their records.
+const maxSavesPerSweep = 1024
 
 // evict drops a parked instance; the caller holds sh.mu.
 func (rt *Runtime) evict(sh *shard, in *instance, reason string) {
@@ -708,7 +731,7 @@ func (rt *Runtime) Storage(ctx context.Context, a Addr, prefix string, limit int
 // Nodes lists the nodes of the cluster; in embedded mode, this one.
 func (rt *Runtime) Nodes(ctx context.Context) ([]NodeInfo, error) {
 	n := NodeInfo{ID: rt.o.NodeID, Address: rt.o.Address, StartedAt: rt.started.UTC(),
-		Sockets: int(rt.socks.count.Load()), ActiveRooms: int(rt.nrooms.Load())}
+		Sockets: int(rt.nsocks.Load()), ActiveRooms: int(rt.nrooms.Load())}
 	return []NodeInfo{n}, nil
 }
 

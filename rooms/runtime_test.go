@@ -32,8 +32,25 @@ type testSocket struct {
 
 var nextTestID atomic.Uint64
 
+// testEdge is the tests' stand-in for the gateway's socket table.
+type testEdge struct{ m sync.Map }
+
+func (e *testEdge) add(s Socket) { e.m.Store(s.ID(), s) }
+
+func (e *testEdge) Socket(id SocketID) Socket {
+	if s, ok := e.m.Load(id); ok {
+		return s.(Socket)
+	}
+	return nil
+}
+
+// sockets holds every testSocket; fixtures attach it.
+var sockets = &testEdge{}
+
 func newSocket() *testSocket {
-	return &testSocket{id: SocketID(nextTestID.Add(1)), got: make(chan struct{}, 1<<16)}
+	s := &testSocket{id: SocketID(nextTestID.Add(1)), got: make(chan struct{}, 1<<16)}
+	sockets.add(s)
+	return s
 }
 
 func (s *testSocket) ID() SocketID                  { return s.id }
@@ -114,6 +131,7 @@ func newFixture(t *testing.T, o Options, fn func(ctx context.Context, r *Room, c
 		t.Fatal(err)
 	}
 	fx.rt.Register("probe", func() Handler { return &probe{starts: &fx.starts, fn: fn} })
+	fx.rt.Attach(sockets)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { fx.rt.Run(ctx); close(done) }()

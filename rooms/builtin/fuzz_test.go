@@ -81,7 +81,7 @@ func FuzzBuiltinClasses(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { store.Close() })
-	rt, err := rooms.New(rooms.Options{Store: store, Metrics: prometheus.NewRegistry()})
+	rt, err := rooms.New(rooms.Options{Store: store, Metrics: prometheus.NewRegistry(), HibernateAfter: time.Hour}) // no socket table: nothing may hibernate
 	if err != nil {
 		f.Fatal(err)
 	}
