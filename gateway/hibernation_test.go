@@ -442,4 +442,17 @@ func TestSocketsOfAHibernatedRoomStayWhole(t *testing.T) {
 	if got, err := roundTrip(b, "y"); err != nil || got != "y|room:pair|att-b|1" {
 		t.Fatalf("reply after the other socket left = %q, %v", got, err)
 	}
+
+	// A kick wakes a hibernated room to close the socket.
+	hs.hibernateAll(t)
+	var conns struct{ Connections []rooms.ConnInfo }
+	call(t, hs.testServer, "GET", "/v1/rooms/keeper/pair/connections", "", &conns)
+	if len(conns.Connections) != 1 {
+		t.Fatalf("connections of the hibernated room: %+v", conns)
+	}
+	if resp := call(t, hs.testServer, "DELETE", "/v1/rooms/keeper/pair/connections/"+conns.Connections[0].ID, "", nil); resp.StatusCode != 204 {
+		t.Fatalf("kick in a hibernated room: %d", resp.StatusCode)
+	}
+	expectClose(t, b, 4403)
+	expectError(t, hs.testServer, "DELETE", "/v1/rooms/keeper/never-used/connections/0000000000000001", "", 404, "socket_not_found")
 }

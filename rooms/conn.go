@@ -32,7 +32,14 @@ type Conn struct {
 	gone        bool       // closed: sends are dropped
 	origin      bool       // scratch: set while collecting the sockets of a failed window
 	dirty       bool       // its tags or attachment changed in the current event
+	rec         uint8      // recStored, recUnsaved: the state of its membership record
 }
+
+// The state of a Conn's membership record.
+const (
+	recStored  uint8 = 1 << iota // a record of the socket is in storage
+	recUnsaved                   // the record changed since the last save
+)
 
 // record is the socket's persisted membership, written with the event that
 // changed it so a woken instance finds the socket as it was.
@@ -49,6 +56,7 @@ func fromRecord(in *instance, m hibernation.Member, s Socket) *Conn {
 	if len(m.Tags) > 0 || len(m.Attachment) > 0 {
 		c.extra = &connExtra{tags: m.Tags, attachment: m.Attachment}
 	}
+	c.rec = recStored
 	c.self[0] = c
 	return c
 }

@@ -94,9 +94,10 @@ type instance struct {
 	started   bool
 	loaded    bool // the room's members were read from storage
 	auto      *AutoResponse
-	dirty     []*Conn               // sockets whose membership record the current event changed
-	dirtyWas  []*connExtra          // their tags and attachment before it, restored if it fails
-	unsaved   map[SocketID]struct{} // sockets whose membership record is not saved yet
+	dirty     []*Conn      // sockets whose membership record the current event changed
+	dirtyWas  []*connExtra // their tags and attachment before it, restored if it fails
+	nunsaved  int          // sockets whose record changed since the last save (recUnsaved)
+	left      []SocketID   // sockets gone since the last save whose record is stored
 	r         Room
 	conns     map[SocketID]*Conn
 	list      []*Conn
@@ -257,7 +258,7 @@ func (in *instance) drain() {
 		for i := range batch {
 			in.handle(ctx, &batch[i])
 		}
-		if len(in.unsaved) > 0 && in.inflight == nil && saves < 3 {
+		if in.hasUnsaved() && in.inflight == nil && saves < 3 {
 			in.saveMembers(ctx) // bounded: a store that fails now may fail forever
 			saves++
 		}
@@ -362,6 +363,10 @@ func (in *instance) removeConn(c *Conn) {
 	in.list[len(in.list)-1] = nil
 	in.list = in.list[:len(in.list)-1]
 	c.gone = true
+	if c.rec&recUnsaved != 0 {
+		c.rec &^= recUnsaved
+		in.nunsaved--
+	}
 	in.nconns.Store(int32(len(in.list)))
 }
 
@@ -378,7 +383,7 @@ func (in *instance) call(ctx context.Context, f func() error) (w *writeSet, outs
 			case err != nil:
 				c.extra = in.dirtyWas[i] // the failed event's changes go with its writes
 			case !c.gone:
-				in.markUnsaved(c.id)
+				in.markUnsaved(c)
 			}
 			c.dirty = false
 		}
@@ -486,8 +491,13 @@ func (in *instance) committed(ctx context.Context, err error) {
 	// Membership is not the events' to lose: a socket that joined is still
 	// open, one that left is gone. Its record is saved again, as it is now.
 	for _, ws := range []*writeSet{w, &lost} {
-		for id := range ws.members {
-			in.markUnsaved(id)
+		for id, rec := range ws.members {
+			switch c := in.conns[id]; {
+			case c != nil:
+				in.markUnsaved(c)
+			case rec == nil: // a deletion
+				in.left = append(in.left, id)
+			}
 		}
 	}
 	for _, o := range outs {
@@ -631,7 +641,7 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 				return
 			}
 		}
-		in.markUnsaved(c.id)
+		in.markUnsaved(c)
 		ev.reply.answer(nil)
 		in.accept(ctx, w, outs, c)
 	case evMessage:
@@ -670,13 +680,21 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 	}
 }
 
-// markUnsaved notes that socket id's membership record changed.
-func (in *instance) markUnsaved(id SocketID) {
-	if in.unsaved == nil {
-		in.unsaved = make(map[SocketID]struct{})
+// markUnsaved notes that c's membership record changed: c joined, its
+// tags or attachment changed, or it left.
+func (in *instance) markUnsaved(c *Conn) {
+	switch {
+	case c.gone:
+		if c.rec&recStored != 0 {
+			in.left = append(in.left, c.id)
+		}
+	case c.rec&recUnsaved == 0:
+		c.rec |= recUnsaved
+		in.nunsaved++
 	}
-	in.unsaved[id] = struct{}{}
 }
+
+func (in *instance) hasUnsaved() bool { return in.nunsaved > 0 || len(in.left) > 0 }
 
 // saveMembers commits the membership records that changed since the last
 // save. Records are needed only once the instance leaves memory, so they
@@ -688,14 +706,16 @@ func (in *instance) markUnsaved(id SocketID) {
 // process.
 func (in *instance) saveMembers(ctx context.Context) {
 	w := &writeSet{}
-	for id := range in.unsaved {
-		if c := in.conns[id]; c != nil && !c.gone {
-			w.member(id, c.record())
-		} else {
-			w.member(id, nil)
+	for _, c := range in.list {
+		if c.rec&recUnsaved != 0 {
+			w.member(c.id, c.record())
+			c.rec = recStored
 		}
 	}
-	in.unsaved = nil // a burst's map would stay with the room
+	for _, id := range in.left {
+		w.member(id, nil)
+	}
+	in.nunsaved, in.left = 0, nil
 	in.accept(ctx, w, nil, nil)
 }
 
@@ -791,7 +811,7 @@ func (in *instance) closeConn(ctx context.Context, ev *event, c *Conn, code int,
 			w, outs = &writeSet{}, nil
 		}
 	}
-	in.markUnsaved(c.id)
+	in.markUnsaved(c)
 	in.accept(ctx, w, outs, nil)
 }
 

@@ -379,7 +379,7 @@ func (rt *Runtime) sweep(now time.Time) (more bool) {
 		for _, in := range sh.rooms {
 			switch {
 			case !in.parked:
-			case len(in.unsaved) > 0:
+			case in.hasUnsaved():
 				if excess > 0 || rt.policy.Idle(in.active, now) {
 					if more = len(save) == maxSavesPerSweep; !more {
 						save = append(save, in.addr)
@@ -688,8 +688,14 @@ func (rt *Runtime) Connections(ctx context.Context, a Addr) ([]ConnInfo, error) 
 
 // Kick closes one socket with 4403 "kicked", waking its room if needed.
 func (rt *Runtime) Kick(ctx context.Context, a Addr, id SocketID) error {
-	if !rt.HasClass(a.Class) {
-		return ErrUnknownClass
+	if rt.active(a) == nil {
+		info, err := rt.Room(ctx, a)
+		if errors.Is(err, ErrUnknownClass) {
+			return err
+		}
+		if err != nil || info.Connections == 0 {
+			return ErrSocketNotFound // nothing to wake the room for
+		}
 	}
 	return rt.ask(ctx, a, event{kind: evKick, id: id})
 }
