@@ -443,6 +443,15 @@ func TestSocketsOfAHibernatedRoomStayWhole(t *testing.T) {
 		t.Fatalf("reply after the other socket left = %q, %v", got, err)
 	}
 
+	// A REST broadcast wakes it too.
+	hs.hibernateAll(t)
+	if resp := call(t, hs.testServer, "POST", "/v1/rooms/keeper/pair/broadcast", "wake up", nil); resp.StatusCode != 204 {
+		t.Fatalf("broadcast to a hibernated room: %d", resp.StatusCode)
+	}
+	if got, _, err := readData(t, b); err != nil || string(got) != "wake up" {
+		t.Fatalf("broadcast to a hibernated room: got %q, %v", got, err)
+	}
+
 	// A kick wakes a hibernated room to close the socket.
 	hs.hibernateAll(t)
 	var conns struct{ Connections []rooms.ConnInfo }
