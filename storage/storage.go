@@ -119,3 +119,44 @@ type Store interface {
 	// Close releases the store; later calls return ErrClosed.
 	Close() error
 }
+
+// ErrLeaseHeld is returned when a room's lease belongs to another node.
+var ErrLeaseHeld = errors.New("storage: room lease is held by another node")
+
+// Lease is one node's hold on a room in cluster mode.
+type Lease struct {
+	Node  string
+	Token uint64 // fencing token: grows with every acquisition of the room
+}
+
+// NodeRecord is a node of the cluster as its last heartbeat described it.
+type NodeRecord struct {
+	ID          string    `json:"id"`
+	Address     string    `json:"address"`
+	Sockets     int       `json:"sockets"`
+	ActiveRooms int       `json:"active_rooms"`
+	StartedAt   time.Time `json:"started_at"`
+	Expires     time.Time `json:"expires"`
+}
+
+// Coordinator is what the nodes of a cluster agree through: room leases,
+// with their fencing tokens, and the registry of live nodes.
+type Coordinator interface {
+	// Acquire takes r's lease for node for ttl if nobody holds it, with a
+	// token greater than any given out for r before. When another node
+	// holds it, it returns that node's lease and ErrLeaseHeld.
+	Acquire(ctx context.Context, r Room, node string, ttl time.Duration) (Lease, error)
+	// Renew extends the leases of rooms that node still holds, all in one
+	// round trip; held[i] reports whether rooms[i]'s lease was renewed.
+	Renew(ctx context.Context, node string, ttl time.Duration, rooms []Room, tokens []uint64) (held []bool, err error)
+	// Release gives r's lease up if l still holds it.
+	Release(ctx context.Context, r Room, l Lease) error
+	// Owner returns the node holding r's lease; ok is false when none does.
+	Owner(ctx context.Context, r Room) (l Lease, ok bool, err error)
+	// Heartbeat records n as alive until now+ttl.
+	Heartbeat(ctx context.Context, n NodeRecord, ttl time.Duration) error
+	// Nodes returns the nodes whose last heartbeat has not expired, by id.
+	Nodes(ctx context.Context) ([]NodeRecord, error)
+	// Leave removes node id from the registry at once.
+	Leave(ctx context.Context, id string) error
+}

@@ -1,0 +1,728 @@
+// Package redisstore is the cluster-mode storage.Store and
+// storage.Coordinator, on Redis (a single server or a Redis Cluster)
+// through go-redis.
+//
+// Layout: every key of a room carries the hash tag {class/room}, so a
+// room lives on one shard and one Lua script can check its fencing token
+// and apply its batch atomically:
+//
+//	rg:{c/r}:kv     hash   key → value
+//	rg:{c/r}:keys   zset   the keys, all score 0: ZRANGE BYLEX lists them in byte order
+//	rg:{c/r}:mem    hash   socket id → membership record
+//	rg:{c/r}:meta   hash   bytes, alarm (unix ns)
+//	rg:{c/r}:fence  string the highest fencing token seen
+//	rg:{c/r}:lease  string "token node", with the lease's TTL
+//	rg:rooms        zset   "class\0room" of rooms that may have data (a superset, pruned on commit)
+//	rg:alarms       zset   "class\0room" scored by alarm time in ms (never later than the room's alarm)
+//	rg:nodes        hash   node id → JSON heartbeat
+//
+// The two indexes live on their own shards, so they cannot change in the
+// room's script; they are kept as supersets that the readers check against
+// the room's own keys, which are the truth.
+package redisstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/roomgate/roomgate/storage"
+)
+
+// Options configure a Store.
+type Options struct {
+	// URL is redis://[user:pass@]host:port[/db]. Several comma-separated
+	// addresses, or Cluster, connect to a Redis Cluster.
+	URL     string
+	Cluster bool
+	// Prefix starts every key; default "rg:". Tests give each store its own.
+	Prefix string
+}
+
+// Store is a storage.Store and storage.Coordinator on Redis. Commits of
+// many rooms are pipelined: each flusher sends what has queued up in one
+// round trip.
+type Store struct {
+	c      redis.UniversalClient
+	prefix string
+
+	queue   chan *pendingCommit
+	closed  atomic.Bool
+	closing chan struct{}
+	wg      sync.WaitGroup
+}
+
+// flushers is how many pipelines may be in flight at once, and
+// maxPipeline how many commits one carries.
+const (
+	flushers    = 4
+	maxPipeline = 256
+)
+
+type pendingCommit struct {
+	ctx  context.Context
+	room storage.Room
+	b    *storage.Batch
+	done chan error
+}
+
+// Open connects to Redis and checks that it answers.
+func Open(ctx context.Context, o Options) (*Store, error) {
+	c, err := newClient(o)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Ping(ctx).Err(); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("redisstore: %s: %w", o.URL, err)
+	}
+	if o.Prefix == "" {
+		o.Prefix = "rg:"
+	}
+	s := &Store{c: c, prefix: o.Prefix, queue: make(chan *pendingCommit, 4096), closing: make(chan struct{})}
+	for range flushers {
+		s.wg.Go(s.flush)
+	}
+	return s, nil
+}
+
+func newClient(o Options) (redis.UniversalClient, error) {
+	urls := strings.Split(o.URL, ",")
+	if len(urls) == 1 && !o.Cluster {
+		opt, err := redis.ParseURL(strings.TrimSpace(o.URL))
+		if err != nil {
+			return nil, fmt.Errorf("redisstore: %w", err)
+		}
+		return redis.NewClient(opt), nil
+	}
+	co := &redis.ClusterOptions{}
+	for _, u := range urls {
+		u = strings.TrimSpace(u)
+		if !strings.Contains(u, "://") {
+			u = "redis://" + u
+		}
+		opt, err := redis.ParseURL(u)
+		if err != nil {
+			return nil, fmt.Errorf("redisstore: %w", err)
+		}
+		co.Addrs = append(co.Addrs, opt.Addr)
+		co.Username, co.Password = opt.Username, opt.Password
+	}
+	return redis.NewClusterClient(co), nil
+}
+
+// Client returns the underlying client, for tests and tools.
+func (s *Store) Client() redis.UniversalClient { return s.c }
+
+func (s *Store) key(r storage.Room, part string) string {
+	return s.prefix + "{" + r.Class + "/" + r.Name + "}:" + part
+}
+
+func indexMember(r storage.Room) string { return r.Class + "\x00" + r.Name }
+
+func parseIndexMember(m string) storage.Room {
+	c, n, _ := strings.Cut(m, "\x00")
+	return storage.Room{Class: c, Name: n}
+}
+
+func (s *Store) roomsKey() string  { return s.prefix + "rooms" }
+func (s *Store) alarmsKey() string { return s.prefix + "alarms" }
+func (s *Store) nodesKey() string  { return s.prefix + "nodes" }
+
+func (s *Store) check() error {
+	if s.closed.Load() {
+		return storage.ErrClosed
+	}
+	return nil
+}
+
+// Get implements storage.Store.
+func (s *Store) Get(ctx context.Context, r storage.Room, keys ...string) ([][]byte, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	out := make([][]byte, len(keys))
+	if len(keys) == 0 {
+		return out, nil
+	}
+	vals, err := s.c.HMGet(ctx, s.key(r, "kv"), keys...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: get: %w", err)
+	}
+	for i, v := range vals {
+		if str, ok := v.(string); ok {
+			out[i] = []byte(str)
+		}
+	}
+	return out, nil
+}
+
+// List implements storage.Store.
+func (s *Store) List(ctx context.Context, r storage.Room, o storage.ListOptions) ([]storage.KV, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	lo, hi := lexRange(o)
+	limit := o.Limit
+	if limit <= 0 {
+		limit = -1
+	}
+	rev := "0"
+	if o.Reverse {
+		rev = "1"
+	}
+	res, err := listScript.Run(ctx, s.c, []string{s.key(r, "kv"), s.key(r, "keys")}, lo, hi, limit, rev).Slice()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("redisstore: list: %w", err)
+	}
+	out := make([]storage.KV, 0, len(res)/2)
+	for i := 0; i+1 < len(res); i += 2 {
+		k, _ := res[i].(string)
+		v, ok := res[i+1].(string)
+		if !ok {
+			continue // deleted between the two reads of the script: cannot happen, scripts are atomic
+		}
+		out = append(out, storage.KV{Key: k, Value: []byte(v)})
+	}
+	return out, nil
+}
+
+// lexRange turns list options into ZRANGE BYLEX bounds: the greater of
+// Start and Prefix below, the lesser of End and the first key past the
+// prefix above.
+func lexRange(o storage.ListOptions) (lo, hi string) {
+	lo = "-"
+	if low := max(o.Start, o.Prefix); low != "" {
+		lo = "[" + low
+	}
+	hi = "+"
+	upper := ""
+	if o.Prefix != "" {
+		upper = prefixEnd(o.Prefix)
+	}
+	switch {
+	case o.End != "" && (upper == "" || o.End < upper):
+		hi = "(" + o.End
+	case upper != "":
+		hi = "(" + upper
+	}
+	return lo, hi
+}
+
+// prefixEnd is the least string greater than every string starting with
+// p, or "" when there is none (p is all 0xff).
+func prefixEnd(p string) string {
+	b := []byte(p)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return string(b[:i+1])
+		}
+	}
+	return ""
+}
+
+// Commit implements storage.Store. The batch joins the next pipeline.
+func (s *Store) Commit(ctx context.Context, r storage.Room, b *storage.Batch) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	p := &pendingCommit{ctx: ctx, room: r, b: b, done: make(chan error, 1)}
+	select {
+	case s.queue <- p:
+	case <-s.closing:
+		return storage.ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-p.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Store) flush() {
+	group := make([]*pendingCommit, 0, maxPipeline)
+	for {
+		select {
+		case p := <-s.queue:
+			group = append(group[:0], p)
+		case <-s.closing:
+			return
+		}
+	more:
+		for len(group) < maxPipeline {
+			select {
+			case p := <-s.queue:
+				group = append(group, p)
+			default:
+				break more
+			}
+		}
+		s.commitGroup(group)
+		clear(group)
+	}
+}
+
+// commitGroup sends the group's scripts in one pipeline, then the index
+// updates that must follow a successful script.
+func (s *Store) commitGroup(group []*pendingCommit) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmds := make([]*redis.Cmd, len(group))
+	pipe := s.c.Pipeline()
+	for i, p := range group {
+		s.before(ctx, pipe, p)
+		cmds[i] = commitScript.EvalSha(ctx, pipe, s.commitKeys(p.room), commitArgs(p.b)...)
+	}
+	pipe.Exec(ctx) // each command carries its own error
+	after := s.c.Pipeline()
+	applied := make([]bool, len(group))
+	for i, p := range group {
+		res, err := cmds[i].Int()
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") { // Redis restarted and lost its script cache
+			res, err = commitScript.Run(ctx, s.c, s.commitKeys(p.room), commitArgs(p.b)...).Int()
+		}
+		switch {
+		case err != nil:
+			p.done <- fmt.Errorf("redisstore: commit %s: %w", p.room, err)
+		case res < 0:
+			p.done <- storage.ErrFenced
+		default:
+			applied[i] = true
+			s.after(ctx, after, p, res == 1)
+		}
+	}
+	if after.Len() > 0 {
+		after.Exec(ctx) // a failed tidy-up leaves a superset, which readers check
+	}
+	for i, p := range group {
+		if applied[i] {
+			p.done <- nil
+		}
+	}
+}
+
+// before puts the room in both indexes ahead of its script, so that each
+// index stays a superset of the truth whatever fails later: the room is
+// listed, and an alarm is indexed no later than it is due (LT only lowers
+// an existing score).
+func (s *Store) before(ctx context.Context, pipe redis.Pipeliner, p *pendingCommit) {
+	m := indexMember(p.room)
+	if len(p.b.Puts) > 0 || len(p.b.Members) > 0 || p.b.Alarm != nil && !p.b.Alarm.At.IsZero() {
+		pipe.ZAdd(ctx, s.roomsKey(), redis.Z{Member: m})
+	}
+	if a := p.b.Alarm; a != nil && !a.At.IsZero() {
+		pipe.ZAddLT(ctx, s.alarmsKey(), redis.Z{Score: float64(a.At.UnixMilli()), Member: m})
+	}
+}
+
+// after makes the indexes exact once the room's script succeeded.
+func (s *Store) after(ctx context.Context, pipe redis.Pipeliner, p *pendingCommit, empty bool) {
+	m := indexMember(p.room)
+	if a := p.b.Alarm; a != nil {
+		if a.At.IsZero() {
+			pipe.ZRem(ctx, s.alarmsKey(), m)
+		} else {
+			pipe.ZAdd(ctx, s.alarmsKey(), redis.Z{Score: float64(a.At.UnixMilli()), Member: m})
+		}
+	}
+	if empty {
+		pipe.ZRem(ctx, s.roomsKey(), m)
+	}
+}
+
+func (s *Store) commitKeys(r storage.Room) []string {
+	return []string{s.key(r, "kv"), s.key(r, "keys"), s.key(r, "mem"), s.key(r, "meta"), s.key(r, "fence")}
+}
+
+func commitArgs(b *storage.Batch) []any {
+	args := make([]any, 0, 6+2*len(b.Puts)+len(b.Deletes)+2*len(b.Members))
+	deleteAll := "0"
+	if b.DeleteAll {
+		deleteAll = "1"
+	}
+	args = append(args, strconv.FormatUint(b.Token, 10), deleteAll, len(b.Puts))
+	for _, kv := range b.Puts {
+		args = append(args, kv.Key, kv.Value)
+	}
+	args = append(args, len(b.Deletes))
+	for _, k := range b.Deletes {
+		args = append(args, k)
+	}
+	args = append(args, len(b.Members))
+	for _, m := range b.Members {
+		rec := "-"
+		if m.Data != nil {
+			rec = "+" + string(m.Data)
+		}
+		args = append(args, strconv.FormatUint(m.ID, 10), rec)
+	}
+	switch {
+	case b.Alarm == nil:
+		args = append(args, "")
+	case b.Alarm.At.IsZero():
+		args = append(args, "-")
+	default:
+		args = append(args, strconv.FormatInt(b.Alarm.At.UnixNano(), 10))
+	}
+	return args
+}
+
+// Members implements storage.Store.
+func (s *Store) Members(ctx context.Context, r storage.Room) ([]storage.Member, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	all, err := s.c.HGetAll(ctx, s.key(r, "mem")).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: members: %w", err)
+	}
+	out := make([]storage.Member, 0, len(all))
+	for id, data := range all {
+		n, err := strconv.ParseUint(id, 10, 64)
+		if err != nil {
+			continue // not written by this package
+		}
+		out = append(out, storage.Member{ID: n, Data: []byte(data)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// Stat implements storage.Store.
+func (s *Store) Stat(ctx context.Context, r storage.Room) (storage.Stat, bool, error) {
+	if err := s.check(); err != nil {
+		return storage.Stat{}, false, err
+	}
+	cmd := s.statCmd(ctx, s.c, r)
+	return statOf(r, cmd)
+}
+
+func (s *Store) statCmd(ctx context.Context, c redis.Scripter, r storage.Room) *redis.Cmd {
+	// EVAL, not EVALSHA: in a pipeline a missing script cannot be retried,
+	// and this one is short.
+	return statScript.Eval(ctx, c, []string{s.key(r, "keys"), s.key(r, "mem"), s.key(r, "meta")})
+}
+
+func statOf(r storage.Room, cmd *redis.Cmd) (storage.Stat, bool, error) {
+	res, err := cmd.Slice()
+	if err != nil || len(res) != 4 {
+		return storage.Stat{}, false, fmt.Errorf("redisstore: stat %s: %w", r, err)
+	}
+	st := storage.Stat{Room: r}
+	keys, _ := res[0].(int64)
+	members, _ := res[3].(int64)
+	st.Keys, st.Members = int(keys), int(members)
+	bytes, _ := res[1].(string)
+	st.Bytes, _ = strconv.ParseInt(bytes, 10, 64)
+	if alarm, _ := res[2].(string); alarm != "" {
+		ns, _ := strconv.ParseInt(alarm, 10, 64)
+		st.Alarm = time.Unix(0, ns)
+	}
+	return st, st.Keys > 0 || st.Members > 0 || !st.Alarm.IsZero(), nil
+}
+
+// Rooms implements storage.Store. The index may name rooms that no longer
+// have data; those are skipped, and pages are filled from further on.
+func (s *Store) Rooms(ctx context.Context, class, prefix string, after storage.Room, limit int) ([]storage.Stat, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	lo, hi := "-", "+"
+	if class != "" {
+		lo = "[" + class + "\x00" + prefix
+		hi = "(" + class + "\x01"
+		if prefix != "" {
+			if end := prefixEnd(prefix); end != "" {
+				hi = "(" + class + "\x00" + end
+			}
+		}
+	}
+	if after != (storage.Room{}) {
+		if m := indexMember(after); lo == "-" || m >= lo[1:] {
+			lo = "(" + m
+		}
+	}
+	var out []storage.Stat
+	for {
+		want := int64(500)
+		if limit > 0 {
+			want = int64(limit - len(out))
+		}
+		names, err := s.c.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.roomsKey(), Start: lo, Stop: hi, ByLex: true, Count: want}).Result()
+		if err != nil {
+			return nil, fmt.Errorf("redisstore: rooms: %w", err)
+		}
+		if len(names) == 0 {
+			return out, nil
+		}
+		pipe := s.c.Pipeline()
+		cmds := make([]*redis.Cmd, 0, len(names))
+		rooms := make([]storage.Room, 0, len(names))
+		for _, n := range names {
+			r := parseIndexMember(n)
+			if !strings.HasPrefix(r.Name, prefix) {
+				continue
+			}
+			rooms = append(rooms, r)
+			cmds = append(cmds, s.statCmd(ctx, pipe, r))
+		}
+		if len(cmds) > 0 {
+			pipe.Exec(ctx)
+		}
+		for i, r := range rooms {
+			st, ok, err := statOf(r, cmds[i])
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				out = append(out, st)
+			}
+		}
+		if limit > 0 && len(out) >= limit || int64(len(names)) < want {
+			return out, nil
+		}
+		lo = "(" + names[len(names)-1]
+	}
+}
+
+// DueAlarms implements storage.Store. Each indexed alarm is checked against
+// its room's own: an entry that is stale (the commit that would have fixed
+// it did not finish) is corrected instead of returned.
+func (s *Store) DueAlarms(ctx context.Context, now time.Time, limit int) ([]storage.Due, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	zs, err := s.c.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{Key: s.alarmsKey(), Start: "-inf",
+		Stop: strconv.FormatInt(now.UnixMilli(), 10), ByScore: true, Count: int64(limit)}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: due alarms: %w", err)
+	}
+	exact, err := s.exactAlarms(ctx, zs)
+	if err != nil {
+		return nil, err
+	}
+	var out []storage.Due
+	for i, z := range zs {
+		if !exact[i].IsZero() && !exact[i].After(now) {
+			out = append(out, storage.Due{Room: parseIndexMember(z.Member.(string)), At: exact[i]})
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].At.Before(out[j].At) })
+	return out, nil
+}
+
+// exactAlarms reads the rooms' own alarm times for index entries, fixing
+// entries that disagree with them; a zero time marks a room with no alarm.
+func (s *Store) exactAlarms(ctx context.Context, zs []redis.Z) ([]time.Time, error) {
+	out := make([]time.Time, len(zs))
+	if len(zs) == 0 {
+		return out, nil
+	}
+	pipe := s.c.Pipeline()
+	cmds := make([]*redis.StringCmd, len(zs))
+	for i, z := range zs {
+		cmds[i] = pipe.HGet(ctx, s.key(parseIndexMember(z.Member.(string)), "meta"), "alarm")
+	}
+	pipe.Exec(ctx)
+	for i, z := range zs {
+		v, err := cmds[i].Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("redisstore: alarm: %w", err)
+		}
+		fix := "" // the room has no alarm: drop the entry
+		if v != "" {
+			ns, _ := strconv.ParseInt(v, 10, 64)
+			out[i] = time.Unix(0, ns)
+			ms := out[i].UnixMilli()
+			if float64(ms) == z.Score {
+				continue
+			}
+			fix = strconv.FormatInt(ms, 10)
+		}
+		fixAlarmScript.Run(ctx, s.c, []string{s.alarmsKey()}, z.Member, z.Score, fix) // best effort
+	}
+	return out, nil
+}
+
+// NextAlarm implements storage.Store.
+func (s *Store) NextAlarm(ctx context.Context) (time.Time, bool, error) {
+	if err := s.check(); err != nil {
+		return time.Time{}, false, err
+	}
+	for range 8 { // each pass fixes a stale head, if any
+		zs, err := s.c.ZRangeWithScores(ctx, s.alarmsKey(), 0, 0).Result()
+		if err != nil {
+			return time.Time{}, false, fmt.Errorf("redisstore: next alarm: %w", err)
+		}
+		if len(zs) == 0 {
+			return time.Time{}, false, nil
+		}
+		exact, err := s.exactAlarms(ctx, zs)
+		if err != nil {
+			return time.Time{}, false, err
+		}
+		if !exact[0].IsZero() && float64(exact[0].UnixMilli()) == zs[0].Score {
+			return exact[0], true, nil
+		}
+	}
+	return time.Time{}, false, errors.New("redisstore: next alarm: index keeps changing")
+}
+
+// Ping implements storage.Store.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	return s.c.Ping(ctx).Err()
+}
+
+// Close implements storage.Store: queued commits fail with ErrClosed.
+func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	close(s.closing)
+	s.wg.Wait()
+	for {
+		select {
+		case p := <-s.queue:
+			p.done <- storage.ErrClosed
+		default:
+			return s.c.Close()
+		}
+	}
+}
+
+// Coordinator.
+
+func leaseValue(l storage.Lease) string { return strconv.FormatUint(l.Token, 10) + " " + l.Node }
+
+func parseLease(v string) (storage.Lease, bool) {
+	tok, node, ok := strings.Cut(v, " ")
+	n, err := strconv.ParseUint(tok, 10, 64)
+	return storage.Lease{Node: node, Token: n}, ok && err == nil
+}
+
+// Acquire implements storage.Coordinator.
+func (s *Store) Acquire(ctx context.Context, r storage.Room, node string, ttl time.Duration) (storage.Lease, error) {
+	if err := s.check(); err != nil {
+		return storage.Lease{}, err
+	}
+	res, err := acquireScript.Run(ctx, s.c, []string{s.key(r, "lease"), s.key(r, "fence")}, node, ttl.Milliseconds()).Slice()
+	if err != nil || len(res) != 2 {
+		return storage.Lease{}, fmt.Errorf("redisstore: acquire %s: %w", r, err)
+	}
+	taken, _ := res[0].(int64)
+	v, _ := res[1].(string)
+	if taken == 1 {
+		tok, _ := strconv.ParseUint(v, 10, 64)
+		return storage.Lease{Node: node, Token: tok}, nil
+	}
+	l, _ := parseLease(v)
+	return l, storage.ErrLeaseHeld
+}
+
+// Renew implements storage.Coordinator.
+func (s *Store) Renew(ctx context.Context, node string, ttl time.Duration, rooms []storage.Room, tokens []uint64) ([]bool, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	held := make([]bool, len(rooms))
+	if len(rooms) == 0 {
+		return held, nil
+	}
+	pipe := s.c.Pipeline()
+	cmds := make([]*redis.Cmd, len(rooms))
+	for i, r := range rooms {
+		cmds[i] = renewScript.EvalSha(ctx, pipe, []string{s.key(r, "lease")}, leaseValue(storage.Lease{Node: node, Token: tokens[i]}), ttl.Milliseconds())
+	}
+	pipe.Exec(ctx)
+	for i, r := range rooms {
+		n, err := cmds[i].Int()
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			n, err = renewScript.Run(ctx, s.c, []string{s.key(r, "lease")}, leaseValue(storage.Lease{Node: node, Token: tokens[i]}), ttl.Milliseconds()).Int()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("redisstore: renew: %w", err)
+		}
+		held[i] = n == 1
+	}
+	return held, nil
+}
+
+// Release implements storage.Coordinator.
+func (s *Store) Release(ctx context.Context, r storage.Room, l storage.Lease) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	return releaseScript.Run(ctx, s.c, []string{s.key(r, "lease")}, leaseValue(l)).Err()
+}
+
+// Owner implements storage.Coordinator.
+func (s *Store) Owner(ctx context.Context, r storage.Room) (storage.Lease, bool, error) {
+	if err := s.check(); err != nil {
+		return storage.Lease{}, false, err
+	}
+	v, err := s.c.Get(ctx, s.key(r, "lease")).Result()
+	if errors.Is(err, redis.Nil) {
+		return storage.Lease{}, false, nil
+	}
+	if err != nil {
+		return storage.Lease{}, false, fmt.Errorf("redisstore: owner of %s: %w", r, err)
+	}
+	l, ok := parseLease(v)
+	return l, ok, nil
+}
+
+// Heartbeat implements storage.Coordinator.
+func (s *Store) Heartbeat(ctx context.Context, n storage.NodeRecord, ttl time.Duration) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	n.Expires = time.Now().Add(ttl).UTC()
+	b, _ := json.Marshal(n)
+	return s.c.HSet(ctx, s.nodesKey(), n.ID, b).Err()
+}
+
+// Nodes implements storage.Coordinator. Expired heartbeats are left in
+// the hash (a node that comes back overwrites its own) and filtered out.
+func (s *Store) Nodes(ctx context.Context) ([]storage.NodeRecord, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	all, err := s.c.HGetAll(ctx, s.nodesKey()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: nodes: %w", err)
+	}
+	now := time.Now()
+	var out []storage.NodeRecord
+	for _, v := range all {
+		var n storage.NodeRecord
+		if json.Unmarshal([]byte(v), &n) == nil && n.Expires.After(now) {
+			out = append(out, n)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// Leave implements storage.Coordinator.
+func (s *Store) Leave(ctx context.Context, id string) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	return s.c.HDel(ctx, s.nodesKey(), id).Err()
+}

@@ -1,0 +1,138 @@
+package redisstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/roomgate/roomgate/storage"
+	"github.com/roomgate/roomgate/storage/redisstore"
+	"github.com/roomgate/roomgate/storage/redisstore/redistest"
+	"github.com/roomgate/roomgate/storage/storagetest"
+)
+
+var ctx = context.Background()
+
+func open(t *testing.T, o redisstore.Options) *redisstore.Store {
+	t.Helper()
+	s, err := redisstore.Open(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	srv := redistest.Start(t)
+	n := 0
+	storagetest.Run(t, func(t *testing.T) storage.Store {
+		n++ // a prefix per store keeps each one empty on one server
+		return open(t, redisstore.Options{URL: srv.URL(), Prefix: fmt.Sprintf("t%d:", n)})
+	})
+}
+
+func TestConformanceOnRedisCluster(t *testing.T) {
+	addrs := redistest.StartCluster(t, 3)
+	n := 0
+	storagetest.Run(t, func(t *testing.T) storage.Store {
+		n++
+		return open(t, redisstore.Options{URL: addrs[0] + "," + addrs[1] + "," + addrs[2], Prefix: fmt.Sprintf("t%d:", n)})
+	})
+}
+
+func TestLeases(t *testing.T) {
+	srv := redistest.Start(t)
+	s := open(t, redisstore.Options{URL: srv.URL()})
+	r := storage.Room{Class: "chat", Name: "lobby"}
+	a, err := s.Acquire(ctx, r, "node-a", time.Second)
+	if err != nil || a.Token == 0 || a.Node != "node-a" {
+		t.Fatalf("first acquire = %+v, %v", a, err)
+	}
+	held, err := s.Acquire(ctx, r, "node-b", time.Second)
+	if !errors.Is(err, storage.ErrLeaseHeld) || held != a {
+		t.Fatalf("second acquire = %+v, %v; want the holder's lease and ErrLeaseHeld", held, err)
+	}
+	if ok, err := s.Renew(ctx, "node-a", 200*time.Millisecond, []storage.Room{r}, []uint64{a.Token}); err != nil || !ok[0] {
+		t.Fatalf("renew by the holder = %v, %v", ok, err)
+	}
+	if ok, _ := s.Renew(ctx, "node-b", time.Second, []storage.Room{r}, []uint64{a.Token}); ok[0] {
+		t.Fatal("a node renewed a lease it does not hold")
+	}
+	time.Sleep(300 * time.Millisecond) // past the renewed 200 ms
+	b, err := s.Acquire(ctx, r, "node-b", time.Second)
+	if err != nil || b.Token <= a.Token {
+		t.Fatalf("acquire after expiry = %+v, %v; want a greater token than %d", b, err, a.Token)
+	}
+	// The former owner's commit is refused: its token is older.
+	if err := s.Commit(ctx, r, &storage.Batch{Puts: []storage.KV{{Key: "k", Value: []byte("a")}}, Token: a.Token}); !errors.Is(err, storage.ErrFenced) {
+		t.Fatalf("stale owner's commit: %v, want ErrFenced", err)
+	}
+	if err := s.Commit(ctx, r, &storage.Batch{Puts: []storage.KV{{Key: "k", Value: []byte("b")}}, Token: b.Token}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := s.Renew(ctx, "node-a", time.Second, []storage.Room{r}, []uint64{a.Token}); ok[0] {
+		t.Fatal("the former owner renewed a lease taken over")
+	}
+	s.Release(ctx, r, a) // not its lease any more: nothing happens
+	if l, ok, _ := s.Owner(ctx, r); !ok || l != b {
+		t.Fatalf("owner = %+v %v, want %+v", l, ok, b)
+	}
+	if err := s.Release(ctx, r, b); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := s.Owner(ctx, r); ok {
+		t.Fatal("released lease still held")
+	}
+	c, _ := s.Acquire(ctx, r, "node-a", time.Second)
+	if c.Token <= b.Token {
+		t.Fatalf("token after release = %d, want > %d", c.Token, b.Token)
+	}
+}
+
+func TestNodeRegistry(t *testing.T) {
+	srv := redistest.Start(t)
+	s := open(t, redisstore.Options{URL: srv.URL()})
+	s.Heartbeat(ctx, storage.NodeRecord{ID: "b", Address: "127.0.0.1:2"}, time.Minute)
+	s.Heartbeat(ctx, storage.NodeRecord{ID: "a", Address: "127.0.0.1:1", Sockets: 3}, time.Minute)
+	s.Heartbeat(ctx, storage.NodeRecord{ID: "gone", Address: "127.0.0.1:3"}, time.Millisecond)
+	time.Sleep(10 * time.Millisecond)
+	nodes, err := s.Nodes(ctx)
+	if err != nil || len(nodes) != 2 || nodes[0].ID != "a" || nodes[0].Sockets != 3 || nodes[1].ID != "b" {
+		t.Fatalf("Nodes = %+v, %v", nodes, err)
+	}
+	s.Leave(ctx, "a")
+	if nodes, _ := s.Nodes(ctx); len(nodes) != 1 || nodes[0].ID != "b" {
+		t.Fatalf("after Leave: %+v", nodes)
+	}
+}
+
+// A stale alarm index entry (its commit's tidy-up never ran) is corrected
+// by the reader, not fired.
+func TestStaleAlarmIndexIsCorrected(t *testing.T) {
+	srv := redistest.Start(t)
+	s := open(t, redisstore.Options{URL: srv.URL()})
+	r := storage.Room{Class: "c", Name: "r"}
+	at := time.Now().Add(time.Hour)
+	if err := s.Commit(ctx, r, &storage.Batch{Alarm: &storage.AlarmChange{At: at}}); err != nil {
+		t.Fatal(err)
+	}
+	// As if a commit moving the alarm had lowered the index and then failed.
+	s.Client().ZAdd(ctx, "rg:alarms", redisZ(time.Now().Add(-time.Minute), "c\x00r"))
+	due, err := s.DueAlarms(ctx, time.Now(), 10)
+	if err != nil || len(due) != 0 {
+		t.Fatalf("DueAlarms = %+v, %v; want none: the room's alarm is an hour away", due, err)
+	}
+	next, ok, err := s.NextAlarm(ctx)
+	if err != nil || !ok || !next.Equal(time.Unix(0, at.UnixNano())) {
+		t.Fatalf("NextAlarm = %v %v %v, want %v", next, ok, err, at)
+	}
+}
+
+func redisZ(at time.Time, member string) redis.Z {
+	return redis.Z{Score: float64(at.UnixMilli()), Member: member}
+}

@@ -1,0 +1,133 @@
+// Package redistest starts real redis-server processes on free loopback
+// ports for tests: a single server, or a Redis Cluster of several masters.
+// A test that needs Redis fails when redis-server is not installed; it is
+// never skipped (./scripts/test installs it).
+package redistest
+
+import (
+	"context"
+	"net"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Server is one redis-server process.
+type Server struct {
+	Addr string
+	dir  string
+	args []string
+	cmd  *exec.Cmd
+	tb   testing.TB
+}
+
+// Start runs a redis-server on a free port until the test ends. extra are
+// more config directives, as "--name value" pairs.
+func Start(tb testing.TB, extra ...string) *Server {
+	tb.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		tb.Fatalf("redis-server is not installed (apt-get install redis-server, or run ./scripts/test, which does): %v", err)
+	}
+	port := freePort(tb)
+	dir := tb.TempDir()
+	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: dir, tb: tb,
+		args: append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
+			"--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--protected-mode", "no"}, extra...)}
+	s.start(bin)
+	tb.Cleanup(s.Stop)
+	return s
+}
+
+func (s *Server) start(bin string) {
+	s.tb.Helper()
+	s.cmd = exec.Command(bin, s.args...)
+	s.cmd.Stdout, s.cmd.Stderr = nil, nil
+	if err := s.cmd.Start(); err != nil {
+		s.tb.Fatalf("start redis-server: %v", err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Ping(context.Background()).Err() != nil {
+		if time.Now().After(deadline) {
+			s.tb.Fatalf("redis-server on %s did not answer within 10s", s.Addr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// URL is the server's redis:// URL.
+func (s *Server) URL() string { return "redis://" + s.Addr }
+
+// Stop kills the server; its data stays in its directory for Restart.
+func (s *Server) Stop() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		s.cmd.Process.Kill()
+		s.cmd.Wait()
+		s.cmd = nil
+	}
+}
+
+// Restart starts the server again on the same port with the same data.
+func (s *Server) Restart() {
+	s.tb.Helper()
+	s.Stop()
+	bin, _ := exec.LookPath("redis-server")
+	s.start(bin)
+}
+
+// StartCluster runs a Redis Cluster of n masters and no replicas, and
+// returns their addresses once every slot is served.
+func StartCluster(tb testing.TB, n int) []string {
+	tb.Helper()
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		tb.Fatalf("redis-cli is not installed (apt-get install redis-server): %v", err)
+	}
+	var addrs []string
+	for range n {
+		s := Start(tb, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000")
+		addrs = append(addrs, s.Addr)
+	}
+	args := append([]string{"--cluster", "create"}, addrs...)
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
+		tb.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	defer c.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		info, err := c.ClusterInfo(context.Background()).Result()
+		if err == nil && containsLine(info, "cluster_state:ok") {
+			return addrs
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("redis cluster not ok after 20s: %v %s", err, info)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func containsLine(s, line string) bool {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.TrimSpace(l) == line {
+			return true
+		}
+	}
+	return false
+}
+
+func freePort(tb testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
