@@ -38,6 +38,7 @@ var publicErrors = []struct {
 	{rooms.ErrFailed, "room_failed", http.StatusInternalServerError, closeInternal, ""},
 	{rooms.ErrOverloaded, "overloaded", http.StatusServiceUnavailable, closePolicy, ""},
 	{rooms.ErrDraining, "draining", http.StatusServiceUnavailable, closeDraining, ""},
+	{rooms.ErrUnavailable, "unavailable", http.StatusServiceUnavailable, closeDraining, ""},
 	{rooms.ErrRoomNotFound, "room_not_found", http.StatusNotFound, 4404, ""},
 	{rooms.ErrSocketNotFound, "socket_not_found", http.StatusNotFound, 4404, ""},
 	{rooms.ErrNoRequestHandler, "no_request_handler", http.StatusNotFound, closeInternal, ""},

@@ -29,8 +29,9 @@ const (
 	evKick
 	evDelete
 	evInspect
-	evWake // loads the room's members and closes those whose sockets are gone
-	evSave // saves the membership records before an eviction
+	evWake     // loads the room's members and closes those whose sockets are gone
+	evSave     // saves the membership records before an eviction
+	evEdgeLost // cluster: the node named in reason is gone, and its sockets with it
 )
 
 // event is one entry of a room's mailbox.
@@ -48,6 +49,7 @@ type event struct {
 	req     *http.Request
 	inspect func(*instance)
 	reply   reply
+	done    func(error) // a forwarded message or close: runs once, when its outputs leave or it fails
 }
 
 // reply carries an event's answer to whoever waits for it; nil when nobody does.
@@ -88,6 +90,12 @@ type instance struct {
 	born   time.Time // when the instance was built; zero once it served its first event
 
 	nconns atomic.Int32 // len(conns), for the admin API
+
+	// Cluster mode: the room's lease. The token is fixed for the
+	// instance's life; the deadline moves with each renewal.
+	lease      storage.Lease
+	leaseUntil atomic.Int64 // cluster.now() past which the lease may have expired
+	lost       atomic.Bool  // the lease is gone: the instance takes no more events
 
 	// Owned by the room's goroutine.
 	h         Handler
@@ -192,6 +200,12 @@ func (in *instance) run(ctx context.Context) {
 	defer idle.Stop()
 	var batch []event
 	for {
+		if cl := in.rt.cl; cl != nil && (in.lost.Load() || cl.now() >= in.leaseUntil.Load()) {
+			// Another node may run the room now: take no more events.
+			cl.lose(in)
+			in.abandon()
+			return
+		}
 		// While commits lag, events stop leaving the mailbox: its bound
 		// (ErrOverloaded) then holds back the clients, instead of the
 		// uncommitted writes and held sends growing without end.
@@ -431,6 +445,12 @@ func (in *instance) reset(reason string, err error) {
 
 // accept adds a successful event's writes and outputs to the pipeline.
 func (in *instance) accept(ctx context.Context, w *writeSet, outs []output, from *Conn) {
+	if in.rt.cl != nil && in.hasUnsaved() {
+		// In a cluster another node may have to take the room over at any
+		// moment, and must know every socket: records go with the event
+		// that changed them.
+		in.collectUnsaved(w)
+	}
 	if !w.empty() || in.inflight != nil {
 		in.penEvents++ // it waits for a commit
 	}
@@ -466,6 +486,7 @@ func (in *instance) pump(ctx context.Context) {
 	in.inflight, in.inOut, in.inFrom, in.inEvents = &w, in.penOut, in.penFrom, in.penEvents
 	in.pending, in.penOut, in.penFrom, in.penEvents = writeSet{}, nil, nil, 0
 	b := w.batch()
+	b.Token = in.lease.Token
 	go func() { in.done <- in.rt.commit(ctx, in.room, b) }()
 }
 
@@ -488,6 +509,15 @@ func (in *instance) committed(ctx context.Context, err error) {
 	lost := in.pending
 	in.pending, in.penOut, in.penFrom, in.penEvents = writeSet{}, nil, nil, 0
 	in.reset("commit", err)
+	code, reason := 1011, "storage failed"
+	if errors.Is(err, storage.ErrFenced) {
+		// Another node took the room over: what this one did since is void.
+		in.rt.m.fencedCommits.WithLabelValues("store").Inc()
+		if in.rt.cl != nil {
+			in.rt.cl.lose(in)
+		}
+		code, reason = 1012, "room moved, reconnect"
+	}
 	// Membership is not the events' to lose: a socket that joined is still
 	// open, one that left is gone. Its record is saved again, as it is now.
 	for _, ws := range []*writeSet{w, &lost} {
@@ -508,7 +538,7 @@ func (in *instance) committed(ctx context.Context, err error) {
 	for _, c := range from {
 		if !c.gone && !c.origin {
 			c.origin = true
-			c.sock.Close(1011, "storage failed")
+			c.sock.Close(code, reason)
 		}
 	}
 	for _, c := range from {
@@ -517,6 +547,10 @@ func (in *instance) committed(ctx context.Context, err error) {
 }
 
 func (in *instance) release(outs []output) {
+	if cl := in.rt.cl; cl != nil {
+		in.releaseClustered(cl, outs)
+		return
+	}
 	for _, o := range outs {
 		switch {
 		case o.close:
@@ -582,6 +616,7 @@ func (in *instance) failClose(ctx context.Context, c *Conn, err error) {
 
 func (in *instance) handle(ctx context.Context, ev *event) {
 	in.rt.m.events.Inc()
+	defer in.settle(ev) // whatever path it takes, a forwarded event is answered
 	if !in.loaded && !in.load(ctx, ev) {
 		return
 	}
@@ -591,6 +626,13 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 		return
 	case evSave:
 		in.saveMembers(ctx)
+		return
+	case evEdgeLost:
+		for _, c := range append([]*Conn(nil), in.list...) {
+			if c.edge == ev.reason {
+				in.closeConn(ctx, &event{kind: evClose}, c, 1006, "edge node lost")
+			}
+		}
 		return
 	case evDelete:
 		in.deleteRoom(ctx, ev)
@@ -614,8 +656,12 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 	}
 	switch ev.kind {
 	case evConnect:
+		edge := in.rt.o.NodeID
+		if rs, ok := ev.sock.(*remoteSocket); ok {
+			edge, rs.in = rs.edge, in
+		}
 		c := &Conn{id: ev.sock.ID(), sock: ev.sock, inst: in, user: ev.info.User, query: ev.info.Query,
-			edge: in.rt.o.NodeID, connectedAt: time.Now().UnixNano()}
+			edge: edge, connectedAt: time.Now().UnixNano()}
 		c.self[0] = c
 		in.addConn(c)
 		if in.auto != nil {
@@ -647,7 +693,16 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 	case evMessage:
 		c := in.conns[ev.id]
 		if c == nil {
-			return // closed while the message waited
+			// Closed while the message waited, or a socket the room no
+			// longer knows: one of a node it took for dead. It must not
+			// talk into the void; reconnecting makes it a member again.
+			if ev.done != nil {
+				ev.done(ErrSocketNotFound)
+				ev.done = nil
+			} else if s := in.rt.lookup(ev.id); s != nil {
+				s.Close(1012, "room lost this socket, reconnect")
+			}
+			return
 		}
 		in.run1(ctx, ev, c, func() error { return h.OnMessage(ctx, &in.r, c, ev.frame) })
 	case evAlarm:
@@ -706,17 +761,24 @@ func (in *instance) hasUnsaved() bool { return in.nunsaved > 0 || len(in.left) >
 // process.
 func (in *instance) saveMembers(ctx context.Context) {
 	w := &writeSet{}
-	for _, c := range in.list {
-		if c.rec&recUnsaved != 0 {
-			w.member(c.id, c.record())
-			c.rec = recStored
+	in.collectUnsaved(w)
+	in.accept(ctx, w, nil, nil)
+}
+
+// collectUnsaved adds the records that changed since the last save to w.
+func (in *instance) collectUnsaved(w *writeSet) {
+	if in.nunsaved > 0 {
+		for _, c := range in.list {
+			if c.rec&recUnsaved != 0 {
+				w.member(c.id, c.record())
+				c.rec = recStored
+			}
 		}
 	}
 	for _, id := range in.left {
 		w.member(id, nil)
 	}
 	in.nunsaved, in.left = 0, nil
-	in.accept(ctx, w, nil, nil)
 }
 
 // load reads the room's members when the instance is new: after a wake, a
@@ -738,10 +800,14 @@ func (in *instance) load(ctx context.Context, ev *event) bool {
 		in.rt.m.rooms.WithLabelValues("hibernated").Dec()
 	}
 	var lost []*Conn
+	held := in.remoteHeld(ctx, members)
 	for _, m := range members {
 		var s Socket
-		if m.Edge == in.rt.o.NodeID {
+		switch {
+		case m.Edge == in.rt.o.NodeID:
 			s = in.rt.lookup(SocketID(m.ID))
+		case held[SocketID(m.ID)]:
+			s = &remoteSocket{id: SocketID(m.ID), edge: m.Edge, cl: in.rt.cl, in: in}
 		}
 		// The socket whose close woke the room has already left the edge;
 		// its own close, with its real code, is the event that follows.
@@ -774,6 +840,34 @@ func (in *instance) load(ctx context.Context, ev *event) bool {
 	return true
 }
 
+// remoteHeld finds which members on other nodes are still open: a member
+// whose node left the registry, or which its node says it no longer
+// holds, is lost. A node that cannot be asked is given the benefit of the
+// doubt: closing a socket that is open would be worse than keeping one
+// that closed, whose close is on its way.
+func (in *instance) remoteHeld(ctx context.Context, members []hibernation.Member) map[SocketID]bool {
+	cl := in.rt.cl
+	if cl == nil {
+		return nil
+	}
+	byEdge := map[string][]SocketID{}
+	for _, m := range members {
+		if m.Edge != in.rt.o.NodeID && cl.alive(m.Edge) {
+			byEdge[m.Edge] = append(byEdge[m.Edge], SocketID(m.ID))
+		}
+	}
+	held := map[SocketID]bool{}
+	for edge, ids := range byEdge {
+		got, ok := cl.probe(ctx, edge, ids)
+		for _, id := range ids {
+			if !ok || got[id] {
+				held[id] = true
+			}
+		}
+	}
+	return held
+}
+
 // failEvent fails ev without running it, so that nobody waits in silence:
 // a message's sender is closed (1011), an alarm is retried, whoever asks
 // gets err. A close needs nothing: a record left behind is closed as lost
@@ -781,15 +875,25 @@ func (in *instance) load(ctx context.Context, ev *event) bool {
 func (in *instance) failEvent(ctx context.Context, ev *event, err error) {
 	switch ev.kind {
 	case evMessage:
-		if c := in.conns[ev.id]; c != nil {
+		switch c := in.conns[ev.id]; {
+		case c != nil:
 			in.failClose(ctx, c, err)
-		} else if s := in.rt.lookup(ev.id); s != nil {
-			s.Close(1011, "room unavailable") // the room could not load its members
+		case ev.done != nil:
+			ev.done(err) // the edge closes the socket
+			ev.done = nil
+		default:
+			if s := in.rt.lookup(ev.id); s != nil {
+				s.Close(1011, "room unavailable") // the room could not load its members
+			}
 		}
 	case evAlarm:
 		in.alarm.busy = true
 		in.alarmFailed(ctx, ev, err)
 	case evClose:
+		if ev.done != nil {
+			ev.done(err) // the edge tries again
+			ev.done = nil
+		}
 	default:
 		ev.reply.answer(err)
 	}
@@ -812,7 +916,7 @@ func (in *instance) closeConn(ctx context.Context, ev *event, c *Conn, code int,
 		}
 	}
 	in.markUnsaved(c)
-	in.accept(ctx, w, outs, nil)
+	in.accept(ctx, w, in.withDone(ev, outs), nil)
 }
 
 // handlerFor returns the started handler, failing ev when OnStart fails.
@@ -834,7 +938,25 @@ func (in *instance) run1(ctx context.Context, ev *event, from *Conn, f func() er
 		}
 		return
 	}
-	in.accept(ctx, w, outs, from)
+	in.accept(ctx, w, in.withDone(ev, outs), from)
+}
+
+// withDone adds ev's done to its outputs: it runs when they are released.
+func (in *instance) withDone(ev *event, outs []output) []output {
+	if ev.done != nil {
+		outs = append(outs, output{done: ev.done})
+		ev.done = nil
+	}
+	return outs
+}
+
+// settle answers a forwarded event that made no outputs: it was dropped
+// (its socket had closed) or failed, and a failure closed the socket.
+func (in *instance) settle(ev *event) {
+	if ev.done != nil {
+		ev.done(nil)
+		ev.done = nil
+	}
 }
 
 // runAlarm runs OnAlarm. The alarm is cleared with the run's writes unless
@@ -881,7 +1003,11 @@ func (in *instance) alarmFailed(ctx context.Context, ev *event, err error) {
 	}
 	delay := in.rt.o.AlarmRetryBase << (next.Retry - 1)
 	in.alarm.retry = time.AfterFunc(delay, func() {
-		in.rt.send(in.addr, event{kind: evAlarm, alarm: next}, false)
+		if in.rt.send(in.addr, event{kind: evAlarm, alarm: next}, false) != nil {
+			// The room left this node; wherever it runs now, the alarm is
+			// still due in storage and fires there.
+			in.rt.alarmFinished(in.room)
+		}
 	})
 }
 
@@ -916,4 +1042,102 @@ func (in *instance) deleteRoom(ctx context.Context, ev *event) {
 	outs := []output{{to: append([]*Conn(nil), in.list...), close: true, code: 4404, reason: "room deleted"}}
 	outs = append(outs, output{done: ev.reply.answer})
 	in.accept(ctx, &writeSet{deleteAll: true, alarm: &storage.AlarmChange{}}, outs, nil)
+}
+
+// releaseClustered is release in cluster mode. Sends to sockets on other
+// nodes go one link frame per node and output, whatever the number of
+// sockets there; all carry the lease's token, so an edge drops frames of a
+// former owner once it has heard from a newer one. This node's own
+// sockets are held to the same fence.
+func (in *instance) releaseClustered(cl *cluster, outs []output) {
+	token := in.lease.Token
+	for _, o := range outs {
+		if len(o.to) > 0 && !cl.fenceOK(in.addr, token) {
+			if o.done != nil {
+				o.done(errMoved)
+			}
+			continue
+		}
+		switch {
+		case o.close:
+			for _, c := range o.to {
+				if !c.gone {
+					c.sock.Close(o.code, o.reason)
+				}
+			}
+		case len(o.to) > 0:
+			var local []*Conn
+			var byEdge map[string][]SocketID
+			for _, c := range o.to {
+				switch rs, remote := c.sock.(*remoteSocket); {
+				case c.gone:
+				case remote:
+					if byEdge == nil {
+						byEdge = make(map[string][]SocketID, 2)
+					}
+					byEdge[rs.edge] = append(byEdge[rs.edge], c.id)
+				default:
+					local = append(local, c)
+				}
+			}
+			for edge, ids := range byEdge {
+				cl.deliver(edge, in.addr, token, ids, o.frame)
+			}
+			if len(local) >= fanoutMin {
+				fanout(local, o.frame)
+			} else {
+				send(local, o.frame)
+			}
+		}
+		if o.done != nil {
+			o.done(nil)
+		}
+	}
+}
+
+// abandon ends an instance whose room this node no longer holds. Events
+// that reached it are not run here: each is failed so that its client
+// hears (moved). What it already ran is committed if the store still
+// takes this node's token, and dropped if another node's newer token
+// fences it out.
+func (in *instance) abandon() {
+	ctx := context.WithoutCancel(context.Background())
+	for _, ev := range in.take(nil) {
+		in.moved(&ev)
+	}
+	if in.inflight == nil {
+		in.pump(ctx)
+	}
+	for in.inflight != nil {
+		in.committed(ctx, <-in.done)
+	}
+	if in.alarm.retry != nil {
+		in.alarm.retry.Stop()
+	}
+	if in.alarm.busy {
+		in.rt.alarmFinished(in.room)
+	}
+	in.h = nil
+}
+
+// moved fails ev, which reached an instance that lost its room.
+func (in *instance) moved(ev *event) {
+	switch ev.kind {
+	case evMessage:
+		if ev.done != nil {
+			ev.done(errMoved)
+		} else if s := in.rt.lookup(ev.id); s != nil {
+			s.Close(1012, "room moved, reconnect")
+		}
+	case evClose:
+		if ev.done != nil {
+			ev.done(errMoved) // the edge sends it again, to the new owner
+		} else {
+			go in.rt.cl.closedLater(in.addr, ev.id, ev.code, ev.reason)
+		}
+	case evAlarm:
+		in.rt.alarmFinished(in.room)
+	default:
+		ev.reply.answer(errMoved)
+	}
 }

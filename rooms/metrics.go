@@ -14,6 +14,14 @@ type metrics struct {
 	overloaded    prometheus.Counter
 	alarmsFired   prometheus.Counter
 	badInput      *prometheus.CounterVec
+
+	// Cluster mode.
+	fencedCommits *prometheus.CounterVec
+	leasesLost    prometheus.Counter
+	leases        prometheus.Gauge
+	forwarded     *prometheus.CounterVec
+	linkErrors    *prometheus.CounterVec
+	links         prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -53,8 +61,27 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		badInput: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomgate_room_bad_input_total", Help: "Client messages a room class refused, by class and kind.",
 		}, []string{"class", "kind"}),
+		fencedCommits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomgate_fenced_commits_total", Help: "Writes refused because another node took the room over: commits Redis refused for a stale fencing token (where=store), and frames an edge dropped from a former owner (where=edge).",
+		}, []string{"where"}),
+		leasesLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomgate_leases_lost_total", Help: "Rooms this node stopped running because their lease was taken over or could not be renewed in time.",
+		}),
+		leases: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "roomgate_leases", Help: "Room leases this node holds (cluster mode).",
+		}),
+		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomgate_forwarded_total", Help: "Link frames between nodes, by direction (in, out) and type.",
+		}, []string{"direction", "type"}),
+		linkErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomgate_link_errors_total", Help: "Node-to-node link failures: dial, lost (a link closed under traffic), refused (bad secret or handshake), malformed (a bad frame).",
+		}, []string{"reason"}),
+		links: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "roomgate_links", Help: "Open links to other nodes.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.rooms, m.wakes, m.evictions, m.wakeSeconds, m.running, m.events, m.commitSeconds, m.failures, m.overloaded, m.alarmsFired, m.badInput} {
+	for _, c := range []prometheus.Collector{m.rooms, m.wakes, m.evictions, m.wakeSeconds, m.running, m.events, m.commitSeconds, m.failures, m.overloaded, m.alarmsFired, m.badInput,
+		m.fencedCommits, m.leasesLost, m.leases, m.forwarded, m.linkErrors, m.links} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -64,6 +91,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, s := range []string{"active", "hibernated"} {
 		m.rooms.WithLabelValues(s)
+	}
+	for _, w := range []string{"store", "edge"} {
+		m.fencedCommits.WithLabelValues(w)
+	}
+	for _, r := range []string{"dial", "lost", "refused", "malformed"} {
+		m.linkErrors.WithLabelValues(r)
 	}
 	for _, r := range []string{"idle", "pressure"} {
 		m.evictions.WithLabelValues(r)

@@ -41,6 +41,13 @@ type Options struct {
 	CommitTimeout   time.Duration         // for one commit; default 10s
 	AlarmRetryBase  time.Duration         // first retry of a failed OnAlarm, doubling after; default 2s
 	Clock           func() time.Time      // the time eviction judges idleness by; default time.Now. Tests move it ahead
+
+	// Cluster mode, when Coordinator is set: each room runs on the node
+	// holding its lease, events from other edges reach it over links to
+	// the other nodes, and Address is where they dial this node.
+	Coordinator   storage.Coordinator
+	LeaseTTL      time.Duration // default 5s
+	ClusterSecret string        // when set, links must present it
 }
 
 func (o *Options) init() error {
@@ -71,7 +78,13 @@ func (o *Options) init() error {
 	if o.Clock == nil {
 		o.Clock = time.Now
 	}
-	if o.HibernateAfter < 0 || o.MaxActiveRooms < 0 || o.MaxQueuedEvents < 0 || o.CommitTimeout < 0 || o.AlarmRetryBase < 0 {
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = 5 * time.Second
+	}
+	if o.Coordinator != nil && o.Address == "" {
+		return errors.New("rooms: cluster mode needs Options.Address, where other nodes reach this one")
+	}
+	if o.HibernateAfter < 0 || o.LeaseTTL < 0 || o.MaxActiveRooms < 0 || o.MaxQueuedEvents < 0 || o.CommitTimeout < 0 || o.AlarmRetryBase < 0 {
 		return errors.New("rooms: negative option")
 	}
 	return nil
@@ -100,6 +113,8 @@ type Runtime struct {
 	policy hibernation.Policy
 	press  chan struct{} // nrooms passed MaxActiveRooms: sweep now
 
+	cl *cluster // nil in embedded mode
+
 	alarmMu   sync.Mutex
 	alarmBusy map[storage.Room]bool // alarms handed to their room and not finished
 	alarmWake chan struct{}
@@ -108,6 +123,7 @@ type Runtime struct {
 type shard struct {
 	mu       sync.Mutex
 	rooms    map[Addr]*instance
+	owners   map[Addr]string // cluster mode: the node that holds the room's lease, as last seen
 	draining bool
 }
 
@@ -137,6 +153,10 @@ func New(o Options) (*Runtime, error) {
 	rt.life, rt.stop = context.WithCancel(context.Background())
 	for i := range rt.shards {
 		rt.shards[i].rooms = make(map[Addr]*instance)
+		rt.shards[i].owners = make(map[Addr]string)
+	}
+	if o.Coordinator != nil {
+		rt.cl = newCluster(rt)
 	}
 	return rt, nil
 }
@@ -170,7 +190,17 @@ func (rt *Runtime) Classes() []string {
 func (rt *Runtime) Run(ctx context.Context) error {
 	var bg sync.WaitGroup
 	bg.Go(func() { rt.evictIdle(ctx) })
-	bg.Go(func() { rt.closeLostMembers(ctx) })
+	if rt.cl != nil {
+		// Leases are renewed until the very end of the drain: the rooms
+		// still commit, and a commit needs an unexpired token.
+		clusterCtx, stopCluster := context.WithCancel(context.Background())
+		defer stopCluster()
+		go rt.cl.run(clusterCtx)
+	} else {
+		// In a cluster, a room learns of lost sockets from the registry
+		// and from the edges when it wakes (cluster.edgeLost, load).
+		bg.Go(func() { rt.closeLostMembers(ctx) })
+	}
 	rt.fireAlarms(ctx)
 	bg.Wait()
 	for i := range rt.shards {
@@ -183,13 +213,18 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	rt.wg.Wait()
 	// Parked rooms hold nothing uncommitted; drop them so a late event finds
 	// no instance and gets ErrDraining instead of a queue nobody reads.
+	var held []*instance
 	for i := range rt.shards {
 		sh := &rt.shards[i]
 		sh.mu.Lock()
 		for _, in := range sh.rooms {
+			held = append(held, in)
 			rt.remove(sh, in)
 		}
 		sh.mu.Unlock()
+	}
+	if rt.cl != nil {
+		rt.cl.leave(held)
 	}
 	return nil
 }
@@ -203,8 +238,16 @@ func (rt *Runtime) shard(a Addr) *shard {
 	return &rt.shards[h.Sum64()%uint64(len(rt.shards))]
 }
 
-// send queues ev for room a, starting its instance if needed.
+// send queues ev for room a, starting its instance if needed. In cluster
+// mode it reaches only a room running here (errNotHere otherwise); the
+// Router and Admin methods place rooms first.
 func (rt *Runtime) send(a Addr, ev event, bounded bool) error {
+	return rt.sendWith(a, ev, bounded, nil)
+}
+
+// sendWith is send; in cluster mode lease, when not nil, is the room's
+// lease just taken, with which a new instance starts.
+func (rt *Runtime) sendWith(a Addr, ev event, bounded bool, lease *heldLease) error {
 	cls := rt.classes[a.Class]
 	if cls == nil {
 		return ErrUnknownClass
@@ -218,7 +261,16 @@ func (rt *Runtime) send(a Addr, ev event, bounded bool) error {
 		if sh.draining {
 			return ErrDraining
 		}
+		if rt.cl != nil && lease == nil {
+			return errNotHere
+		}
 		in = newInstance(rt, a, cls)
+		if lease != nil {
+			in.lease = lease.Lease
+			in.leaseUntil.Store(rt.cl.deadline(lease.start))
+			delete(sh.owners, a)
+			rt.m.leases.Inc()
+		}
 		sh.rooms[a] = in
 		rt.m.rooms.WithLabelValues("active").Inc()
 		rt.m.wakes.Inc()
@@ -289,7 +341,12 @@ func (rt *Runtime) HasClass(class string) bool { return rt.classes[class] != nil
 
 // Connect implements Router: the room's OnConnect accepts or refuses s.
 func (rt *Runtime) Connect(ctx context.Context, a Addr, s Socket, info ConnectInfo) error {
-	err := rt.ask(ctx, a, event{kind: evConnect, sock: s, info: info})
+	var err error
+	if rt.cl != nil {
+		err = rt.cl.connect(ctx, a, s, info)
+	} else {
+		err = rt.ask(ctx, a, event{kind: evConnect, sock: s, info: info})
+	}
 	if err == nil {
 		rt.nsocks.Add(1)
 	}
@@ -304,6 +361,9 @@ func (rt *Runtime) Attach(s Sockets) { rt.edge.Store(&s) }
 // waiting for the room; a room with too many queued events refuses it with
 // ErrOverloaded.
 func (rt *Runtime) Message(ctx context.Context, a Addr, s Socket, f Frame) error {
+	if rt.cl != nil {
+		return rt.cl.message(a, s, f)
+	}
 	f.Data = append([]byte(nil), f.Data...)
 	return rt.send(a, event{kind: evMessage, id: s.ID(), frame: f}, true)
 }
@@ -311,6 +371,12 @@ func (rt *Runtime) Message(ctx context.Context, a Addr, s Socket, f Frame) error
 // Closed implements Router.
 func (rt *Runtime) Closed(a Addr, s Socket, code int, reason string) {
 	rt.nsocks.Add(-1)
+	if rt.cl != nil {
+		if err := rt.cl.closed(a, s.ID(), code, reason); err != nil {
+			go rt.cl.closedLater(a, s.ID(), code, reason)
+		}
+		return
+	}
 	if err := rt.send(a, event{kind: evClose, id: s.ID(), code: code, reason: reason}, false); err != nil {
 		rt.log.Warn("socket close not delivered", "room", a.String(), "err", err)
 	}
@@ -330,6 +396,9 @@ func (rt *Runtime) remove(sh *shard, in *instance) {
 		delete(sh.rooms, in.addr)
 		rt.nrooms.Add(-1)
 		rt.m.rooms.WithLabelValues("active").Dec()
+		if rt.cl != nil {
+			rt.m.leases.Dec()
+		}
 	}
 }
 
@@ -414,9 +483,13 @@ func (rt *Runtime) sweep(now time.Time) (more bool) {
 // maxSavesPerSweep bounds the rooms a sweep wakes to save their records.
 const maxSavesPerSweep = 1024
 
-// evict drops a parked instance; the caller holds sh.mu.
+// evict drops a parked instance; the caller holds sh.mu. In a cluster its
+// lease goes too: the room wakes wherever its next event starts.
 func (rt *Runtime) evict(sh *shard, in *instance, reason string) {
 	rt.remove(sh, in)
+	if rt.cl != nil {
+		rt.cl.release(in)
+	}
 	rt.m.evictions.WithLabelValues(reason).Inc()
 	if in.nconns.Load() > 0 {
 		rt.m.rooms.WithLabelValues("hibernated").Inc()
@@ -484,7 +557,17 @@ func (rt *Runtime) fireAlarms(ctx context.Context) {
 				continue
 			}
 			a := Addr{Class: d.Room.Class, Room: d.Room.Name}
-			if err := rt.send(a, event{kind: evAlarm, alarm: AlarmInfo{Scheduled: d.At}}, false); err != nil {
+			ev := event{kind: evAlarm, alarm: AlarmInfo{Scheduled: d.At}}
+			if rt.cl != nil {
+				// Every node polls the one index; an alarm runs where its
+				// room does, or here if the room has no owner: the owner
+				// died, and its alarms are taken over.
+				if remote, err := rt.cl.here(ctx, a, ev, false, false); remote != "" || err != nil {
+					rt.alarmFinishedQuietly(d.Room, true)
+				}
+				continue
+			}
+			if err := rt.send(a, ev, false); err != nil {
 				rt.log.Warn("alarm not delivered", "room", a.String(), "err", err)
 				if errors.Is(err, ErrUnknownClass) {
 					continue // stays busy: no code can ever run it
@@ -554,8 +637,16 @@ type NodeInfo struct {
 	StartedAt   time.Time `json:"started_at"`
 }
 
-func (rt *Runtime) info(a Addr, st storage.Stat, stored bool, in *instance) RoomInfo {
+func (rt *Runtime) info(ctx context.Context, a Addr, st storage.Stat, stored bool, in *instance) RoomInfo {
 	ri := RoomInfo{Class: a.Class, Room: a.Room, State: "stored", Owner: rt.o.NodeID}
+	if rt.cl != nil && in == nil {
+		ri.Owner = ""
+		if l, ok, err := rt.o.Coordinator.Owner(ctx, a.storageRoom()); err == nil && ok {
+			// Running on another node: its connections are those persisted.
+			ri.Owner, ri.State = l.Node, "active"
+			ri.Connections = st.Members
+		}
+	}
 	if stored {
 		ri.StorageKeys, ri.StorageBytes = st.Keys, st.Bytes
 		if !st.Alarm.IsZero() {
@@ -567,6 +658,7 @@ func (rt *Runtime) info(a Addr, st storage.Stat, stored bool, in *instance) Room
 	case in != nil:
 		ri.State = "active"
 		ri.Connections = int(in.nconns.Load())
+	case ri.State == "active":
 	case st.Members > 0:
 		ri.State = "hibernated"
 		ri.Connections = st.Members
@@ -586,9 +678,14 @@ func (rt *Runtime) Room(ctx context.Context, a Addr) (RoomInfo, error) {
 	}
 	in := rt.active(a)
 	if !stored && in == nil {
-		return RoomInfo{}, ErrRoomNotFound
+		if rt.cl == nil {
+			return RoomInfo{}, ErrRoomNotFound
+		}
+		if _, ok, err := rt.o.Coordinator.Owner(ctx, a.storageRoom()); err != nil || !ok {
+			return RoomInfo{}, ErrRoomNotFound
+		}
 	}
-	return rt.info(a, st, stored, in), nil
+	return rt.info(ctx, a, st, stored, in), nil
 }
 
 // Rooms lists rooms that have storage or an instance, in (class, room)
@@ -641,7 +738,7 @@ func (rt *Runtime) Rooms(ctx context.Context, class, prefix, cursor string, limi
 	out := make([]RoomInfo, 0, len(addrs))
 	for _, a := range addrs {
 		st, ok := byAddr[a]
-		out = append(out, rt.info(a, st, ok, live[a]))
+		out = append(out, rt.info(ctx, a, st, ok, live[a]))
 	}
 	return out, next, nil
 }
@@ -649,6 +746,10 @@ func (rt *Runtime) Rooms(ctx context.Context, class, prefix, cursor string, limi
 // DeleteRoom closes the room's sockets with 4404 and deletes its storage
 // and alarm. Deleting a room that does not exist is not an error.
 func (rt *Runtime) DeleteRoom(ctx context.Context, a Addr) error {
+	if rt.cl != nil {
+		_, err := rt.cl.call(ctx, a, func() event { return event{kind: evDelete} }, &linkMsg{typ: tAsk, kind: askDelete, addr: a})
+		return err
+	}
 	return rt.ask(ctx, a, event{kind: evDelete})
 }
 
@@ -697,17 +798,29 @@ func (rt *Runtime) Kick(ctx context.Context, a Addr, id SocketID) error {
 			return ErrSocketNotFound // nothing to wake the room for
 		}
 	}
+	if rt.cl != nil {
+		_, err := rt.cl.call(ctx, a, func() event { return event{kind: evKick, id: id} }, &linkMsg{typ: tAsk, kind: askKick, addr: a, sock: id})
+		return err
+	}
 	return rt.ask(ctx, a, event{kind: evKick, id: id})
 }
 
 // Broadcast sends f to every socket of the room, or those tagged tag, in
 // order with the room's own sends.
 func (rt *Runtime) Broadcast(ctx context.Context, a Addr, tag string, f Frame) error {
+	if rt.cl != nil {
+		_, err := rt.cl.call(ctx, a, func() event { return event{kind: evBroadcast, tag: tag, frame: f} },
+			&linkMsg{typ: tAsk, kind: askBroadcast, addr: a, text: tag, op: f.Op, data: f.Data})
+		return err
+	}
 	return rt.ask(ctx, a, event{kind: evBroadcast, tag: tag, frame: f})
 }
 
 // Request hands req to the room's OnRequest and writes its response to w.
 func (rt *Runtime) Request(ctx context.Context, a Addr, w http.ResponseWriter, req *http.Request) error {
+	if rt.cl != nil {
+		return rt.cl.request(ctx, a, w, req)
+	}
 	rec := httptest.NewRecorder()
 	if err := rt.ask(ctx, a, event{kind: evRequest, rec: rec, req: req}); err != nil {
 		return err
@@ -736,6 +849,17 @@ func (rt *Runtime) Storage(ctx context.Context, a Addr, prefix string, limit int
 
 // Nodes lists the nodes of the cluster; in embedded mode, this one.
 func (rt *Runtime) Nodes(ctx context.Context) ([]NodeInfo, error) {
+	if rt.cl != nil {
+		list, err := rt.o.Coordinator.Nodes(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		out := make([]NodeInfo, 0, len(list))
+		for _, n := range list {
+			out = append(out, NodeInfo{ID: n.ID, Address: n.Address, Sockets: n.Sockets, ActiveRooms: n.ActiveRooms, StartedAt: n.StartedAt})
+		}
+		return out, nil
+	}
 	n := NodeInfo{ID: rt.o.NodeID, Address: rt.o.Address, StartedAt: rt.started.UTC(),
 		Sockets: int(rt.nsocks.Load()), ActiveRooms: int(rt.nrooms.Load())}
 	return []NodeInfo{n}, nil

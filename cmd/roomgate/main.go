@@ -9,6 +9,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -23,7 +25,9 @@ import (
 	"github.com/roomgate/roomgate/loadtest"
 	"github.com/roomgate/roomgate/rooms"
 	"github.com/roomgate/roomgate/rooms/builtin"
+	"github.com/roomgate/roomgate/storage"
 	"github.com/roomgate/roomgate/storage/filestore"
+	"github.com/roomgate/roomgate/storage/redisstore"
 	"github.com/roomgate/roomgate/web"
 )
 
@@ -67,7 +71,12 @@ func serve(args []string) error {
 	origins := fs.String("allowed-origins", "", "comma-separated Origin allowlist for browsers (empty: any)")
 	hibernateAfter := fs.Duration("hibernate-after", 10*time.Second, "idle time after which a room leaves memory (its sockets stay open)")
 	maxActive := fs.Int("max-active-rooms", 0, "rooms in memory past which the least recently used idle ones hibernate (0: no cap)")
-	nodeID := fs.String("node-id", "", "this node's id (default: the host name)")
+	nodeID := fs.String("node-id", "", "this node's id (default: the host name; in cluster mode the -advertise address)")
+	redisURL := fs.String("redis", "", "redis://host:port[/db]: cluster mode on Redis; several comma-separated addresses use Redis Cluster")
+	redisCluster := fs.Bool("redis-cluster", false, "the -redis address is a Redis Cluster node")
+	advertise := fs.String("advertise", "", "this node's host:port as other nodes reach it (default: derived from -addr)")
+	leaseTTL := fs.Duration("lease-ttl", 5*time.Second, "room lease time-to-live in cluster mode")
+	clusterSecret := fs.String("cluster-secret", "", "when set, node-to-node links must present it")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -77,13 +86,32 @@ func serve(args []string) error {
 		return fmt.Errorf("-log-level: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if *advertise == "" {
+		*advertise = advertised(*addr)
+	}
 	if *nodeID == "" {
 		*nodeID, _ = os.Hostname()
+		if *redisURL != "" {
+			*nodeID = *advertise // unique in the cluster, even with several nodes on one host
+		}
 	}
 
-	store, err := filestore.Open(*data)
-	if err != nil {
-		return err
+	var store storage.Store
+	var coord storage.Coordinator
+	if *redisURL != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		rs, err := redisstore.Open(ctx, redisstore.Options{URL: *redisURL, Cluster: *redisCluster})
+		cancel()
+		if err != nil {
+			return err
+		}
+		store, coord = rs, rs
+	} else {
+		file, err := filestore.Open(*data)
+		if err != nil {
+			return err
+		}
+		store = file
 	}
 	defer store.Close()
 	reg := prometheus.NewRegistry()
@@ -93,9 +121,12 @@ func serve(args []string) error {
 		Metrics:        reg,
 		Logger:         log,
 		NodeID:         *nodeID,
-		Address:        *addr,
+		Address:        *advertise,
 		HibernateAfter: *hibernateAfter,
 		MaxActiveRooms: *maxActive,
+		Coordinator:    coord,
+		LeaseTTL:       *leaseTTL,
+		ClusterSecret:  *clusterSecret,
 	})
 	if err != nil {
 		return err
@@ -108,7 +139,7 @@ func serve(args []string) error {
 		Ready:           rt.Ready,
 		Metrics:         reg,
 		Logger:          log,
-		Handler:         web.Handler(),
+		Handler:         pages(rt.LinkHandler(), web.Handler()),
 		AllowedOrigins:  splitList(*origins),
 		MaxMessageBytes: *maxMessage,
 	})
@@ -125,7 +156,11 @@ func serve(args []string) error {
 		os.Exit(1)
 	}()
 	go func() {
-		log.Info("roomgate listening", "addr", srv.Addr().String(), "data", *data, "version", buildVersion(), "classes", rt.Classes())
+		mode := []any{"data", *data}
+		if *redisURL != "" {
+			mode = []any{"redis", *redisURL, "node", *nodeID, "advertise", *advertise, "lease_ttl", *leaseTTL}
+		}
+		log.Info("roomgate listening", append([]any{"addr", srv.Addr().String(), "version", buildVersion(), "classes", rt.Classes()}, mode...)...)
 	}()
 	// The gateway drains first, so the rooms hear their sockets close; then
 	// the rooms commit what they hold; then the store closes (deferred).
@@ -138,6 +173,28 @@ func serve(args []string) error {
 		err = rerr
 	}
 	return err
+}
+
+// pages serves what the gateway does not route itself: links from other
+// nodes, and the web pages.
+func pages(links, web http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(rooms.LinkPath, links)
+	mux.Handle("/", web)
+	return mux
+}
+
+// advertised derives the address other nodes dial from the listen
+// address: a missing or wildcard host becomes this host's name.
+func advertised(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host, _ = os.Hostname()
+	}
+	return net.JoinHostPort(host, port)
 }
 
 func runLoadtest(args []string) error {

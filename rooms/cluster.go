@@ -1,0 +1,901 @@
+package rooms
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/roomgate/roomgate/storage"
+)
+
+// ErrUnavailable is returned when the cluster cannot place a room: its
+// coordinator (Redis) does not answer, or the room's owner cannot be
+// reached while it still holds the lease.
+var ErrUnavailable = errors.New("rooms: room unavailable, try again")
+
+var (
+	// errMoved fails an event that reached a node which no longer runs its
+	// room; the client is told to reconnect (1012), as on a drain.
+	errMoved = fmt.Errorf("%w: room moved to another node", ErrDraining)
+	// errNotHere is send's answer for a room with no instance on this node
+	// when it was given no lease to start one.
+	errNotHere = errors.New("rooms: room is not running on this node")
+	// errNotOwner answers a forwarded event for a room another node holds.
+	errNotOwner = errors.New("rooms: another node owns the room")
+)
+
+// cluster is the Runtime's cluster mode: room leases with fencing tokens,
+// the node registry, and links to the other nodes over which events go to
+// a room's owner and its sends come back to the edges.
+type cluster struct {
+	rt          *Runtime
+	coord       storage.Coordinator
+	self        string
+	address     string
+	secret      string
+	ttl         time.Duration
+	incarnation uint64
+	epoch       time.Time // lease deadlines are monotonic nanoseconds since epoch
+
+	mu           sync.Mutex
+	links        map[string]*link // node → the link that reaches it
+	dials        map[string]*dialCall
+	incarnations map[string]uint64
+	fences       map[Addr]uint64 // per room, the newest owner token this edge has seen
+	nodes        atomic.Pointer[map[string]storage.NodeRecord]
+
+	fwdIn, fwdOut [linkTypes]prometheus.Counter
+}
+
+type dialCall struct {
+	done chan struct{}
+	l    *link
+	err  error
+}
+
+// heldLease is a lease this node just acquired, with when it asked: the
+// lease surely ends no earlier than start + TTL.
+type heldLease struct {
+	storage.Lease
+	start time.Time
+}
+
+func newCluster(rt *Runtime) *cluster {
+	cl := &cluster{rt: rt, coord: rt.o.Coordinator, self: rt.o.NodeID, address: rt.o.Address, secret: rt.o.ClusterSecret,
+		ttl: rt.o.LeaseTTL, incarnation: rand.Uint64(), epoch: time.Now(),
+		links: map[string]*link{}, dials: map[string]*dialCall{}, incarnations: map[string]uint64{}, fences: map[Addr]uint64{}}
+	names := [linkTypes]string{tConnect: "connect", tMessage: "message", tClosed: "closed", tAsk: "ask", tDeliver: "deliver",
+		tClose: "close", tAuto: "auto", tProbe: "probe", tAck: "ack", tReply: "reply", tPing: "ping"}
+	for t := tConnect; t < linkTypes; t++ {
+		cl.fwdIn[t] = rt.m.forwarded.WithLabelValues("in", names[t])
+		cl.fwdOut[t] = rt.m.forwarded.WithLabelValues("out", names[t])
+	}
+	empty := map[string]storage.NodeRecord{}
+	cl.nodes.Store(&empty)
+	return cl
+}
+
+// now is the monotonic clock lease deadlines are kept in.
+func (cl *cluster) now() int64 { return int64(time.Since(cl.epoch)) }
+
+// deadline is when a lease taken or renewed at start must be taken as
+// lost: a tenth of the TTL early, for clock drift between here and Redis.
+func (cl *cluster) deadline(start time.Time) int64 {
+	return int64(start.Sub(cl.epoch) + cl.ttl - cl.ttl/10)
+}
+
+// Handler serves the links of other nodes; mount it at LinkPath.
+func (rt *Runtime) LinkHandler() http.Handler {
+	if rt.cl == nil {
+		return http.NotFoundHandler()
+	}
+	return rt.cl
+}
+
+// run keeps the node registered and its leases renewed until ctx ends.
+func (cl *cluster) run(ctx context.Context) {
+	every := max(cl.ttl/3, 10*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	prune := time.Now()
+	cl.heartbeat(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cl.renew(ctx)
+		cl.heartbeat(ctx)
+		if time.Since(prune) > time.Minute {
+			// Cached owners and fences only save lookups; a wrong owner
+			// bounces the event back. Start afresh now and then so rooms
+			// that moved or went quiet do not stay in the maps.
+			prune = time.Now()
+			for i := range cl.rt.shards {
+				sh := &cl.rt.shards[i]
+				sh.mu.Lock()
+				clear(sh.owners)
+				sh.mu.Unlock()
+			}
+		}
+	}
+}
+
+// heartbeat records this node as alive and reads who else is; nodes that
+// disappeared from the registry died, and their sockets are closed in
+// every room here.
+func (cl *cluster) heartbeat(ctx context.Context) {
+	rec := storage.NodeRecord{ID: cl.self, Address: cl.address, Sockets: int(cl.rt.nsocks.Load()),
+		ActiveRooms: int(cl.rt.nrooms.Load()), StartedAt: cl.rt.started.UTC()}
+	if err := cl.coord.Heartbeat(ctx, rec, cl.ttl); err != nil {
+		if ctx.Err() == nil {
+			cl.rt.log.Warn("heartbeat", "err", err)
+		}
+		return
+	}
+	list, err := cl.coord.Nodes(ctx)
+	if err != nil {
+		return
+	}
+	now := make(map[string]storage.NodeRecord, len(list))
+	for _, n := range list {
+		now[n.ID] = n
+	}
+	before := cl.nodes.Swap(&now)
+	for id := range *before {
+		if _, ok := now[id]; !ok && id != cl.self {
+			cl.rt.log.Warn("node left the cluster", "node", id)
+			cl.edgeLost(id)
+		}
+	}
+}
+
+// alive reports whether node is in the registry.
+func (cl *cluster) alive(node string) bool {
+	_, ok := (*cl.nodes.Load())[node]
+	return ok || node == cl.self
+}
+
+// renew extends the lease of every room in memory here, in one round trip.
+// A room whose lease was taken, or could not be renewed before its
+// deadline, stops running here at once.
+func (cl *cluster) renew(ctx context.Context) {
+	var ins []*instance
+	var rooms []storage.Room
+	var tokens []uint64
+	for i := range cl.rt.shards {
+		sh := &cl.rt.shards[i]
+		sh.mu.Lock()
+		for _, in := range sh.rooms {
+			ins = append(ins, in)
+			rooms = append(rooms, in.room)
+			tokens = append(tokens, in.lease.Token)
+		}
+		sh.mu.Unlock()
+	}
+	if len(ins) == 0 {
+		return
+	}
+	start := time.Now()
+	rctx, cancel := context.WithTimeout(ctx, cl.ttl/3)
+	held, err := cl.coord.Renew(rctx, cl.self, cl.ttl, rooms, tokens)
+	cancel()
+	for i, in := range ins {
+		switch {
+		case err == nil && held[i]:
+			in.leaseUntil.Store(cl.deadline(start))
+		case err == nil:
+			cl.rt.log.Warn("room lease taken over", "room", in.addr.String())
+			cl.lose(in)
+		case cl.now() >= in.leaseUntil.Load():
+			cl.rt.log.Warn("room lease not renewed in time", "room", in.addr.String(), "err", err)
+			cl.lose(in)
+		}
+	}
+}
+
+// lose stops running in here: the next event for its room is placed
+// afresh. A running instance finishes what it committed and fails the
+// rest (abandon); a parked one is simply dropped.
+func (cl *cluster) lose(in *instance) {
+	if in.lost.Swap(true) {
+		return
+	}
+	cl.rt.m.leasesLost.Inc()
+	sh := cl.rt.shard(in.addr)
+	sh.mu.Lock()
+	if sh.rooms[in.addr] == in {
+		cl.rt.remove(sh, in)
+	}
+	sh.mu.Unlock()
+	select {
+	case in.signal <- struct{}{}:
+	default:
+	}
+}
+
+// release gives up a lease this node no longer needs.
+func (cl *cluster) release(in *instance) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), cl.ttl)
+		defer cancel()
+		cl.coord.Release(ctx, in.room, in.lease)
+	}()
+}
+
+// place finds where a's events run: here (instance running, or a lease
+// just taken, which the caller hands to sendWith) or on another node.
+// useCache trusts the cached owner; a node that was sent an event as the
+// owner does not, and tries to take the lease itself.
+func (cl *cluster) place(ctx context.Context, a Addr, useCache bool) (remote string, lease *heldLease, err error) {
+	if !cl.rt.HasClass(a.Class) {
+		return "", nil, ErrUnknownClass
+	}
+	sh := cl.rt.shard(a)
+	sh.mu.Lock()
+	if sh.rooms[a] != nil {
+		sh.mu.Unlock()
+		return "", nil, nil
+	}
+	if n, ok := sh.owners[a]; ok && useCache {
+		sh.mu.Unlock()
+		return n, nil, nil
+	}
+	sh.mu.Unlock()
+	start := time.Now()
+	l, err := cl.coord.Acquire(ctx, a.storageRoom(), cl.self, cl.ttl)
+	switch {
+	case err == nil || errors.Is(err, storage.ErrLeaseHeld) && l.Node == cl.self:
+		// Held by this node already: taken a moment ago for another
+		// event of the room, or left by this node's previous run.
+		return "", &heldLease{Lease: l, start: start}, nil
+	case errors.Is(err, storage.ErrLeaseHeld):
+		sh.mu.Lock()
+		sh.owners[a] = l.Node
+		sh.mu.Unlock()
+		return l.Node, nil, nil
+	default:
+		return "", nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+}
+
+func (cl *cluster) forgetOwner(a Addr, node string) {
+	sh := cl.rt.shard(a)
+	sh.mu.Lock()
+	if sh.owners[a] == node {
+		delete(sh.owners, a)
+	}
+	sh.mu.Unlock()
+}
+
+// here delivers ev to a's instance on this node, taking the room's lease
+// if it is free. remote names the owner when another node holds it.
+func (cl *cluster) here(ctx context.Context, a Addr, ev event, bounded, useCache bool) (remote string, err error) {
+	for range 3 {
+		err := cl.rt.sendWith(a, ev, bounded, nil)
+		if !errors.Is(err, errNotHere) {
+			return "", err
+		}
+		remote, lease, err := cl.place(ctx, a, useCache)
+		if err != nil || remote != "" {
+			return remote, err
+		}
+		if lease == nil {
+			continue // an instance appeared meanwhile
+		}
+		if err := cl.rt.sendWith(a, ev, bounded, lease); !errors.Is(err, errNotHere) {
+			return "", err
+		}
+	}
+	return "", ErrUnavailable
+}
+
+// linkTo returns the link to node, dialing it if there is none. Dials to
+// one node are shared.
+func (cl *cluster) linkTo(ctx context.Context, node string) (*link, error) {
+	cl.mu.Lock()
+	if l := cl.links[node]; l != nil {
+		cl.mu.Unlock()
+		return l, nil
+	}
+	if d := cl.dials[node]; d != nil {
+		cl.mu.Unlock()
+		<-d.done
+		return d.l, d.err
+	}
+	d := &dialCall{done: make(chan struct{})}
+	cl.dials[node] = d
+	cl.mu.Unlock()
+
+	rec, ok := (*cl.nodes.Load())[node]
+	if !ok {
+		cl.heartbeat(ctx) // it may have just joined
+		rec, ok = (*cl.nodes.Load())[node]
+	}
+	if ok {
+		d.l, d.err = cl.dialLink(ctx, node, rec.Address)
+		if d.err != nil {
+			cl.rt.m.linkErrors.WithLabelValues("dial").Inc()
+		}
+	} else {
+		d.err = fmt.Errorf("node %q is not in the registry", node)
+	}
+	cl.mu.Lock()
+	delete(cl.dials, node)
+	if d.l != nil {
+		if cur := cl.links[node]; cur != nil {
+			d.l.close(nil) // the peer dialed us meanwhile; one link per pair
+			d.l = cur
+		} else {
+			cl.links[node] = d.l
+			cl.rt.m.links.Inc()
+		}
+	}
+	cl.mu.Unlock()
+	close(d.done)
+	if d.err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, d.err)
+	}
+	return d.l, nil
+}
+
+// adopt registers a link another node dialed, unless one is already in
+// use: it still serves what comes over it, and the answers go back on it.
+func (cl *cluster) adopt(l *link) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if cur := cl.links[l.peer]; cur == nil || cur.isClosed() {
+		cl.links[l.peer] = l
+		cl.rt.m.links.Inc()
+	}
+}
+
+// peerSeen notes node's incarnation; a new one means the node restarted,
+// and the sockets it held before are gone.
+func (cl *cluster) peerSeen(node string, inc uint64) {
+	cl.mu.Lock()
+	old, known := cl.incarnations[node]
+	cl.incarnations[node] = inc
+	cl.mu.Unlock()
+	if known && old != inc {
+		cl.rt.log.Warn("node restarted", "node", node)
+		cl.edgeLost(node)
+	}
+}
+
+// linkLost settles what a closed link left unanswered. Messages whose
+// event may not have run close their socket with 1012, so the client
+// reconnects and learns what happened; closes are sent again to wherever
+// the room is now; calls fail. Rooms here whose sockets were on the peer
+// hear of them once the registry says the peer is gone.
+func (cl *cluster) linkLost(l *link, pending map[uint64]pendingCall, err error) {
+	cl.mu.Lock()
+	if cl.links[l.peer] == l {
+		delete(cl.links, l.peer)
+		cl.rt.m.links.Dec()
+	}
+	cl.mu.Unlock()
+	if err != nil && len(pending) > 0 {
+		cl.rt.m.linkErrors.WithLabelValues("lost").Inc()
+		cl.rt.log.Warn("link to node lost", "node", l.peer, "unanswered", len(pending), "err", err)
+	}
+	for i := range cl.rt.shards {
+		sh := &cl.rt.shards[i]
+		sh.mu.Lock()
+		for a, n := range sh.owners {
+			if n == l.peer {
+				delete(sh.owners, a)
+			}
+		}
+		sh.mu.Unlock()
+	}
+	for _, p := range pending {
+		switch p.typ {
+		case tMessage:
+			if s := cl.rt.lookup(p.sock); s != nil {
+				s.Close(1012, "room owner lost, reconnect")
+			}
+		case tClosed:
+			go cl.closedLater(p.addr, p.sock, p.code, p.text)
+		default:
+			if p.reply != nil {
+				m := linkMsg{typ: tReply}
+				encodeErr(&m, errMoved)
+				p.reply <- m
+			}
+		}
+	}
+}
+
+// edgeLost closes, in every room here, the sockets node held: it died or
+// restarted.
+func (cl *cluster) edgeLost(node string) {
+	var addrs []Addr
+	for i := range cl.rt.shards {
+		sh := &cl.rt.shards[i]
+		sh.mu.Lock()
+		for a, in := range sh.rooms {
+			if in.nconns.Load() > 0 {
+				addrs = append(addrs, a)
+			}
+		}
+		sh.mu.Unlock()
+	}
+	for _, a := range addrs {
+		cl.rt.sendWith(a, event{kind: evEdgeLost, reason: node}, false, nil)
+	}
+}
+
+// closedLater reports a socket's close to its room's current owner,
+// retrying while the room has none: the close must not be lost, or the
+// room would keep the socket for good.
+func (cl *cluster) closedLater(a Addr, id SocketID, code int, reason string) {
+	backoff := 100 * time.Millisecond
+	deadline := time.Now().Add(3*cl.ttl + time.Second)
+	for time.Now().Before(deadline) {
+		if cl.closed(a, id, code, reason) == nil {
+			return
+		}
+		time.Sleep(backoff)
+		backoff = min(2*backoff, time.Second)
+	}
+	cl.rt.log.Warn("socket close not delivered", "room", a.String(), "socket", id.String())
+}
+
+// Router, cluster mode.
+
+func (cl *cluster) connect(ctx context.Context, a Addr, s Socket, info ConnectInfo) error {
+	_, err := cl.call(ctx, a, func() event { return event{kind: evConnect, sock: s, info: info} },
+		&linkMsg{typ: tConnect, addr: a, sock: s.ID(), info: info})
+	return err
+}
+
+// call runs an event that answers (connect, admin calls) wherever its room
+// runs: here, or on the owner through a tConnect or tAsk. A wrong cached
+// owner is corrected from its answer. remote is the owner's answer when
+// the room ran elsewhere.
+func (cl *cluster) call(ctx context.Context, a Addr, mk func() event, m *linkMsg) (remote *linkMsg, err error) {
+	for range 3 {
+		ev := mk()
+		ev.reply = make(chan error, 1)
+		owner, err := cl.here(ctx, a, ev, false, true)
+		if err != nil {
+			return nil, err
+		}
+		if owner == "" {
+			select {
+			case err := <-ev.reply:
+				return nil, err
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		ans, err := cl.callRemote(ctx, owner, m)
+		if errors.Is(err, errNotOwner) {
+			cl.forgetOwner(a, owner)
+			continue
+		}
+		return &ans, err
+	}
+	return nil, ErrUnavailable
+}
+
+func (cl *cluster) callRemote(ctx context.Context, node string, m *linkMsg) (linkMsg, error) {
+	l, err := cl.linkTo(ctx, node)
+	if err != nil {
+		cl.forgetOwner(m.addr, node)
+		return linkMsg{}, err
+	}
+	reply := make(chan linkMsg, 1)
+	if err := l.call(m, reply); err != nil {
+		return linkMsg{}, errMoved
+	}
+	cl.fwdOut[m.typ].Inc()
+	select {
+	case ans := <-reply:
+		return ans, decodeErr(&ans)
+	case <-ctx.Done():
+		return linkMsg{}, ctx.Err()
+	}
+}
+
+func (cl *cluster) message(a Addr, s Socket, f Frame) error {
+	ev := event{kind: evMessage, id: s.ID(), frame: f}
+	ev.frame.Data = append([]byte(nil), f.Data...) // copied only if it stays here
+	remote, err := cl.here(context.Background(), a, ev, true, true)
+	if err != nil || remote == "" {
+		return err
+	}
+	l, err := cl.linkTo(context.Background(), remote)
+	if err != nil {
+		cl.forgetOwner(a, remote)
+		return errMoved // the owner is unreachable: the client reconnects, and finds the room anew
+	}
+	cl.fwdOut[tMessage].Inc()
+	if err := l.call(&linkMsg{typ: tMessage, addr: a, sock: s.ID(), op: f.Op, data: f.Data}, nil); err != nil {
+		return errMoved
+	}
+	return nil
+}
+
+func (cl *cluster) closed(a Addr, id SocketID, code int, reason string) error {
+	remote, err := cl.here(context.Background(), a, event{kind: evClose, id: id, code: code, reason: reason}, false, true)
+	if err != nil || remote == "" {
+		return err
+	}
+	l, err := cl.linkTo(context.Background(), remote)
+	if err != nil {
+		cl.forgetOwner(a, remote)
+		return err
+	}
+	cl.fwdOut[tClosed].Inc()
+	return l.call(&linkMsg{typ: tClosed, addr: a, sock: id, code: code, text: reason}, nil)
+}
+
+// dispatch handles one frame from a peer, on the link's reader goroutine:
+// events are queued in order, and nothing here waits for a room.
+func (cl *cluster) dispatch(l *link, m *linkMsg) {
+	cl.fwdIn[m.typ].Inc()
+	switch m.typ {
+	case tPing:
+	case tMessage:
+		seq := m.seq
+		ev := event{kind: evMessage, id: m.sock, frame: Frame{Op: m.op, Data: m.data}, done: func(err error) { cl.answer(l, tAck, seq, err, nil) }}
+		cl.forwarded(l, m, ev, true)
+	case tClosed:
+		seq := m.seq
+		ev := event{kind: evClose, id: m.sock, code: m.code, reason: m.text, done: func(err error) { cl.answer(l, tAck, seq, err, nil) }}
+		cl.forwarded(l, m, ev, false)
+	case tConnect:
+		rs := &remoteSocket{id: m.sock, edge: l.peer, cl: cl}
+		ev := event{kind: evConnect, sock: rs, info: m.info, reply: make(chan error, 1)}
+		cl.forwardedCall(l, m, ev, nil)
+	case tAsk:
+		cl.ask(l, m)
+	case tAck, tReply:
+		p, ok := l.answered(m.seq)
+		if !ok {
+			return
+		}
+		if p.reply != nil {
+			p.reply <- *m
+			return
+		}
+		err := decodeErr(m)
+		switch {
+		case err == nil:
+		case p.typ == tMessage:
+			// The owner closes the socket itself when a handler fails; a
+			// message it could not take at all closes it here.
+			if s := cl.rt.lookup(p.sock); s != nil {
+				code, reason := closeCodeOf(err)
+				s.Close(code, reason)
+			}
+		case p.typ == tClosed:
+			go cl.closedLater(p.addr, p.sock, p.code, p.text)
+		}
+	case tDeliver:
+		if !cl.fenceOK(m.addr, m.token) {
+			return
+		}
+		f := Frame{Op: m.op, Data: m.data}
+		for _, id := range m.ids {
+			if s := cl.rt.lookup(id); s != nil {
+				s.Send(f)
+			}
+		}
+	case tClose:
+		if !cl.fenceOK(m.addr, m.token) {
+			return
+		}
+		if s := cl.rt.lookup(m.sock); s != nil {
+			s.Close(m.code, m.text)
+		}
+	case tAuto:
+		if s := cl.rt.lookup(m.sock); s != nil {
+			if m.data == nil {
+				s.SetAutoResponse(nil)
+			} else {
+				s.SetAutoResponse(&AutoResponse{Request: m.data, Response: []byte(m.text)})
+			}
+		}
+	case tProbe:
+		held := m.ids[:0]
+		for _, id := range m.ids {
+			if cl.rt.lookup(id) != nil {
+				held = append(held, id)
+			}
+		}
+		l.send(&linkMsg{typ: tReply, seq: m.seq, ids: held})
+	}
+}
+
+// forwarded queues an event a peer sent this node as the room's owner.
+func (cl *cluster) forwarded(l *link, m *linkMsg, ev event, bounded bool) {
+	remote, err := cl.here(context.Background(), m.addr, ev, bounded, false)
+	if remote != "" {
+		err = errNotOwner
+	}
+	if err != nil {
+		cl.answer(l, tAck, m.seq, err, nil)
+	}
+}
+
+// forwardedCall queues an event that answers, and answers the peer when
+// the room has. The wait runs apart so the link keeps reading.
+func (cl *cluster) forwardedCall(l *link, m *linkMsg, ev event, result func() []byte) {
+	seq := m.seq
+	remote, err := cl.here(context.Background(), m.addr, ev, false, false)
+	if remote != "" {
+		err = errNotOwner
+	}
+	if err != nil {
+		cl.answer(l, tReply, seq, err, nil)
+		return
+	}
+	go func() {
+		err := <-ev.reply
+		var data []byte
+		if err == nil && result != nil {
+			data = result()
+		}
+		cl.answer(l, tReply, seq, err, data)
+	}()
+}
+
+func (cl *cluster) answer(l *link, typ linkType, seq uint64, err error, data []byte) {
+	m := linkMsg{typ: typ, seq: seq, data: data}
+	encodeErr(&m, err)
+	cl.fwdOut[typ].Inc()
+	l.send(&m)
+}
+
+// ask runs an admin call a peer forwarded.
+func (cl *cluster) ask(l *link, m *linkMsg) {
+	ev := event{reply: make(chan error, 1)}
+	var result func() []byte
+	switch m.kind {
+	case askKick:
+		ev.kind, ev.id = evKick, m.sock
+	case askBroadcast:
+		ev.kind, ev.tag, ev.frame = evBroadcast, m.text, Frame{Op: m.op, Data: m.data}
+	case askDelete:
+		ev.kind = evDelete
+	case askRequest:
+		req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(m.data)))
+		if err != nil {
+			cl.answer(l, tReply, m.seq, fmt.Errorf("%w: forwarded request: %w", ErrBadRequest, err), nil)
+			return
+		}
+		ev.kind, ev.req, ev.rec = evRequest, req, httptest.NewRecorder()
+		result = func() []byte {
+			b, _ := httputil.DumpResponse(ev.rec.Result(), true)
+			return b
+		}
+	default:
+		cl.answer(l, tReply, m.seq, ErrBadRequest, nil)
+		return
+	}
+	cl.forwardedCall(l, m, ev, result)
+}
+
+// fenceOK reports whether a frame from the owner with token may reach a's
+// sockets: not if a newer owner of a has already sent here. A former
+// owner, frozen while another took over, never gets a late frame between
+// the new owner's.
+func (cl *cluster) fenceOK(a Addr, token uint64) bool {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	cur := cl.fences[a]
+	if token < cur {
+		cl.rt.m.fencedCommits.WithLabelValues("edge").Inc()
+		return false
+	}
+	if token > cur {
+		if len(cl.fences) > 1<<20 {
+			clear(cl.fences) // bounded; a lost entry only lets one stale frame by
+		}
+		cl.fences[a] = token
+	}
+	return true
+}
+
+// deliver sends f to the sockets ids at node, one link frame for all.
+func (cl *cluster) deliver(node string, a Addr, token uint64, ids []SocketID, f Frame) {
+	l, err := cl.linkTo(context.Background(), node)
+	if err != nil {
+		return // the edge is gone; its sockets with it
+	}
+	cl.fwdOut[tDeliver].Inc()
+	l.send(&linkMsg{typ: tDeliver, addr: a, token: token, ids: ids, op: f.Op, data: f.Data})
+}
+
+// probe asks node which of ids it still holds; ok is false when it could
+// not tell.
+func (cl *cluster) probe(ctx context.Context, node string, ids []SocketID) (held map[SocketID]bool, ok bool) {
+	ctx, cancel := context.WithTimeout(ctx, linkDeadAfter)
+	defer cancel()
+	ans, err := cl.callRemote(ctx, node, &linkMsg{typ: tProbe, ids: ids})
+	if err != nil {
+		return nil, false
+	}
+	held = make(map[SocketID]bool, len(ans.ids))
+	for _, id := range ans.ids {
+		held[id] = true
+	}
+	return held, true
+}
+
+// remoteSocket is a socket held by another node (its edge), as the room
+// that owns it sees it: sends and closes travel over the link.
+type remoteSocket struct {
+	id   SocketID
+	edge string
+	cl   *cluster
+	in   *instance // set once the socket joins a room
+}
+
+func (s *remoteSocket) ID() SocketID { return s.id }
+
+func (s *remoteSocket) Send(f Frame) error {
+	if f.Op != Text && f.Op != Binary {
+		return ErrOpcode
+	}
+	s.cl.deliver(s.edge, s.in.addr, s.in.lease.Token, []SocketID{s.id}, f)
+	return nil
+}
+
+func (s *remoteSocket) Close(code int, reason string) {
+	l, err := s.cl.linkTo(context.Background(), s.edge)
+	if err != nil {
+		return
+	}
+	var token uint64
+	var a Addr
+	if s.in != nil {
+		token, a = s.in.lease.Token, s.in.addr
+	}
+	l.send(&linkMsg{typ: tClose, addr: a, token: token, sock: s.id, code: code, text: reason})
+}
+
+func (s *remoteSocket) SetAutoResponse(a *AutoResponse) {
+	l, err := s.cl.linkTo(context.Background(), s.edge)
+	if err != nil {
+		return
+	}
+	m := linkMsg{typ: tAuto, sock: s.id}
+	if a != nil {
+		m.data, m.text = a.Request, string(a.Response)
+		if m.data == nil {
+			m.data = []byte{}
+		}
+	}
+	l.send(&m)
+}
+
+// LastAutoResponse is not known at the owner: the edge answers on its own
+// and does not report it (a documented gap).
+func (s *remoteSocket) LastAutoResponse() time.Time { return time.Time{} }
+
+// Errors over the link: a small table, so the edge maps the owner's error
+// to the same close code and HTTP status a local room would have caused.
+var linkErrs = []error{nil, ErrUnknownClass, ErrRefused, ErrFailed, ErrOverloaded, ErrDraining,
+	ErrRoomNotFound, ErrSocketNotFound, ErrNoRequestHandler, ErrBadRequest, ErrLimit, errNotOwner, ErrUnavailable}
+
+// codeCloseError marks a CloseError: its code travels in token.
+const codeCloseError = 100
+
+func encodeErr(m *linkMsg, err error) {
+	if err == nil {
+		return
+	}
+	m.text = err.Error()
+	var ce *CloseError
+	if errors.As(err, &ce) {
+		m.code, m.token, m.text = codeCloseError, uint64(ce.Code), ce.Reason
+		return
+	}
+	m.code = len(linkErrs) // unknown: kept as text
+	for i, e := range linkErrs[1:] {
+		if errors.Is(err, e) {
+			m.code = i + 1
+			break
+		}
+	}
+}
+
+func decodeErr(m *linkMsg) error {
+	switch {
+	case m.code == 0:
+		return nil
+	case m.code == codeCloseError:
+		return &CloseError{Code: int(m.token), Reason: m.text}
+	case m.code < len(linkErrs):
+		return fmt.Errorf("%w (on the room's node: %s)", linkErrs[m.code], m.text)
+	default:
+		return errors.New(m.text)
+	}
+}
+
+// closeCodeOf is the close code for a socket whose message the owner
+// could not take.
+func closeCodeOf(err error) (int, string) {
+	switch {
+	case errors.Is(err, ErrOverloaded):
+		return 1008, "room overloaded"
+	case errors.Is(err, ErrDraining), errors.Is(err, errNotOwner), errors.Is(err, ErrUnavailable), errors.Is(err, ErrSocketNotFound):
+		return 1012, "room moved, reconnect"
+	default:
+		return 1011, "room handler failed"
+	}
+}
+
+// request hands an HTTP request to the room's OnRequest wherever it runs;
+// a remote room's request and response travel in HTTP/1.1 wire form.
+func (cl *cluster) request(ctx context.Context, a Addr, w http.ResponseWriter, req *http.Request) error {
+	dump, err := httputil.DumpRequest(req, true)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	rec := httptest.NewRecorder()
+	m := &linkMsg{typ: tAsk, kind: askRequest, addr: a, data: dump}
+	ans, err := cl.call(ctx, a, func() event { return event{kind: evRequest, rec: rec, req: req} }, m)
+	if err != nil {
+		return err
+	}
+	if ans != nil { // answered by another node
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(ans.data)), req)
+		if err != nil {
+			return fmt.Errorf("rooms: response from the room's node: %w", err)
+		}
+		defer resp.Body.Close()
+		for k, v := range resp.Header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+		return nil
+	}
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(rec.Code)
+	w.Write(rec.Body.Bytes())
+	return nil
+}
+
+// leave ends this node's part in the cluster once its rooms have drained:
+// their leases are released so other nodes take the rooms at once, not
+// after the TTL, and the node leaves the registry.
+func (cl *cluster) leave(held []*instance) {
+	ctx, cancel := context.WithTimeout(context.Background(), cl.ttl)
+	defer cancel()
+	for _, in := range held {
+		if !in.lost.Load() {
+			cl.coord.Release(ctx, in.room, in.lease)
+		}
+	}
+	cl.coord.Leave(ctx, cl.self)
+	cl.mu.Lock()
+	links := make([]*link, 0, len(cl.links))
+	for _, l := range cl.links {
+		links = append(links, l)
+	}
+	cl.mu.Unlock()
+	for _, l := range links {
+		l.close(nil)
+	}
+}

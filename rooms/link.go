@@ -1,0 +1,313 @@
+package rooms
+
+import (
+	"bufio"
+	"context"
+	"crypto/subtle"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// LinkPath is where a node accepts links from other nodes, on the same
+// listener as everything else (DESIGN §1, -advertise).
+const LinkPath = "/internal/cluster/link"
+
+// Link handshake headers.
+const (
+	hdrNode        = "Roomgate-Node"
+	hdrIncarnation = "Roomgate-Incarnation"
+	hdrSecret      = "Roomgate-Cluster-Secret"
+	linkProtocol   = "roomgate-link/1"
+)
+
+// Link timing: a peer that sends nothing, not even a ping, for linkDeadAfter
+// is frozen or gone, and the link is closed.
+const (
+	linkPingEvery = 500 * time.Millisecond
+	linkDeadAfter = 2 * time.Second
+	linkDialLimit = 2 * time.Second
+	// maxLinkBacklog bounds what waits to be written to one peer; a peer
+	// that falls that far behind is cut off rather than grow our memory.
+	maxLinkBacklog = 64 << 20
+)
+
+var errLinkClosed = errors.New("rooms: link to the node is closed")
+
+// link is one connection to another node, used both ways. Writes are
+// buffered and flushed by one goroutine, so many small frames (one per
+// forwarded message) share a system call; one reader dispatches what
+// arrives, in order.
+type link struct {
+	cl          *cluster
+	c           net.Conn
+	peer        string // the other node's id
+	incarnation uint64 // the other node's process, told apart across restarts
+
+	mu      sync.Mutex
+	out     []byte
+	closed  bool
+	seq     uint64
+	pending map[uint64]pendingCall // what we asked the peer, by seq, until answered
+	wake    chan struct{}
+	done    chan struct{}
+}
+
+// pendingCall is one request awaiting its tAck or tReply.
+type pendingCall struct {
+	typ   linkType
+	addr  Addr
+	sock  SocketID
+	code  int    // tClosed: the close code, to send again elsewhere
+	text  string // tClosed: the reason
+	reply chan linkMsg
+}
+
+func newLink(cl *cluster, c net.Conn, peer string, incarnation uint64) *link {
+	return &link{cl: cl, c: c, peer: peer, incarnation: incarnation, pending: make(map[uint64]pendingCall),
+		wake: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+// start runs the link's reader and writer until it closes.
+func (l *link) start(r *bufio.Reader) {
+	go l.writeLoop()
+	go l.readLoop(r)
+}
+
+// send queues m. It fails once the link is closed, or when the peer has
+// fallen so far behind that the link is cut.
+func (l *link) send(m *linkMsg) error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return errLinkClosed
+	}
+	l.out = appendLinkMsg(l.out, m)
+	over := len(l.out) > maxLinkBacklog
+	l.mu.Unlock()
+	if over {
+		l.close(errors.New("peer too slow: link backlog full"))
+		return errLinkClosed
+	}
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// call sends m with a fresh seq and remembers it until the answer comes.
+// reply, when not nil, receives the answer (or a synthetic one if the
+// link dies first).
+func (l *link) call(m *linkMsg, reply chan linkMsg) error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return errLinkClosed
+	}
+	l.seq++
+	m.seq = l.seq
+	l.pending[m.seq] = pendingCall{typ: m.typ, addr: m.addr, sock: m.sock, code: m.code, text: m.text, reply: reply}
+	l.out = appendLinkMsg(l.out, m)
+	over := len(l.out) > maxLinkBacklog
+	l.mu.Unlock()
+	if over {
+		l.close(errors.New("peer too slow: link backlog full"))
+		return errLinkClosed
+	}
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// answered takes the pending call seq; ok is false if there is none.
+func (l *link) answered(seq uint64) (pendingCall, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p, ok := l.pending[seq]
+	delete(l.pending, seq)
+	return p, ok
+}
+
+func (l *link) writeLoop() {
+	ping := time.NewTicker(linkPingEvery)
+	defer ping.Stop()
+	var buf []byte
+	pingMsg := appendLinkMsg(nil, &linkMsg{typ: tPing})
+	for {
+		select {
+		case <-l.wake:
+		case <-ping.C:
+			l.mu.Lock()
+			if len(l.out) == 0 && !l.closed {
+				l.out = append(l.out, pingMsg...)
+			}
+			l.mu.Unlock()
+		case <-l.done:
+			return
+		}
+		l.mu.Lock()
+		buf, l.out = l.out, buf[:0]
+		l.mu.Unlock()
+		if len(buf) == 0 {
+			continue
+		}
+		l.c.SetWriteDeadline(time.Now().Add(linkDeadAfter))
+		if _, err := l.c.Write(buf); err != nil {
+			l.close(err)
+			return
+		}
+		if cap(buf) > 1<<20 {
+			buf = nil // a burst's buffer would stay for good
+		}
+	}
+}
+
+func (l *link) readLoop(r *bufio.Reader) {
+	var hdr [4]byte
+	var body []byte
+	for {
+		l.c.SetReadDeadline(time.Now().Add(linkDeadAfter))
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			l.close(err)
+			return
+		}
+		n := binary.BigEndian.Uint32(hdr[:])
+		if n > maxLinkFrame {
+			l.close(fmt.Errorf("link frame of %d bytes", n))
+			return
+		}
+		if cap(body) < int(n) {
+			body = make([]byte, n)
+		}
+		body = body[:n]
+		if _, err := io.ReadFull(r, body); err != nil {
+			l.close(err)
+			return
+		}
+		m, err := decodeLinkMsg(body)
+		if err != nil {
+			l.cl.rt.m.linkErrors.WithLabelValues("malformed").Inc()
+			l.close(err)
+			return
+		}
+		l.cl.dispatch(l, &m)
+		if cap(body) > 1<<20 {
+			body = nil
+		}
+	}
+}
+
+// close ends the link once; what was asked of the peer and not answered
+// is settled by the cluster (linkLost).
+func (l *link) close(err error) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.closed = true
+	pending := l.pending
+	l.pending = nil
+	l.mu.Unlock()
+	close(l.done)
+	l.c.Close()
+	l.cl.linkLost(l, pending, err)
+}
+
+func (l *link) isClosed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closed
+}
+
+// dialLink opens a link to the node at address.
+func (cl *cluster) dialLink(ctx context.Context, node, address string) (*link, error) {
+	ctx, cancel := context.WithTimeout(ctx, linkDialLimit)
+	defer cancel()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", address)
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+address+LinkPath, nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", linkProtocol)
+	req.Header.Set(hdrNode, cl.self)
+	req.Header.Set(hdrIncarnation, strconv.FormatUint(cl.incarnation, 10))
+	if cl.secret != "" {
+		req.Header.Set(hdrSecret, cl.secret)
+	}
+	if err := req.Write(c); err != nil {
+		c.Close()
+		return nil, err
+	}
+	br := bufio.NewReaderSize(c, 64<<10)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		c.Close()
+		return nil, fmt.Errorf("link to %s refused: %s", address, resp.Status)
+	}
+	if got := resp.Header.Get(hdrNode); got != node {
+		c.Close()
+		return nil, fmt.Errorf("link to %s: node there is %q, not %q", address, got, node)
+	}
+	inc, _ := strconv.ParseUint(resp.Header.Get(hdrIncarnation), 10, 64)
+	c.SetDeadline(time.Time{})
+	l := newLink(cl, c, node, inc)
+	cl.peerSeen(node, inc)
+	l.start(br)
+	return l, nil
+}
+
+// ServeHTTP accepts a link from another node (LinkPath).
+func (cl *cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if cl.secret != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get(hdrSecret)), []byte(cl.secret)) != 1 {
+		cl.rt.m.linkErrors.WithLabelValues("refused").Inc()
+		http.Error(w, `{"error":{"code":"forbidden","message":"cluster secret does not match"}}`, http.StatusForbidden)
+		return
+	}
+	peer := r.Header.Get(hdrNode)
+	if r.Header.Get("Upgrade") != linkProtocol || peer == "" || peer == cl.self {
+		cl.rt.m.linkErrors.WithLabelValues("refused").Inc()
+		http.Error(w, `{"error":{"code":"bad_request","message":"not a cluster link upgrade"}}`, http.StatusBadRequest)
+		return
+	}
+	inc, _ := strconv.ParseUint(r.Header.Get(hdrIncarnation), 10, 64)
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		http.Error(w, "cannot hijack", http.StatusInternalServerError)
+		return
+	}
+	c, brw, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	c.SetDeadline(time.Time{}) // the HTTP server's timeouts are not the link's
+	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n%s: %s\r\n%s: %d\r\n\r\n",
+		linkProtocol, hdrNode, cl.self, hdrIncarnation, cl.incarnation)
+	if err := brw.Flush(); err != nil {
+		c.Close()
+		return
+	}
+	cl.peerSeen(peer, inc)
+	l := newLink(cl, c, peer, inc)
+	cl.adopt(l)
+	l.start(brw.Reader)
+}
