@@ -314,7 +314,10 @@ func (cl *cluster) linkTo(ctx context.Context, node string) (*link, error) {
 	if d := cl.dials[node]; d != nil {
 		cl.mu.Unlock()
 		<-d.done
-		return d.l, d.err
+		if d.err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrUnavailable, d.err)
+		}
+		return d.l, nil
 	}
 	d := &dialCall{done: make(chan struct{})}
 	cl.dials[node] = d
@@ -333,18 +336,21 @@ func (cl *cluster) linkTo(ctx context.Context, node string) (*link, error) {
 	} else {
 		d.err = fmt.Errorf("node %q is not in the registry", node)
 	}
+	var spare *link
 	cl.mu.Lock()
 	delete(cl.dials, node)
 	if d.l != nil {
 		if cur := cl.links[node]; cur != nil {
-			d.l.close(nil) // the peer dialed us meanwhile; one link per pair
-			d.l = cur
+			spare, d.l = d.l, cur // the peer dialed us meanwhile; one link per pair
 		} else {
 			cl.links[node] = d.l
 			cl.rt.m.links.Inc()
 		}
 	}
 	cl.mu.Unlock()
+	if spare != nil {
+		spare.close(nil) // outside cl.mu, which closing takes
+	}
 	close(d.done)
 	if d.err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, d.err)

@@ -32,6 +32,7 @@ const (
 	evWake     // loads the room's members and closes those whose sockets are gone
 	evSave     // saves the membership records before an eviction
 	evEdgeLost // cluster: the node named in reason is gone, and its sockets with it
+	evProbed   // cluster: the node named in reason no longer holds the sockets in gone
 )
 
 // event is one entry of a room's mailbox.
@@ -50,6 +51,7 @@ type event struct {
 	inspect func(*instance)
 	reply   reply
 	done    func(error) // a forwarded message or close: runs once, when its outputs leave or it fails
+	gone    []SocketID  // evProbed
 }
 
 // reply carries an event's answer to whoever waits for it; nil when nobody does.
@@ -634,6 +636,13 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 			}
 		}
 		return
+	case evProbed:
+		for _, id := range ev.gone {
+			if c := in.conns[id]; c != nil && c.edge == ev.reason {
+				in.closeConn(ctx, &event{kind: evClose}, c, 1006, "connection lost")
+			}
+		}
+		return
 	case evDelete:
 		in.deleteRoom(ctx, ev)
 		return
@@ -800,13 +809,13 @@ func (in *instance) load(ctx context.Context, ev *event) bool {
 		in.rt.m.rooms.WithLabelValues("hibernated").Dec()
 	}
 	var lost []*Conn
-	held := in.remoteHeld(ctx, members)
 	for _, m := range members {
 		var s Socket
 		switch {
 		case m.Edge == in.rt.o.NodeID:
 			s = in.rt.lookup(SocketID(m.ID))
-		case held[SocketID(m.ID)]:
+		case in.rt.cl != nil && in.rt.cl.alive(m.Edge):
+			// Open as far as the registry knows; its edge is asked below.
 			s = &remoteSocket{id: SocketID(m.ID), edge: m.Edge, cl: in.rt.cl, in: in}
 		}
 		// The socket whose close woke the room has already left the edge;
@@ -837,35 +846,42 @@ func (in *instance) load(ctx context.Context, ev *event) bool {
 	for _, c := range lost {
 		in.closeConn(ctx, &event{kind: evClose}, c, 1006, "connection lost")
 	}
+	if in.rt.cl != nil {
+		in.probeEdges()
+	}
 	return true
 }
 
-// remoteHeld finds which members on other nodes are still open: a member
-// whose node left the registry, or which its node says it no longer
-// holds, is lost. A node that cannot be asked is given the benefit of the
-// doubt: closing a socket that is open would be worse than keeping one
-// that closed, whose close is on its way.
-func (in *instance) remoteHeld(ctx context.Context, members []hibernation.Member) map[SocketID]bool {
+// probeEdges asks each other node holding members of the room which of
+// them it still holds, in the background so the wake does not wait on
+// the network: a node that restarted, or a close that was lost with a
+// former owner, would otherwise leave members that no longer exist. The
+// answers come back as evProbed events.
+func (in *instance) probeEdges() {
 	cl := in.rt.cl
-	if cl == nil {
-		return nil
-	}
 	byEdge := map[string][]SocketID{}
-	for _, m := range members {
-		if m.Edge != in.rt.o.NodeID && cl.alive(m.Edge) {
-			byEdge[m.Edge] = append(byEdge[m.Edge], SocketID(m.ID))
+	for _, c := range in.list {
+		if rs, ok := c.sock.(*remoteSocket); ok {
+			byEdge[rs.edge] = append(byEdge[rs.edge], c.id)
 		}
 	}
-	held := map[SocketID]bool{}
 	for edge, ids := range byEdge {
-		got, ok := cl.probe(ctx, edge, ids)
-		for _, id := range ids {
-			if !ok || got[id] {
-				held[id] = true
+		go func() {
+			held, ok := cl.probe(context.Background(), edge, ids)
+			if !ok {
+				return // cannot tell; if the node is gone, the registry says so soon (edgeLost)
 			}
-		}
+			var gone []SocketID
+			for _, id := range ids {
+				if !held[id] {
+					gone = append(gone, id)
+				}
+			}
+			if len(gone) > 0 {
+				cl.rt.sendWith(in.addr, event{kind: evProbed, reason: edge, gone: gone}, false, nil)
+			}
+		}()
 	}
-	return held
 }
 
 // failEvent fails ev without running it, so that nobody waits in silence:

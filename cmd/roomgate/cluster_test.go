@@ -4,16 +4,22 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 
+	"github.com/roomgate/roomgate/storage"
+	"github.com/roomgate/roomgate/storage/redisstore"
 	"github.com/roomgate/roomgate/storage/redisstore/redistest"
 )
 
@@ -56,7 +62,14 @@ type chatConn struct {
 
 func dialChat(t *testing.T, addr, room, user string) *chatConn {
 	t.Helper()
-	c, br, _, err := ws.Dial(context.Background(), "ws://"+addr+"/ws/chat/"+room+"?user="+user+"&name="+user)
+	return dialJSON(t, addr, "/ws/chat/"+room+"?user="+user+"&name="+user)
+}
+
+// dialJSON opens a socket to a class that speaks JSON and reads it in the
+// background.
+func dialJSON(t *testing.T, addr, path string) *chatConn {
+	t.Helper()
+	c, br, _, err := ws.Dial(context.Background(), "ws://"+addr+path)
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
@@ -133,7 +146,9 @@ func TestClusterChatAcrossNodes(t *testing.T) {
 	redis := redistest.Start(t)
 	nodes := startCluster(t, redis.URL(), 3)
 
-	var listed struct{ Nodes []struct{ ID, Address string } }
+	var listed struct {
+		Nodes []struct{ ID, Address string }
+	}
 	getJSON(t, "http://"+nodes[0].addr+"/v1/nodes", &listed)
 	if len(listed.Nodes) != 3 {
 		t.Fatalf("/v1/nodes lists %d nodes, want 3: %+v", len(listed.Nodes), listed)
@@ -191,4 +206,449 @@ func TestClusterChatAcrossNodes(t *testing.T) {
 	if len(owners) != 1 || owners[""] {
 		t.Fatalf("nodes disagree on the owner: %v", owners)
 	}
+}
+
+// chatter keeps a chat socket open on one node while it runs, opening a
+// new one when the node closes it, and sends a message every so often.
+// Each message's text carries its send time, so the test can tell when
+// the room served again after a failure.
+type chatter struct {
+	addr, room, user string
+
+	mu         sync.Mutex
+	received   map[int]string // seq → text, over all its sockets
+	recvAt     []time.Time    // when each message sent by anyone after t0 arrived
+	sentAfter  []int64        // and when it had been sent
+	violations []string       // a duplicate or out-of-order seq on one socket
+	closes     map[string]int // close codes and reasons seen
+	sockets    int
+}
+
+func newChatter(addr, room, user string) *chatter {
+	return &chatter{addr: addr, room: room, user: user, received: map[int]string{}, closes: map[string]int{}}
+}
+
+func (ch *chatter) run(ctx context.Context, every time.Duration) {
+	for n := 0; ctx.Err() == nil; {
+		c, br, _, err := ws.Dial(ctx, "ws://"+ch.addr+"/ws/chat/"+ch.room+"?user="+ch.user+"&name="+ch.user)
+		if err != nil {
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		conn := net.Conn(c)
+		if br != nil {
+			conn = &bufferedConn{Conn: c, r: br}
+		}
+		ch.mu.Lock()
+		ch.sockets++
+		ch.mu.Unlock()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			ch.read(conn)
+		}()
+		t := time.NewTicker(every)
+	send:
+		for {
+			select {
+			case <-ctx.Done():
+				break send
+			case <-done:
+				break send
+			case <-t.C:
+				n++
+				text := fmt.Sprintf("%s-%d-%d", ch.user, n, time.Now().UnixNano())
+				if wsutil.WriteClientText(conn, []byte(`{"type":"say","text":"`+text+`"}`)) != nil {
+					break send
+				}
+			}
+		}
+		t.Stop()
+		c.Close()
+		<-done
+		time.Sleep(50 * time.Millisecond) // a client's reconnect backoff
+	}
+}
+
+func (ch *chatter) read(c net.Conn) {
+	last := 0
+	for {
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		f, err := ws.ReadFrame(c)
+		if err != nil {
+			return
+		}
+		if f.Header.Masked {
+			ws.Cipher(f.Payload, f.Header.Mask, 0)
+		}
+		if f.Header.OpCode == ws.OpClose {
+			code, reason := ws.ParseCloseFrameData(f.Payload)
+			ch.mu.Lock()
+			ch.closes[fmt.Sprint(code, " ", reason)]++
+			ch.mu.Unlock()
+			return
+		}
+		var m chatMsg
+		if f.Header.OpCode != ws.OpText || json.Unmarshal(f.Payload, &m) != nil || m.Type != "message" {
+			continue
+		}
+		now := time.Now()
+		ch.mu.Lock()
+		if m.Seq <= last {
+			ch.violations = append(ch.violations, fmt.Sprintf("%s: seq %d after %d", ch.user, m.Seq, last))
+		}
+		last = m.Seq
+		if old, dup := ch.received[m.Seq]; dup && old != m.Text {
+			ch.violations = append(ch.violations, fmt.Sprintf("%s: seq %d is %q and %q", ch.user, m.Seq, old, m.Text))
+		}
+		ch.received[m.Seq] = m.Text
+		var sent int64
+		if i := strings.LastIndexByte(m.Text, '-'); i >= 0 {
+			sent, _ = strconv.ParseInt(m.Text[i+1:], 10, 64)
+		}
+		ch.recvAt = append(ch.recvAt, now)
+		ch.sentAfter = append(ch.sentAfter, sent)
+		ch.mu.Unlock()
+	}
+}
+
+// servedAgain is how long after t the first message sent after t arrived.
+func servedAgain(chs []*chatter, t time.Time) (time.Duration, bool) {
+	best, ok := time.Duration(0), false
+	for _, ch := range chs {
+		ch.mu.Lock()
+		for i, at := range ch.recvAt {
+			if ch.sentAfter[i] > t.UnixNano() {
+				if d := at.Sub(t); !ok || d < best {
+					best, ok = d, true
+				}
+			}
+		}
+		ch.mu.Unlock()
+	}
+	return best, ok
+}
+
+// history reads the chat room's stored messages straight from Redis.
+func history(t *testing.T, redisURL, room string) map[int]string {
+	t.Helper()
+	s, err := redisstore.Open(context.Background(), redisstore.Options{URL: redisURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	kvs, err := s.List(context.Background(), storage.Room{Class: "chat", Name: room}, storage.ListOptions{Prefix: "msg/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int]string{}
+	for _, kv := range kvs {
+		var m chatMsg
+		if err := json.Unmarshal(kv.Value, &m); err != nil {
+			t.Fatalf("stored message %q: %v", kv.Key, err)
+		}
+		out[m.Seq] = m.Text
+	}
+	return out
+}
+
+// checkHistory fails the test unless every message any chatter received is
+// in the stored history, and the history has no gap.
+func checkHistory(t *testing.T, hist map[int]string, chs []*chatter) {
+	t.Helper()
+	texts := map[string]int{}
+	for seq := 1; seq <= len(hist); seq++ {
+		text, ok := hist[seq]
+		if !ok {
+			t.Errorf("history has a gap at seq %d", seq)
+		}
+		if first, dup := texts[text]; dup {
+			t.Errorf("message %q is in the history twice, at %d and %d", text, first, seq)
+		}
+		texts[text] = seq
+	}
+	for _, ch := range chs {
+		ch.mu.Lock()
+		for seq, text := range ch.received {
+			if hist[seq] != text {
+				t.Errorf("%s received seq %d %q; the history has %q", ch.user, seq, text, hist[seq])
+			}
+		}
+		for _, v := range ch.violations {
+			t.Error(v)
+		}
+		ch.mu.Unlock()
+	}
+}
+
+// ownerOf asks a node which node runs a room.
+func ownerOf(t *testing.T, addr, class, room string) string {
+	var info struct{ Owner string }
+	getJSON(t, "http://"+addr+"/v1/rooms/"+class+"/"+room, &info)
+	return info.Owner
+}
+
+func byID(nodes []*node, id string) *node {
+	for _, nd := range nodes {
+		if nd.id == id {
+			return nd
+		}
+	}
+	return nil
+}
+
+// TestClusterOwnerKilled kills the room's owner with SIGKILL during
+// traffic from the other nodes: the room serves again within the lease
+// TTL and a second, and no message that anyone received is lost.
+func TestClusterOwnerKilled(t *testing.T) {
+	redis := redistest.Start(t)
+	nodes := startCluster(t, redis.URL(), 3)
+	// The first socket places the room on n1.
+	first := dialChat(t, nodes[0].addr, "failover", "placer")
+	if _, ok := first.next(t, "welcome", 5*time.Second); !ok {
+		t.Fatal("no welcome")
+	}
+	if o := ownerOf(t, nodes[1].addr, "chat", "failover"); o != "n1" {
+		t.Fatalf("owner %q, want n1", o)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var chs []*chatter
+	var wg sync.WaitGroup
+	for _, nd := range nodes[1:] {
+		for j := range 2 {
+			ch := newChatter(nd.addr, "failover", fmt.Sprintf("%s-%d", nd.id, j))
+			chs = append(chs, ch)
+			wg.Go(func() { ch.run(ctx, 20*time.Millisecond) })
+		}
+	}
+	time.Sleep(time.Second)
+	killed := time.Now()
+	nodes[0].cmd.Process.Kill()
+	nodes[0].cmd.Wait()
+	time.Sleep(4 * time.Second)
+	cancel()
+	wg.Wait()
+
+	for _, ch := range chs {
+		t.Logf("%s: %d sockets, closes %v, %d received", ch.user, ch.sockets, ch.closes, len(ch.received))
+	}
+	took, ok := servedAgain(chs, killed)
+	if !ok {
+		t.Fatal("the room never served again after its owner was killed")
+	}
+	t.Logf("served again %v after kill -9 of the owner (lease TTL 2s)", took.Round(time.Millisecond))
+	if took > 3*time.Second {
+		t.Errorf("served again after %v, want within the lease TTL + 1s", took)
+	}
+	if o := ownerOf(t, nodes[1].addr, "chat", "failover"); o != "n2" && o != "n3" {
+		t.Errorf("owner after the failover %q, want n2 or n3", o)
+	}
+	checkHistory(t, history(t, redis.URL(), "failover"), chs)
+}
+
+// TestClusterFrozenOwnerCannotCommit stops the owner with SIGSTOP past its
+// lease while the others keep sending, then lets it run again: it must not
+// commit, and no socket may see a duplicate or out-of-order seq.
+func TestClusterFrozenOwnerCannotCommit(t *testing.T) {
+	redis := redistest.Start(t)
+	nodes := startCluster(t, redis.URL(), 3)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var chs []*chatter
+	var wg sync.WaitGroup
+	// n1's own chatter places the room there and keeps talking to it.
+	for _, nd := range nodes {
+		ch := newChatter(nd.addr, "frozen", nd.id)
+		chs = append(chs, ch)
+		wg.Go(func() { ch.run(ctx, 20*time.Millisecond) })
+		if nd == nodes[0] {
+			time.Sleep(300 * time.Millisecond)
+		}
+	}
+	time.Sleep(time.Second)
+	if o := ownerOf(t, nodes[1].addr, "chat", "frozen"); o != "n1" {
+		t.Fatalf("owner %q, want n1", o)
+	}
+	nodes[0].cmd.Process.Signal(syscall.SIGSTOP)
+	stopped := time.Now()
+	time.Sleep(5 * time.Second) // well past the 2 s lease
+	nodes[0].cmd.Process.Signal(syscall.SIGCONT)
+	time.Sleep(3 * time.Second)
+	cancel()
+	wg.Wait()
+
+	took, ok := servedAgain(chs[1:], stopped)
+	if !ok {
+		t.Fatal("the room never served again while its owner was frozen")
+	}
+	t.Logf("served again %v after SIGSTOP of the owner", took.Round(time.Millisecond))
+	if o := ownerOf(t, nodes[1].addr, "chat", "frozen"); o == "n1" || o == "" {
+		t.Errorf("owner after the freeze %q, want another node", o)
+	}
+	// The resumed node found its lease gone before it ran anything: it
+	// stopped the room (and any commit it still tried was refused).
+	if lost := metricValue(t, nodes[0].addr, `roomgate_leases_lost_total`); lost < 1 {
+		t.Errorf("the resumed node reports %v lost leases, want 1", lost)
+	}
+	t.Logf("refused commits of the resumed node: %v", metricValue(t, nodes[0].addr, `roomgate_fenced_commits_total{where="store"}`))
+	checkHistory(t, history(t, redis.URL(), "frozen"), chs)
+}
+
+// metricValue reads one sample from a node's /metrics.
+func metricValue(t *testing.T, addr, sample string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return 0
+}
+
+// TestClusterCounterFromAllNodes increments one counter from sockets on
+// every node at once: the final value is the number of increments.
+func TestClusterCounterFromAllNodes(t *testing.T) {
+	redis := redistest.Start(t)
+	nodes := startCluster(t, redis.URL(), 3)
+	const perNode, incs = 3, 150
+	var conns []*chatConn
+	for _, nd := range nodes {
+		for range perNode {
+			cc := dialJSON(t, nd.addr, "/ws/counter/shared")
+			if _, ok := cc.next(t, "count", 5*time.Second); !ok {
+				t.Fatalf("no count on connect at %s", nd.id)
+			}
+			conns = append(conns, cc)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Go(func() {
+			for range incs {
+				if wsutil.WriteClientText(c.c, []byte("inc")) != nil {
+					t.Error("send failed")
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+		})
+	}
+	wg.Wait()
+	want := len(conns) * incs
+	for i, c := range conns {
+		for {
+			m, ok := c.next(t, "count", 10*time.Second)
+			if !ok {
+				t.Fatalf("socket %d: the count never reached %d", i, want)
+			}
+			if m.Value > want {
+				t.Fatalf("socket %d: count %d, more than the %d increments", i, m.Value, want)
+			}
+			if m.Value == want {
+				break
+			}
+		}
+	}
+	// A newcomer on another node reads the stored value.
+	if m, ok := dialJSON(t, nodes[1].addr, "/ws/counter/shared").next(t, "count", 5*time.Second); !ok || m.Value != want {
+		t.Fatalf("stored count %d, want %d", m.Value, want)
+	}
+}
+
+// TestClusterEdgeKilled kills a node that holds sockets of a room owned
+// elsewhere: the owner drops them and the room says goodbye (OnClose, 1006),
+// while sockets on the other nodes keep working.
+func TestClusterEdgeKilled(t *testing.T) {
+	redis := redistest.Start(t)
+	nodes := startCluster(t, redis.URL(), 3)
+	owner := dialChat(t, nodes[0].addr, "edge", "owner-side")
+	owner.next(t, "welcome", 5*time.Second)
+	watcher := dialChat(t, nodes[1].addr, "edge", "watcher")
+	watcher.next(t, "welcome", 5*time.Second)
+	for _, u := range []string{"doomed-a", "doomed-b"} {
+		c := dialChat(t, nodes[2].addr, "edge", u)
+		c.next(t, "welcome", 5*time.Second)
+	}
+	killed := time.Now()
+	nodes[2].cmd.Process.Kill()
+	nodes[2].cmd.Wait()
+	left := map[string]bool{}
+	for len(left) < 2 {
+		m, ok := watcher.next(t, "leave", 10*time.Second)
+		if !ok {
+			t.Fatalf("after killing the edge, the room said goodbye to %v only", left)
+		}
+		left[m.User.ID] = true
+	}
+	t.Logf("the room dropped the dead edge's sockets %v after kill -9", time.Since(killed).Round(time.Millisecond))
+	if !left["doomed-a"] || !left["doomed-b"] {
+		t.Fatalf("left: %v", left)
+	}
+	if err := watcher.say("still here"); err != nil {
+		t.Fatal(err)
+	}
+	if m, ok := owner.next(t, "message", 5*time.Second); !ok || m.Text != "still here" {
+		t.Fatalf("after the edge died: %+v %v", m, ok)
+	}
+	var conns struct{ Connections []struct{ Edge string } }
+	getJSON(t, "http://"+nodes[1].addr+"/v1/rooms/chat/edge/connections", &conns)
+	if len(conns.Connections) != 2 {
+		t.Fatalf("connections after the edge died: %+v, want the 2 on live nodes", conns)
+	}
+}
+
+// TestClusterOwnerDrains sends SIGTERM to the owner during traffic: it
+// closes its own sockets with 1012, commits, releases its leases and exits;
+// another node takes the room at once, without waiting for the lease TTL,
+// and nothing anyone received is lost.
+func TestClusterOwnerDrains(t *testing.T) {
+	redis := redistest.Start(t)
+	nodes := startCluster(t, redis.URL(), 3)
+	mine := dialChat(t, nodes[0].addr, "drain", "on-owner")
+	mine.next(t, "welcome", 5*time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var chs []*chatter
+	var wg sync.WaitGroup
+	for _, nd := range nodes[1:] {
+		ch := newChatter(nd.addr, "drain", nd.id)
+		chs = append(chs, ch)
+		wg.Go(func() { ch.run(ctx, 10*time.Millisecond) })
+	}
+	time.Sleep(time.Second)
+	termed := time.Now()
+	nodes[0].cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case code := <-mine.closed:
+		if code != 1012 {
+			t.Errorf("the owner's own socket closed with %d, want 1012", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the draining owner did not close its socket")
+	}
+	wsutil.WriteClientMessage(mine.c, ws.OpClose, ws.NewCloseFrameBody(1012, ""))
+	if err := nodes[0].cmd.Wait(); err != nil {
+		t.Errorf("drained node exited with %v", err)
+	}
+	exited := time.Since(termed)
+	time.Sleep(2 * time.Second)
+	cancel()
+	wg.Wait()
+	took, ok := servedAgain(chs, termed)
+	if !ok {
+		t.Fatal("the room never served again after its owner drained")
+	}
+	t.Logf("owner exited %v after SIGTERM; the room served again %v after it", exited.Round(time.Millisecond), took.Round(time.Millisecond))
+	if took > 2*time.Second {
+		t.Errorf("served again after %v: the drained owner's lease should have been released, not left to expire", took)
+	}
+	checkHistory(t, history(t, redis.URL(), "drain"), chs)
 }

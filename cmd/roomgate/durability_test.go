@@ -19,6 +19,8 @@ type chatMsg struct {
 	Type    string
 	Seq     int
 	Text    string
+	User    struct{ ID, Name string }
+	Value   int // counter
 	History []chatMsg
 }
 
