@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,6 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/roomgate/roomgate/storage/filestore"
+	"github.com/roomgate/roomgate/storage/redisstore"
+	"github.com/roomgate/roomgate/storage/redisstore/redistest"
 )
 
 // TestMain lets this test binary run as a node process that a test can
@@ -33,7 +36,8 @@ func TestMain(m *testing.M) {
 // synced before it returns, so the log outlives a kill.
 type alarmer struct {
 	log  string
-	hang bool // OnAlarm never returns: the process is killed mid-run
+	node string // logged after each run in cluster mode
+	hang bool   // OnAlarm never returns: the process is killed mid-run
 }
 
 func (a *alarmer) OnMessage(context.Context, *Room, *Conn, Frame) error { return nil }
@@ -52,6 +56,9 @@ func (a *alarmer) OnAlarm(ctx context.Context, r *Room, info AlarmInfo) error {
 		return err
 	}
 	fmt.Fprintf(f, "fired %d %d\n", info.Scheduled.UnixNano(), info.Retry)
+	if a.node != "" {
+		fmt.Fprintf(f, "on %s\n", a.node)
+	}
 	f.Sync()
 	f.Close()
 	if a.hang {
@@ -62,19 +69,54 @@ func (a *alarmer) OnAlarm(ctx context.Context, r *Room, info AlarmInfo) error {
 
 // runNode runs a runtime on the store in dir until it is killed. With
 // NODE_SET_ALARM it first sets room alarmer/a's alarm that far ahead.
+//
+// With NODE_REDIS it is a cluster node instead, named NODE_ID, on that
+// Redis, serving links on a port of its own.
 func runNode(dir string) int {
+	o := Options{Metrics: prometheus.NewRegistry()}
+	if url := os.Getenv("NODE_REDIS"); url != "" {
+		rs, err := redisstore.Open(context.Background(), redisstore.Options{URL: url})
+		if err != nil {
+			fmt.Println("error:", err)
+			return 1
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fmt.Println("error:", err)
+			return 1
+		}
+		o.Store, o.Coordinator, o.NodeID, o.Address, o.LeaseTTL = rs, rs, os.Getenv("NODE_ID"), ln.Addr().String(), time.Second
+		o.AlarmRetryBase = 100 * time.Millisecond
+		rt, err := New(o)
+		if err != nil {
+			fmt.Println("error:", err)
+			return 1
+		}
+		return serveNode(rt, dir, ln)
+	}
 	store, err := filestore.Open(dir)
 	if err != nil {
 		fmt.Println("error:", err)
 		return 1
 	}
-	rt, err := New(Options{Store: store, Metrics: prometheus.NewRegistry()})
+	o.Store = store
+	rt, err := New(o)
 	if err != nil {
 		fmt.Println("error:", err)
 		return 1
 	}
+	return serveNode(rt, dir, nil)
+}
+
+func serveNode(rt *Runtime, dir string, ln net.Listener) int {
+	if ln != nil {
+		mux := http.NewServeMux()
+		mux.Handle(LinkPath, rt.LinkHandler())
+		go http.Serve(ln, mux)
+	}
 	hang := os.Getenv("NODE_HANG") == "true"
-	rt.Register("alarmer", func() Handler { return &alarmer{log: filepath.Join(dir, "alarms.log"), hang: hang} })
+	node := os.Getenv("NODE_ID")
+	rt.Register("alarmer", func() Handler { return &alarmer{log: filepath.Join(dir, "alarms.log"), node: node, hang: hang} })
 	go rt.Run(context.Background())
 	if in := os.Getenv("NODE_SET_ALARM"); in != "" {
 		req := httptest.NewRequest("POST", "/set?in="+in, nil)
@@ -273,4 +315,19 @@ func (a *alarmCounter) OnMessage(context.Context, *Room, *Conn, Frame) error { r
 func (a *alarmCounter) OnAlarm(ctx context.Context, r *Room, info AlarmInfo) error {
 	a.runs <- len(r.Conns(""))
 	return nil
+}
+
+// TestAlarmTakenOverAfterOwnerDies: node a sets a room's alarm and dies
+// (kill -9) before it is due; node b, running beside it on the same Redis,
+// fires it once a's lease has expired.
+func TestAlarmTakenOverAfterOwnerDies(t *testing.T) {
+	redis := redistest.Start(t)
+	dir := t.TempDir()
+	startNode(t, dir, "NODE_REDIS="+redis.URL(), "NODE_ID=b")
+	a := startNode(t, dir, "NODE_REDIS="+redis.URL(), "NODE_ID=a", "NODE_SET_ALARM=500ms")
+	kill9(t, a)
+	runs := alarmRuns(t, dir, 2)
+	if runs[1] != "on b" {
+		t.Fatalf("alarm runs %q, want one on node b", runs)
+	}
 }

@@ -144,7 +144,20 @@ func getJSON(t *testing.T, url string, v any) {
 
 func TestClusterChatAcrossNodes(t *testing.T) {
 	redis := redistest.Start(t)
-	nodes := startCluster(t, redis.URL(), 3)
+	chatAcrossNodes(t, redis.URL())
+}
+
+// TestClusterOnRedisCluster runs the cluster on a Redis Cluster of three
+// masters: each room's keys share a hash tag, so its scripts run on one shard.
+func TestClusterOnRedisCluster(t *testing.T) {
+	addrs := redistest.StartCluster(t, 3)
+	chatAcrossNodes(t, strings.Join(addrs, ","))
+}
+
+// chatAcrossNodes has sockets on all three nodes talk in one room: every
+// message reaches every socket, seq without gaps or duplicates.
+func chatAcrossNodes(t *testing.T, redisURL string) {
+	nodes := startCluster(t, redisURL, 3)
 
 	var listed struct {
 		Nodes []struct{ ID, Address string }
@@ -651,4 +664,81 @@ func TestClusterOwnerDrains(t *testing.T) {
 		t.Errorf("served again after %v: the drained owner's lease should have been released, not left to expire", took)
 	}
 	checkHistory(t, history(t, redis.URL(), "drain"), chs)
+}
+
+// TestClusterRedisRestart stops Redis under a running cluster: sockets get
+// a clear close instead of silence, /readyz says 503, and once Redis is
+// back the cluster serves again with its data.
+func TestClusterRedisRestart(t *testing.T) {
+	redis := redistest.Start(t)
+	nodes := startCluster(t, redis.URL(), 2)
+	a := dialChat(t, nodes[0].addr, "outage", "a")
+	a.next(t, "welcome", 5*time.Second)
+	b := dialChat(t, nodes[1].addr, "outage", "b")
+	b.next(t, "welcome", 5*time.Second)
+	a.say("before")
+	if m, ok := b.next(t, "message", 5*time.Second); !ok || m.Text != "before" {
+		t.Fatalf("before the outage: %+v %v", m, ok)
+	}
+
+	redis.Stop()
+	resp, err := http.Get("http://" + nodes[0].addr + "/readyz")
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/readyz with Redis down: %v %v, want 503", resp, err)
+	}
+	resp.Body.Close()
+	// A message in the outage gets its socket closed with a code that
+	// tells the client to come back (the room cannot commit, and soon
+	// cannot hold its lease), not silence.
+	b.say("during")
+	select {
+	case code := <-b.closed:
+		if code != 1011 && code != 1012 {
+			t.Errorf("socket closed with %d during the outage, want 1011 or 1012", code)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a message sent while Redis was down got no answer and no close")
+	}
+	// A new socket is refused clearly, before or after the upgrade.
+	if c, _, _, err := ws.Dial(context.Background(), "ws://"+nodes[1].addr+"/ws/chat/outage?user=c"); err == nil {
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		f, err := ws.ReadFrame(c)
+		for err == nil && f.Header.OpCode != ws.OpClose {
+			f, err = ws.ReadFrame(c)
+		}
+		if err == nil {
+			if code, _ := ws.ParseCloseFrameData(f.Payload); code != 1012 && code != 1011 {
+				t.Errorf("new socket during the outage closed with %d", code)
+			}
+		}
+		c.Close()
+	}
+
+	redis.Restart()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get("http://" + nodes[0].addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("/readyz not 200 15s after Redis came back")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	a2 := dialChat(t, nodes[0].addr, "outage", "a2")
+	if w, ok := a2.next(t, "welcome", 10*time.Second); !ok {
+		t.Fatal("no welcome after Redis came back")
+	} else if len(w.History) == 0 || w.History[0].Text != "before" {
+		t.Errorf("history after the outage: %+v, want the message from before", w.History)
+	}
+	b2 := dialChat(t, nodes[1].addr, "outage", "b2")
+	b2.next(t, "welcome", 10*time.Second)
+	a2.say("after")
+	if m, ok := b2.next(t, "message", 10*time.Second); !ok || m.Text != "after" {
+		t.Fatalf("after the outage: %+v %v", m, ok)
+	}
 }
