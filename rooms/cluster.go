@@ -852,12 +852,20 @@ func closeCodeOf(err error) (int, string) {
 // request hands an HTTP request to the room's OnRequest wherever it runs;
 // a remote room's request and response travel in HTTP/1.1 wire form.
 func (cl *cluster) request(ctx context.Context, a Addr, w http.ResponseWriter, req *http.Request) error {
-	dump, err := httputil.DumpRequest(req, true)
+	// The body is read once: the room may run here or on another node.
+	body, err := io.ReadAll(req.Body)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
+	req.Body = io.NopCloser(bytes.NewReader(body))
+	wire := req.Clone(ctx)
+	wire.Body, wire.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+	var dump bytes.Buffer
+	if err := wire.Write(&dump); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
 	rec := httptest.NewRecorder()
-	m := &linkMsg{typ: tAsk, kind: askRequest, addr: a, data: dump}
+	m := &linkMsg{typ: tAsk, kind: askRequest, addr: a, data: dump.Bytes()}
 	ans, err := cl.call(ctx, a, func() event { return event{kind: evRequest, rec: rec, req: req} }, m)
 	if err != nil {
 		return err

@@ -742,3 +742,88 @@ func TestClusterRedisRestart(t *testing.T) {
 		t.Fatalf("after the outage: %+v %v", m, ok)
 	}
 }
+
+// TestClusterAdminAcrossNodes drives a room owned by one node through the
+// REST API of the others.
+func TestClusterAdminAcrossNodes(t *testing.T) {
+	redis := redistest.Start(t)
+	nodes := startCluster(t, redis.URL(), 3)
+	u1 := dialChat(t, nodes[0].addr, "admin", "u1")
+	u1.next(t, "welcome", 5*time.Second)
+	u2 := dialChat(t, nodes[1].addr, "admin", "u2")
+	u2.next(t, "welcome", 5*time.Second)
+	third := "http://" + nodes[2].addr + "/v1/rooms/chat/admin"
+
+	var conns struct {
+		Connections []struct{ ID, Edge string }
+	}
+	getJSON(t, third+"/connections", &conns)
+	edges := map[string]string{}
+	for _, c := range conns.Connections {
+		edges[c.Edge] = c.ID
+	}
+	if len(edges) != 2 || edges["n1"] == "" || edges["n2"] == "" {
+		t.Fatalf("connections seen from n3: %+v, want one on n1 and one on n2", conns)
+	}
+	var list struct {
+		Rooms []struct{ Room, Owner, State string }
+	}
+	getJSON(t, "http://"+nodes[1].addr+"/v1/rooms?class=chat", &list)
+	if len(list.Rooms) != 1 || list.Rooms[0].Owner != "n1" || list.Rooms[0].State != "active" {
+		t.Fatalf("rooms seen from n2: %+v, want admin owned by n1, active", list)
+	}
+
+	resp, err := http.Post(third+"/broadcast", "application/json", strings.NewReader(`{"type":"note","text":"from n3"}`))
+	if err != nil || resp.StatusCode/100 != 2 {
+		t.Fatalf("broadcast from n3: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	for _, c := range []*chatConn{u1, u2} {
+		if m, ok := c.next(t, "note", 5*time.Second); !ok || m.Text != "from n3" {
+			t.Fatalf("broadcast not received: %+v %v", m, ok)
+		}
+	}
+
+	req, _ := http.NewRequest(http.MethodDelete, third+"/connections/"+edges["n2"], nil)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode/100 != 2 {
+		t.Fatalf("kick from n3: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	select {
+	case code := <-u2.closed:
+		if code != 4403 {
+			t.Fatalf("kicked socket closed with %d, want 4403", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("kicked socket not closed")
+	}
+
+	resp, err = http.Post(third+"/request/anything", "text/plain", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), "no_request_handler") {
+		t.Fatalf("request to chat (no OnRequest) through n3: %d %s", resp.StatusCode, body)
+	}
+
+	req, _ = http.NewRequest(http.MethodDelete, "http://"+nodes[1].addr+"/v1/rooms/chat/admin", nil)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode/100 != 2 {
+		t.Fatalf("delete from n2: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	select {
+	case code := <-u1.closed:
+		if code != 4404 {
+			t.Fatalf("socket of the deleted room closed with %d, want 4404", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("socket of the deleted room not closed")
+	}
+	if hist := history(t, redis.URL(), "admin"); len(hist) != 0 {
+		t.Fatalf("deleted room still has %d messages", len(hist))
+	}
+}

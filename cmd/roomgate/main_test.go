@@ -52,7 +52,9 @@ func freeAddr(tb testing.TB) string {
 func start(tb testing.TB, addr string, env []string, args ...string) *exec.Cmd {
 	tb.Helper()
 	cmd := exec.Command(binary, args...)
-	cmd.Env = append(os.Environ(), env...)
+	// A data race stops the node at once (it is built with -race), so the
+	// test fails instead of the report going unnoticed in its stderr.
+	cmd.Env = append(append(os.Environ(), "GORACE=halt_on_error=1"), env...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)

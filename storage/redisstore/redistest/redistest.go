@@ -7,6 +7,7 @@ package redistest
 import (
 	"context"
 	"net"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -36,9 +37,15 @@ func Start(tb testing.TB, extra ...string) *Server {
 	}
 	port := freePort(tb)
 	dir := tb.TempDir()
+	// everysec by default, as most deployments run; benchmarks measure
+	// "always" (an fsync per write) with ROOMGATE_REDIS_APPENDFSYNC=always.
+	fsync := "everysec"
+	if v := os.Getenv("ROOMGATE_REDIS_APPENDFSYNC"); v != "" {
+		fsync = v
+	}
 	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: dir, tb: tb,
 		args: append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
-			"--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--protected-mode", "no"}, extra...)}
+			"--save", "", "--appendonly", "yes", "--appendfsync", fsync, "--protected-mode", "no"}, extra...)}
 	s.start(bin)
 	tb.Cleanup(s.Stop)
 	return s
