@@ -50,10 +50,11 @@ type cluster struct {
 	epoch       time.Time // lease deadlines are monotonic nanoseconds since epoch
 
 	mu           sync.Mutex
-	links        map[string]*link // node → the link that reaches it
+	links        map[string]*link                 // node → the link that reaches it
+	linksView    atomic.Pointer[map[string]*link] // a copy of links for readers, replaced on change
 	dials        map[string]*dialCall
 	incarnations map[string]uint64
-	fences       map[Addr]uint64 // per room, the newest owner token this edge has seen
+	abandoning   map[Addr]bool // rooms whose instance here lost its lease and still commits
 	nodes        atomic.Pointer[map[string]storage.NodeRecord]
 
 	fwdIn, fwdOut [linkTypes]prometheus.Counter
@@ -75,7 +76,7 @@ type heldLease struct {
 func newCluster(rt *Runtime) *cluster {
 	cl := &cluster{rt: rt, coord: rt.o.Coordinator, self: rt.o.NodeID, address: rt.o.Address, secret: rt.o.ClusterSecret,
 		ttl: rt.o.LeaseTTL, incarnation: rand.Uint64(), epoch: time.Now(),
-		links: map[string]*link{}, dials: map[string]*dialCall{}, incarnations: map[string]uint64{}, fences: map[Addr]uint64{}}
+		links: map[string]*link{}, dials: map[string]*dialCall{}, incarnations: map[string]uint64{}, abandoning: map[Addr]bool{}}
 	names := [linkTypes]string{tConnect: "connect", tMessage: "message", tClosed: "closed", tAsk: "ask", tDeliver: "deliver",
 		tClose: "close", tAuto: "auto", tProbe: "probe", tAck: "ack", tReply: "reply", tPing: "ping"}
 	for t := tConnect; t < linkTypes; t++ {
@@ -84,6 +85,7 @@ func newCluster(rt *Runtime) *cluster {
 	}
 	empty := map[string]storage.NodeRecord{}
 	cl.nodes.Store(&empty)
+	cl.publishLinks()
 	return cl
 }
 
@@ -120,14 +122,21 @@ func (cl *cluster) run(ctx context.Context) {
 		cl.renew(ctx)
 		cl.heartbeat(ctx)
 		if time.Since(prune) > time.Minute {
-			// Cached owners and fences only save lookups; a wrong owner
-			// bounces the event back. Start afresh now and then so rooms
-			// that moved or went quiet do not stay in the maps.
+			// Cached owners only save lookups: a wrong owner bounces the
+			// event back. Fences matter only around a takeover. Start
+			// afresh now and then, so rooms that moved or went quiet do
+			// not stay in the maps.
 			prune = time.Now()
+			stale := cl.now() - int64(time.Minute)
 			for i := range cl.rt.shards {
 				sh := &cl.rt.shards[i]
 				sh.mu.Lock()
 				clear(sh.owners)
+				for a, f := range sh.fences {
+					if f.seen < stale {
+						delete(sh.fences, a)
+					}
+				}
 				sh.mu.Unlock()
 			}
 		}
@@ -209,7 +218,8 @@ func (cl *cluster) renew(ctx context.Context) {
 
 // lose stops running in here: the next event for its room is placed
 // afresh. A running instance finishes what it committed and fails the
-// rest (abandon); a parked one is simply dropped.
+// rest (abandon, which then calls abandoned); a parked one has nothing
+// in flight and is simply dropped.
 func (cl *cluster) lose(in *instance) {
 	if in.lost.Swap(true) {
 		return
@@ -220,11 +230,32 @@ func (cl *cluster) lose(in *instance) {
 	if sh.rooms[in.addr] == in {
 		cl.rt.remove(sh, in)
 	}
+	parked := in.parked
+	if !parked {
+		cl.mu.Lock()
+		cl.abandoning[in.addr] = true
+		cl.mu.Unlock()
+	}
 	sh.mu.Unlock()
+	if parked {
+		cl.release(in)
+		return
+	}
 	select {
 	case in.signal <- struct{}{}:
 	default:
 	}
+}
+
+// abandoned is the end of a lost instance's abandon: it commits no more,
+// so the lease, if still this node's, is given up (a new instance here or
+// elsewhere then starts with a newer token), and the room may be placed
+// here again.
+func (cl *cluster) abandoned(in *instance) {
+	cl.release(in)
+	cl.mu.Lock()
+	delete(cl.abandoning, in.addr)
+	cl.mu.Unlock()
 }
 
 // release gives up a lease this node no longer needs.
@@ -258,9 +289,19 @@ func (cl *cluster) place(ctx context.Context, a Addr, useCache bool) (remote str
 	start := time.Now()
 	l, err := cl.coord.Acquire(ctx, a.storageRoom(), cl.self, cl.ttl)
 	switch {
-	case err == nil || errors.Is(err, storage.ErrLeaseHeld) && l.Node == cl.self:
+	case err == nil:
+		return "", &heldLease{Lease: l, start: start}, nil
+	case errors.Is(err, storage.ErrLeaseHeld) && l.Node == cl.self:
 		// Held by this node already: taken a moment ago for another
-		// event of the room, or left by this node's previous run.
+		// event of the room, or left by this node's previous run. Not
+		// while an instance that lost it still commits with its token:
+		// two writers with one token would pass the fence together.
+		cl.mu.Lock()
+		busy := cl.abandoning[a]
+		cl.mu.Unlock()
+		if busy {
+			return "", nil, fmt.Errorf("%w: the room is leaving this node", ErrUnavailable)
+		}
 		return "", &heldLease{Lease: l, start: start}, nil
 	case errors.Is(err, storage.ErrLeaseHeld):
 		sh.mu.Lock()
@@ -306,6 +347,9 @@ func (cl *cluster) here(ctx context.Context, a Addr, ev event, bounded, useCache
 // linkTo returns the link to node, dialing it if there is none. Dials to
 // one node are shared.
 func (cl *cluster) linkTo(ctx context.Context, node string) (*link, error) {
+	if l := (*cl.linksView.Load())[node]; l != nil {
+		return l, nil // the hot path: every forwarded message and delivery
+	}
 	cl.mu.Lock()
 	if l := cl.links[node]; l != nil {
 		cl.mu.Unlock()
@@ -345,6 +389,7 @@ func (cl *cluster) linkTo(ctx context.Context, node string) (*link, error) {
 		} else {
 			cl.links[node] = d.l
 			cl.rt.m.links.Inc()
+			cl.publishLinks()
 		}
 	}
 	cl.mu.Unlock()
@@ -364,9 +409,22 @@ func (cl *cluster) adopt(l *link) {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	if cur := cl.links[l.peer]; cur == nil || cur.isClosed() {
+		if cur == nil {
+			cl.rt.m.links.Inc()
+		}
 		cl.links[l.peer] = l
-		cl.rt.m.links.Inc()
+		cl.publishLinks()
 	}
+}
+
+// publishLinks makes the links map visible to linkTo's lock-free path;
+// the caller holds cl.mu (or owns cl alone).
+func (cl *cluster) publishLinks() {
+	view := make(map[string]*link, len(cl.links))
+	for n, l := range cl.links {
+		view[n] = l
+	}
+	cl.linksView.Store(&view)
 }
 
 // peerSeen notes node's incarnation; a new one means the node restarted,
@@ -392,6 +450,7 @@ func (cl *cluster) linkLost(l *link, pending map[uint64]pendingCall, err error) 
 	if cl.links[l.peer] == l {
 		delete(cl.links, l.peer)
 		cl.rt.m.links.Dec()
+		cl.publishLinks()
 	}
 	cl.mu.Unlock()
 	if err != nil && len(pending) > 0 {
@@ -703,20 +762,22 @@ func (cl *cluster) ask(l *link, m *linkMsg) {
 // owner, frozen while another took over, never gets a late frame between
 // the new owner's.
 func (cl *cluster) fenceOK(a Addr, token uint64) bool {
-	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	cur := cl.fences[a]
-	if token < cur {
+	sh := cl.rt.shard(a)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	cur := sh.fences[a]
+	if token < cur.token {
 		cl.rt.m.fencedCommits.WithLabelValues("edge").Inc()
 		return false
 	}
-	if token > cur {
-		if len(cl.fences) > 1<<20 {
-			clear(cl.fences) // bounded; a lost entry only lets one stale frame by
-		}
-		cl.fences[a] = token
-	}
+	sh.fences[a] = fence{token: token, seen: cl.now()}
 	return true
+}
+
+// fence is the newest owner token an edge has seen for a room, and when.
+type fence struct {
+	token uint64
+	seen  int64 // cluster.now()
 }
 
 // deliver sends f to the sockets ids at node, one link frame for all.

@@ -1134,6 +1134,7 @@ func (in *instance) abandon() {
 		in.rt.alarmFinished(in.room)
 	}
 	in.h = nil
+	in.rt.cl.abandoned(in)
 }
 
 // moved fails ev, which reached an instance that lost its room.

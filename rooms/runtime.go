@@ -124,6 +124,7 @@ type shard struct {
 	mu       sync.Mutex
 	rooms    map[Addr]*instance
 	owners   map[Addr]string // cluster mode: the node that holds the room's lease, as last seen
+	fences   map[Addr]fence  // cluster mode: the newest owner token seen for the room's sockets here
 	draining bool
 }
 
@@ -154,6 +155,7 @@ func New(o Options) (*Runtime, error) {
 	for i := range rt.shards {
 		rt.shards[i].rooms = make(map[Addr]*instance)
 		rt.shards[i].owners = make(map[Addr]string)
+		rt.shards[i].fences = make(map[Addr]fence)
 	}
 	if o.Coordinator != nil {
 		rt.cl = newCluster(rt)
