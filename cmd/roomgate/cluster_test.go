@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os/exec"
@@ -435,7 +436,9 @@ func TestClusterOwnerKilled(t *testing.T) {
 			wg.Go(func() { ch.run(ctx, 20*time.Millisecond) })
 		}
 	}
-	time.Sleep(time.Second)
+	// Kill at a random point of the lease's renewal cycle (every third of
+	// the TTL), so repeated runs measure the spread, not one phase.
+	time.Sleep(time.Second + rand.N(700*time.Millisecond))
 	killed := time.Now()
 	nodes[0].cmd.Process.Kill()
 	nodes[0].cmd.Wait()
