@@ -53,9 +53,15 @@ type cluster struct {
 	links        map[string]*link                 // node → the link that reaches it
 	linksView    atomic.Pointer[map[string]*link] // a copy of links for readers, replaced on change
 	dials        map[string]*dialCall
+	dialFailed   map[string]time.Time // node → until when a new dial is not tried
+	backlog      map[string][]byte    // frames for a node whose link is being dialed
 	incarnations map[string]uint64
-	abandoning   map[Addr]bool // rooms whose instance here lost its lease and still commits
 	nodes        atomic.Pointer[map[string]storage.NodeRecord]
+	hbMu         sync.Mutex // one heartbeat at a time, so node lists are compared in order
+
+	placeMu sync.Mutex
+	placing map[Addr]*placement // rooms whose lease this node is asking for
+	queued  map[Addr][]func()   // events forwarded for a room being placed, in order
 
 	fwdIn, fwdOut [linkTypes]prometheus.Counter
 }
@@ -76,7 +82,8 @@ type heldLease struct {
 func newCluster(rt *Runtime) *cluster {
 	cl := &cluster{rt: rt, coord: rt.o.Coordinator, self: rt.o.NodeID, address: rt.o.Address, secret: rt.o.ClusterSecret,
 		ttl: rt.o.LeaseTTL, incarnation: rand.Uint64(), epoch: time.Now(),
-		links: map[string]*link{}, dials: map[string]*dialCall{}, incarnations: map[string]uint64{}, abandoning: map[Addr]bool{}}
+		links: map[string]*link{}, dials: map[string]*dialCall{}, dialFailed: map[string]time.Time{}, backlog: map[string][]byte{},
+		incarnations: map[string]uint64{}, placing: map[Addr]*placement{}, queued: map[Addr][]func(){}}
 	names := [linkTypes]string{tConnect: "connect", tMessage: "message", tClosed: "closed", tAsk: "ask", tDeliver: "deliver",
 		tClose: "close", tAuto: "auto", tProbe: "probe", tAck: "ack", tReply: "reply", tPing: "ping"}
 	for t := tConnect; t < linkTypes; t++ {
@@ -147,6 +154,8 @@ func (cl *cluster) run(ctx context.Context) {
 // disappeared from the registry died, and their sockets are closed in
 // every room here.
 func (cl *cluster) heartbeat(ctx context.Context) {
+	cl.hbMu.Lock()
+	defer cl.hbMu.Unlock()
 	rec := storage.NodeRecord{ID: cl.self, Address: cl.address, Sockets: int(cl.rt.nsocks.Load()),
 		ActiveRooms: int(cl.rt.nrooms.Load()), StartedAt: cl.rt.started.UTC()}
 	if err := cl.coord.Heartbeat(ctx, rec, cl.ttl); err != nil {
@@ -155,21 +164,29 @@ func (cl *cluster) heartbeat(ctx context.Context) {
 		}
 		return
 	}
-	list, err := cl.coord.Nodes(ctx)
-	if err != nil {
+	before, now, ok := cl.readNodes(ctx)
+	if !ok {
 		return
 	}
-	now := make(map[string]storage.NodeRecord, len(list))
-	for _, n := range list {
-		now[n.ID] = n
-	}
-	before := cl.nodes.Swap(&now)
-	for id := range *before {
+	for id := range before {
 		if _, ok := now[id]; !ok && id != cl.self {
 			cl.rt.log.Warn("node left the cluster", "node", id)
 			cl.edgeLost(id)
 		}
 	}
+}
+
+// readNodes refreshes the cached registry; the caller holds hbMu.
+func (cl *cluster) readNodes(ctx context.Context) (before, now map[string]storage.NodeRecord, ok bool) {
+	list, err := cl.coord.Nodes(ctx)
+	if err != nil {
+		return nil, nil, false
+	}
+	now = make(map[string]storage.NodeRecord, len(list))
+	for _, n := range list {
+		now[n.ID] = n
+	}
+	return *cl.nodes.Swap(&now), now, true
 }
 
 // alive reports whether node is in the registry.
@@ -231,11 +248,6 @@ func (cl *cluster) lose(in *instance) {
 		cl.rt.remove(sh, in)
 	}
 	parked := in.parked
-	if !parked {
-		cl.mu.Lock()
-		cl.abandoning[in.addr] = true
-		cl.mu.Unlock()
-	}
 	sh.mu.Unlock()
 	if parked {
 		cl.release(in)
@@ -248,15 +260,10 @@ func (cl *cluster) lose(in *instance) {
 }
 
 // abandoned is the end of a lost instance's abandon: it commits no more,
-// so the lease, if still this node's, is given up (a new instance here or
-// elsewhere then starts with a newer token), and the room may be placed
-// here again.
-func (cl *cluster) abandoned(in *instance) {
-	cl.release(in)
-	cl.mu.Lock()
-	delete(cl.abandoning, in.addr)
-	cl.mu.Unlock()
-}
+// so the lease, if still this node's, is given up and another node need
+// not wait for it to expire. (A new instance of the room here takes the
+// lease anew, with a newer token that fences this one out.)
+func (cl *cluster) abandoned(in *instance) { cl.release(in) }
 
 // release gives up a lease this node no longer needs.
 func (cl *cluster) release(in *instance) {
@@ -267,49 +274,72 @@ func (cl *cluster) release(in *instance) {
 	}()
 }
 
-// place finds where a's events run: here (instance running, or a lease
-// just taken, which the caller hands to sendWith) or on another node.
-// useCache trusts the cached owner; a node that was sent an event as the
-// owner does not, and tries to take the lease itself.
-func (cl *cluster) place(ctx context.Context, a Addr, useCache bool) (remote string, lease *heldLease, err error) {
+// placement is one node's request for a room's lease; events of the room
+// that arrive meanwhile wait for it, so the node asks Redis once and a
+// room never starts twice here.
+type placement struct {
+	done   chan struct{}
+	remote string // the owner, when another node holds the lease
+	err    error
+}
+
+// place finds where a's events run and, when the room is free, takes its
+// lease and starts it here with start (which queues the caller's event).
+// remote names the owner when another node holds the lease; retry means
+// the room runs here now, started by another event meanwhile: send again.
+func (cl *cluster) place(ctx context.Context, a Addr, useCache bool, start func(*heldLease) error) (remote string, retry bool, err error) {
 	if !cl.rt.HasClass(a.Class) {
-		return "", nil, ErrUnknownClass
+		return "", false, ErrUnknownClass
 	}
 	sh := cl.rt.shard(a)
 	sh.mu.Lock()
 	if sh.rooms[a] != nil {
 		sh.mu.Unlock()
-		return "", nil, nil
+		return "", true, nil
 	}
 	if n, ok := sh.owners[a]; ok && useCache {
 		sh.mu.Unlock()
-		return n, nil, nil
+		return n, false, nil
 	}
 	sh.mu.Unlock()
-	start := time.Now()
-	l, err := cl.coord.Acquire(ctx, a.storageRoom(), cl.self, cl.ttl)
+
+	cl.placeMu.Lock()
+	if p := cl.placing[a]; p != nil {
+		cl.placeMu.Unlock()
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+			return "", false, ctx.Err()
+		}
+		return p.remote, p.remote == "" && p.err == nil, p.err
+	}
+	p := &placement{done: make(chan struct{})}
+	cl.placing[a] = p
+	cl.placeMu.Unlock()
+	defer func() {
+		cl.placeMu.Lock()
+		delete(cl.placing, a)
+		cl.placeMu.Unlock()
+		close(p.done)
+	}()
+
+	begin := time.Now()
+	actx, cancel := context.WithTimeout(ctx, cl.ttl)
+	l, err := cl.coord.Acquire(actx, a.storageRoom(), cl.self, cl.ttl)
+	cancel()
 	switch {
 	case err == nil:
-		return "", &heldLease{Lease: l, start: start}, nil
-	case errors.Is(err, storage.ErrLeaseHeld) && l.Node == cl.self:
-		// Held by this node already: taken a moment ago for another
-		// event of the room, or left by this node's previous run. Not
-		// while an instance that lost it still commits with its token:
-		// two writers with one token would pass the fence together.
-		cl.mu.Lock()
-		busy := cl.abandoning[a]
-		cl.mu.Unlock()
-		if busy {
-			return "", nil, fmt.Errorf("%w: the room is leaving this node", ErrUnavailable)
-		}
-		return "", &heldLease{Lease: l, start: start}, nil
+		p.err = start(&heldLease{Lease: l, start: begin})
+		return "", false, p.err
 	case errors.Is(err, storage.ErrLeaseHeld):
 		sh.mu.Lock()
 		sh.owners[a] = l.Node
 		sh.mu.Unlock()
-		return l.Node, nil, nil
+		p.remote = l.Node
+		return l.Node, false, nil
 	default:
-		return "", nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		p.err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+		return "", false, p.err
 	}
 }
 
@@ -330,18 +360,49 @@ func (cl *cluster) here(ctx context.Context, a Addr, ev event, bounded, useCache
 		if !errors.Is(err, errNotHere) {
 			return "", err
 		}
-		remote, lease, err := cl.place(ctx, a, useCache)
-		if err != nil || remote != "" {
+		remote, retry, err := cl.place(ctx, a, useCache, func(l *heldLease) error { return cl.rt.sendWith(a, ev, bounded, l) })
+		if !retry {
 			return remote, err
-		}
-		if lease == nil {
-			continue // an instance appeared meanwhile
-		}
-		if err := cl.rt.sendWith(a, ev, bounded, lease); !errors.Is(err, errNotHere) {
-			return "", err
 		}
 	}
 	return "", ErrUnavailable
+}
+
+// inOrder runs f, which delivers a forwarded event of room a, on the
+// link's reader when the room runs here; otherwise placing the room may
+// wait on Redis, and f runs on a goroutine of the room's own that keeps
+// the order of the events forwarded meanwhile. The reader never waits, so
+// one slow room cannot hold up the other rooms on the link.
+func (cl *cluster) inOrder(a Addr, f func()) {
+	cl.placeMu.Lock()
+	if q, busy := cl.queued[a]; busy {
+		cl.queued[a] = append(q, f)
+		cl.placeMu.Unlock()
+		return
+	}
+	if cl.rt.active(a) != nil {
+		cl.placeMu.Unlock()
+		f()
+		return
+	}
+	cl.queued[a] = []func(){f}
+	cl.placeMu.Unlock()
+	go func() {
+		for {
+			cl.placeMu.Lock()
+			q := cl.queued[a]
+			if len(q) == 0 {
+				delete(cl.queued, a)
+				cl.placeMu.Unlock()
+				return
+			}
+			cl.queued[a] = q[:0:0]
+			cl.placeMu.Unlock()
+			for _, f := range q {
+				f()
+			}
+		}
+	}()
 }
 
 // linkTo returns the link to node, dialing it if there is none. Dials to
@@ -363,13 +424,21 @@ func (cl *cluster) linkTo(ctx context.Context, node string) (*link, error) {
 		}
 		return d.l, nil
 	}
+	if until, failed := cl.dialFailed[node]; failed && time.Now().Before(until) {
+		cl.mu.Unlock()
+		// It failed a moment ago: do not make every caller wait for
+		// another dial to a node that is likely gone or frozen.
+		return nil, fmt.Errorf("%w: node %q unreachable", ErrUnavailable, node)
+	}
 	d := &dialCall{done: make(chan struct{})}
 	cl.dials[node] = d
 	cl.mu.Unlock()
 
 	rec, ok := (*cl.nodes.Load())[node]
 	if !ok {
-		cl.heartbeat(ctx) // it may have just joined
+		cl.hbMu.Lock() // it may have just joined
+		cl.readNodes(ctx)
+		cl.hbMu.Unlock()
 		rec, ok = (*cl.nodes.Load())[node]
 	}
 	if ok {
@@ -380,22 +449,17 @@ func (cl *cluster) linkTo(ctx context.Context, node string) (*link, error) {
 	} else {
 		d.err = fmt.Errorf("node %q is not in the registry", node)
 	}
-	var spare *link
+	if d.l != nil {
+		d.l = cl.register(d.l)
+	}
 	cl.mu.Lock()
 	delete(cl.dials, node)
-	if d.l != nil {
-		if cur := cl.links[node]; cur != nil {
-			spare, d.l = d.l, cur // the peer dialed us meanwhile; one link per pair
-		} else {
-			cl.links[node] = d.l
-			cl.rt.m.links.Inc()
-			cl.publishLinks()
-		}
+	if d.err != nil {
+		cl.dialFailed[node] = time.Now().Add(linkRedialAfter)
+	} else {
+		delete(cl.dialFailed, node)
 	}
 	cl.mu.Unlock()
-	if spare != nil {
-		spare.close(nil) // outside cl.mu, which closing takes
-	}
 	close(d.done)
 	if d.err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, d.err)
@@ -403,17 +467,75 @@ func (cl *cluster) linkTo(ctx context.Context, node string) (*link, error) {
 	return d.l, nil
 }
 
-// adopt registers a link another node dialed, unless one is already in
-// use: it still serves what comes over it, and the answers go back on it.
-func (cl *cluster) adopt(l *link) {
+// linkRedialAfter is how long after a failed dial to a node its callers
+// fail at once.
+const linkRedialAfter = 500 * time.Millisecond
+
+// register makes l the link to its peer and returns the link in use. When
+// both nodes dialed at once, both keep the link dialed by the node with
+// the smaller id, so they agree, and the other closes. Frames queued while
+// the link was dialed go first.
+func (cl *cluster) register(l *link) *link {
 	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	if cur := cl.links[l.peer]; cur == nil || cur.isClosed() {
+	cur := cl.links[l.peer]
+	keep, spare := l, cur
+	if cur != nil && !cur.isClosed() && cur.dialedBy <= l.dialedBy {
+		keep, spare = cur, l
+	}
+	if keep != cur {
 		if cur == nil {
 			cl.rt.m.links.Inc()
 		}
-		cl.links[l.peer] = l
+		cl.links[l.peer] = keep
+		if b := cl.backlog[l.peer]; len(b) > 0 {
+			keep.sendRaw(b)
+		}
+		delete(cl.backlog, l.peer)
 		cl.publishLinks()
+	}
+	cl.mu.Unlock()
+	if spare != nil && spare != keep && !spare.isClosed() {
+		spare.close(nil) // outside cl.mu, which closing takes
+	}
+	return keep
+}
+
+// sendTo sends m to node without waiting: over its link, or, while one is
+// dialed, queued behind the frames before it. A room's goroutine sends
+// this way, so a frozen or vanished edge never holds a room up.
+func (cl *cluster) sendTo(node string, m *linkMsg) {
+	if l := (*cl.linksView.Load())[node]; l != nil && l.send(m) == nil {
+		return
+	}
+	cl.mu.Lock()
+	if l := cl.links[node]; l != nil && !l.isClosed() {
+		cl.mu.Unlock()
+		l.send(m)
+		return
+	}
+	if len(cl.backlog[node]) > maxLinkBacklog {
+		cl.mu.Unlock()
+		cl.rt.m.linkErrors.WithLabelValues("dropped").Inc()
+		return
+	}
+	_, dialing := cl.backlog[node]
+	cl.backlog[node] = appendLinkMsg(cl.backlog[node], m)
+	cl.mu.Unlock()
+	if !dialing {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*linkDialLimit)
+			defer cancel()
+			if _, err := cl.linkTo(ctx, node); err != nil {
+				cl.mu.Lock()
+				if cl.links[node] == nil {
+					// The edge is gone (or frozen); so are, or will be, its
+					// sockets: the registry closes them in the rooms.
+					delete(cl.backlog, node)
+					cl.rt.m.linkErrors.WithLabelValues("dropped").Inc()
+				}
+				cl.mu.Unlock()
+			}
+		}()
 	}
 }
 
@@ -523,8 +645,14 @@ func (cl *cluster) closedLater(a Addr, id SocketID, code int, reason string) {
 // Router, cluster mode.
 
 func (cl *cluster) connect(ctx context.Context, a Addr, s Socket, info ConnectInfo) error {
-	_, err := cl.call(ctx, a, func() event { return event{kind: evConnect, sock: s, info: info} },
+	remote, err := cl.call(ctx, a, func() event { return event{kind: evConnect, sock: s, info: info} },
 		&linkMsg{typ: tConnect, addr: a, sock: s.ID(), info: info})
+	if remote != nil && errors.Is(err, ErrDraining) {
+		// The link to the owner closed with the connect unanswered: the
+		// owner may have let the socket in before it went. The socket is
+		// refused here, so the room must hear it is gone.
+		go cl.closedLater(a, s.ID(), 1006, "connect lost")
+	}
 	return err
 }
 
@@ -619,17 +747,17 @@ func (cl *cluster) dispatch(l *link, m *linkMsg) {
 	case tMessage:
 		seq := m.seq
 		ev := event{kind: evMessage, id: m.sock, frame: Frame{Op: m.op, Data: m.data}, done: func(err error) { cl.answer(l, tAck, seq, err, nil) }}
-		cl.forwarded(l, m, ev, true)
+		cl.inOrder(m.addr, func() { cl.forwarded(l, m, ev, true) })
 	case tClosed:
 		seq := m.seq
 		ev := event{kind: evClose, id: m.sock, code: m.code, reason: m.text, done: func(err error) { cl.answer(l, tAck, seq, err, nil) }}
-		cl.forwarded(l, m, ev, false)
+		cl.inOrder(m.addr, func() { cl.forwarded(l, m, ev, false) })
 	case tConnect:
 		rs := &remoteSocket{id: m.sock, edge: l.peer, cl: cl}
 		ev := event{kind: evConnect, sock: rs, info: m.info, reply: make(chan error, 1)}
-		cl.forwardedCall(l, m, ev, nil)
+		cl.inOrder(m.addr, func() { cl.forwardedCall(l, m, ev, nil) })
 	case tAsk:
-		cl.ask(l, m)
+		cl.inOrder(m.addr, func() { cl.ask(l, m) })
 	case tAck, tReply:
 		p, ok := l.answered(m.seq)
 		if !ok {
@@ -645,15 +773,29 @@ func (cl *cluster) dispatch(l *link, m *linkMsg) {
 		case p.typ == tMessage:
 			// The owner closes the socket itself when a handler fails; a
 			// message it could not take at all closes it here.
+			if errors.Is(err, errNotOwner) {
+				cl.forgetOwner(p.addr, l.peer)
+			}
 			if s := cl.rt.lookup(p.sock); s != nil {
 				code, reason := closeCodeOf(err)
 				s.Close(code, reason)
 			}
 		case p.typ == tClosed:
+			if errors.Is(err, errNotOwner) {
+				cl.forgetOwner(p.addr, l.peer)
+			}
 			go cl.closedLater(p.addr, p.sock, p.code, p.text)
 		}
 	case tDeliver:
 		if !cl.fenceOK(m.addr, m.token) {
+			// A former owner's frame, after the new owner's: the client
+			// may have missed it for good, so it reconnects and resyncs
+			// (chat resumes with ?since=).
+			for _, id := range m.ids {
+				if s := cl.rt.lookup(id); s != nil {
+					s.Close(1012, "room moved, reconnect")
+				}
+			}
 			return
 		}
 		f := Frame{Op: m.op, Data: m.data}
@@ -663,9 +805,9 @@ func (cl *cluster) dispatch(l *link, m *linkMsg) {
 			}
 		}
 	case tClose:
-		if !cl.fenceOK(m.addr, m.token) {
-			return
-		}
+		// Not fenced: a close from any owner, even a former one, is safe;
+		// the client reconnects. Dropping it could leave a socket open
+		// that no room knows.
 		if s := cl.rt.lookup(m.sock); s != nil {
 			s.Close(m.code, m.text)
 		}
@@ -782,12 +924,8 @@ type fence struct {
 
 // deliver sends f to the sockets ids at node, one link frame for all.
 func (cl *cluster) deliver(node string, a Addr, token uint64, ids []SocketID, f Frame) {
-	l, err := cl.linkTo(context.Background(), node)
-	if err != nil {
-		return // the edge is gone; its sockets with it
-	}
 	cl.fwdOut[tDeliver].Inc()
-	l.send(&linkMsg{typ: tDeliver, addr: a, token: token, ids: ids, op: f.Op, data: f.Data})
+	cl.sendTo(node, &linkMsg{typ: tDeliver, addr: a, token: token, ids: ids, op: f.Op, data: f.Data})
 }
 
 // probe asks node which of ids it still holds; ok is false when it could
@@ -826,23 +964,11 @@ func (s *remoteSocket) Send(f Frame) error {
 }
 
 func (s *remoteSocket) Close(code int, reason string) {
-	l, err := s.cl.linkTo(context.Background(), s.edge)
-	if err != nil {
-		return
-	}
-	var token uint64
-	var a Addr
-	if s.in != nil {
-		token, a = s.in.lease.Token, s.in.addr
-	}
-	l.send(&linkMsg{typ: tClose, addr: a, token: token, sock: s.id, code: code, text: reason})
+	s.cl.fwdOut[tClose].Inc()
+	s.cl.sendTo(s.edge, &linkMsg{typ: tClose, sock: s.id, code: code, text: reason})
 }
 
 func (s *remoteSocket) SetAutoResponse(a *AutoResponse) {
-	l, err := s.cl.linkTo(context.Background(), s.edge)
-	if err != nil {
-		return
-	}
 	m := linkMsg{typ: tAuto, sock: s.id}
 	if a != nil {
 		m.data, m.text = a.Request, string(a.Response)
@@ -850,7 +976,8 @@ func (s *remoteSocket) SetAutoResponse(a *AutoResponse) {
 			m.data = []byte{}
 		}
 	}
-	l.send(&m)
+	s.cl.fwdOut[tAuto].Inc()
+	s.cl.sendTo(s.edge, &m)
 }
 
 // LastAutoResponse is not known at the owner: the edge answers on its own

@@ -1,16 +1,21 @@
 package rooms
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/roomgate/roomgate/hibernation"
+	"github.com/roomgate/roomgate/storage"
 	"github.com/roomgate/roomgate/storage/redisstore"
 	"github.com/roomgate/roomgate/storage/redisstore/redistest"
 )
@@ -89,5 +94,149 @@ func TestRequestForwardedToTheOwner(t *testing.T) {
 	info, err := nodes["b"].Room(context.Background(), room)
 	if err != nil || info.Owner != "a" || info.State != "active" {
 		t.Fatalf("b describes the room as %+v, %v", info, err)
+	}
+}
+
+// A link from something that is not a registered node is refused; with a
+// cluster secret, so is one that does not present it.
+func TestLinksOnlyFromNodes(t *testing.T) {
+	redis := redistest.Start(t)
+	rt := clusterNode(t, redis.URL(), "a", func(*Runtime) {})
+	dial := func(node, secret string) int {
+		t.Helper()
+		c, err := net.Dial("tcp", rt.o.Address)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		req, _ := http.NewRequest(http.MethodGet, "http://"+rt.o.Address+LinkPath, nil)
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", linkProtocol)
+		req.Header.Set(hdrNode, node)
+		if secret != "" {
+			req.Header.Set(hdrSecret, secret)
+		}
+		req.Write(c)
+		resp, err := http.ReadResponse(bufio.NewReader(c), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode
+	}
+	rt.cl.heartbeat(context.Background())
+	if code := dial("evil", ""); code != http.StatusForbidden {
+		t.Fatalf("link from an unregistered node: %d, want 403", code)
+	}
+	if code := dial("a-twin", ""); code != http.StatusForbidden {
+		t.Fatalf("link from an unregistered node id: %d, want 403", code)
+	}
+	rt.cl.secret = "s3cret"
+	if code := dial("evil", "wrong"); code != http.StatusForbidden {
+		t.Fatalf("link with a wrong secret: %d, want 403", code)
+	}
+	if code := dial("b", "s3cret"); code != http.StatusSwitchingProtocols {
+		t.Fatalf("link with the secret: %d, want 101", code)
+	}
+}
+
+// A drained node releases the leases of every room it ran, running or
+// parked, so other nodes take them at once instead of after the TTL.
+func TestDrainReleasesEveryLease(t *testing.T) {
+	redis := redistest.Start(t)
+	rs, err := redisstore.Open(context.Background(), redisstore.Options{URL: redis.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	rt, err := New(Options{Store: rs, Coordinator: rs, Metrics: prometheus.NewRegistry(), NodeID: "a", Address: ln.Addr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt.Register("responder", func() Handler { return &responder{node: "a"} })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { rt.Run(ctx); close(done) }()
+	rooms := []Addr{{Class: "responder", Room: "one"}, {Class: "responder", Room: "two"}}
+	for _, a := range rooms {
+		req := httptest.NewRequest(http.MethodGet, "/", nil)
+		if err := rt.Request(context.Background(), a, httptest.NewRecorder(), req); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, _ := rs.Owner(context.Background(), a.storageRoom()); !ok {
+			t.Fatalf("%s has no lease while it runs", a)
+		}
+	}
+	cancel() // drain, with both rooms still running (they park only after a second)
+	<-done
+	for _, a := range rooms {
+		if l, ok, _ := rs.Owner(context.Background(), a.storageRoom()); ok {
+			t.Errorf("%s still leased to %+v after the drain", a, l)
+		}
+	}
+}
+
+// frozenNode registers a node whose address accepts connections and never
+// answers: a dial to it hangs until its timeout.
+func frozenNode(t *testing.T, rs *redisstore.Store, id string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	if err := rs.Heartbeat(context.Background(), storage.NodeRecord{ID: id, Address: ln.Addr().String()}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// broadcaster answers a request by broadcasting its path to every socket.
+type broadcaster struct{}
+
+func (broadcaster) OnMessage(context.Context, *Room, *Conn, Frame) error { return nil }
+
+func (broadcaster) OnRequest(ctx context.Context, r *Room, w http.ResponseWriter, req *http.Request) error {
+	return r.Broadcast(Frame{Op: Text, Data: []byte(req.URL.Path)})
+}
+
+// A room with a socket on a frozen node does not wait for that node: its
+// sends there are queued while the link is dialed, and its other work
+// goes on.
+func TestFrozenEdgeDoesNotHoldUpTheRoom(t *testing.T) {
+	redis := redistest.Start(t)
+	rs, err := redisstore.Open(context.Background(), redisstore.Options{URL: redis.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	frozenNode(t, rs, "frozen")
+	a := Addr{Class: "b", Room: "r"}
+	rec := hibernation.Member{ID: 42, Edge: "frozen", UserID: "u", ConnectedAt: time.Now().UnixNano()}
+	if err := rs.Commit(context.Background(), a.storageRoom(), &storage.Batch{Members: []storage.Member{{ID: 42, Data: rec.Encode()}}}); err != nil {
+		t.Fatal(err)
+	}
+	rt := clusterNode(t, redis.URL(), "a", func(rt *Runtime) { rt.Register("b", func() Handler { return broadcaster{} }) })
+	rt.cl.heartbeat(context.Background())
+	start := time.Now()
+	for i := range 3 {
+		req := httptest.NewRequest(http.MethodPost, fmt.Sprintf("/%d", i), nil)
+		if err := rt.Request(context.Background(), a, httptest.NewRecorder(), req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each broadcast goes to the frozen node's socket; had the room dialed
+	// it, each would have waited out the dial (2 s).
+	if took := time.Since(start); took >= linkDialLimit {
+		t.Fatalf("three broadcasts took %v: the room waited for the frozen node", took)
 	}
 }

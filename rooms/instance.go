@@ -261,7 +261,13 @@ func (in *instance) tryPark(ctx context.Context) bool {
 	if in.inflight != nil || !in.pending.empty() || len(in.penOut) > 0 || in.alarm.busy {
 		return false
 	}
-	return in.stopIfIdle(func() { in.parked = true })
+	return in.stopIfIdle(func() bool {
+		if in.lost.Load() {
+			return false // it abandons instead; cluster.lose reads parked under the same lock
+		}
+		in.parked = true
+		return true
+	})
 }
 
 // drain runs what is queued and commits everything before the runtime stops.
@@ -291,13 +297,13 @@ func (in *instance) drain() {
 // after the last take; a later event starts a new instance, or, once the
 // runtime drains, gets ErrDraining.
 func (in *instance) leave() bool {
-	return in.stopIfIdle(func() { in.rt.remove(in.rt.shard(in.addr), in) })
+	return in.stopIfIdle(func() bool { in.rt.remove(in.rt.shard(in.addr), in); return true })
 }
 
-// stopIfIdle runs stop, and reports true, if no event is queued. It holds
-// the shard lock that send takes, so no event can arrive between the check
-// and stop.
-func (in *instance) stopIfIdle(stop func()) bool {
+// stopIfIdle runs stop, and reports what it reports, if no event is
+// queued. It holds the shard lock that send takes, so no event can arrive
+// between the check and stop.
+func (in *instance) stopIfIdle(stop func() bool) bool {
 	sh := in.rt.shard(in.addr)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -306,8 +312,7 @@ func (in *instance) stopIfIdle(stop func()) bool {
 	if len(in.queue) > 0 {
 		return false
 	}
-	stop()
-	return true
+	return stop()
 }
 
 // writes is the current event's write set.
@@ -532,9 +537,13 @@ func (in *instance) committed(ctx context.Context, err error) {
 			}
 		}
 	}
+	failed := fmt.Errorf("%w: %w", ErrFailed, err)
+	if errors.Is(err, storage.ErrFenced) {
+		failed = errMoved // the client reconnects and finds the new owner
+	}
 	for _, o := range outs {
 		if o.done != nil {
-			o.done(fmt.Errorf("%w: %w", ErrFailed, err))
+			o.done(failed)
 		}
 	}
 	for _, c := range from {
@@ -632,6 +641,9 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 	case evEdgeLost:
 		for _, c := range append([]*Conn(nil), in.list...) {
 			if c.edge == ev.reason {
+				// Should the node be alive after all (a late heartbeat),
+				// its socket must not stay open outside the room.
+				c.sock.Close(1012, "room lost your node, reconnect")
 				in.closeConn(ctx, &event{kind: evClose}, c, 1006, "edge node lost")
 			}
 		}
@@ -697,6 +709,13 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 			}
 		}
 		in.markUnsaved(c)
+		if in.rt.cl != nil {
+			// In a cluster the socket's membership record is written with
+			// this event, and the socket is accepted only once it is
+			// committed: a new owner must know every socket that was let in.
+			in.accept(ctx, w, append(outs, output{done: ev.reply.answer}), c)
+			return
+		}
 		ev.reply.answer(nil)
 		in.accept(ctx, w, outs, c)
 	case evMessage:

@@ -49,6 +49,7 @@ type link struct {
 	c           net.Conn
 	peer        string // the other node's id
 	incarnation uint64 // the other node's process, told apart across restarts
+	dialedBy    string // which of the two nodes dialed it: when both did, they keep the same one
 
 	mu      sync.Mutex
 	out     []byte
@@ -80,15 +81,25 @@ func (l *link) start(r *bufio.Reader) {
 	go l.readLoop(r)
 }
 
-// send queues m. It fails once the link is closed, or when the peer has
-// fallen so far behind that the link is cut.
+// errFrameTooBig fails a send whose frame the peer would refuse; the link
+// stays up for everything else.
+var errFrameTooBig = errors.New("rooms: message too big for a node-to-node link")
+
+// send queues m. It fails once the link is closed, for a frame over the
+// limit, or when the peer has fallen so far behind that the link is cut.
 func (l *link) send(m *linkMsg) error {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
 		return errLinkClosed
 	}
+	n := len(l.out)
 	l.out = appendLinkMsg(l.out, m)
+	if len(l.out)-n-4 > maxLinkFrame {
+		l.out = l.out[:n]
+		l.mu.Unlock()
+		return errFrameTooBig
+	}
 	over := len(l.out) > maxLinkBacklog
 	l.mu.Unlock()
 	if over {
@@ -113,8 +124,14 @@ func (l *link) call(m *linkMsg, reply chan linkMsg) error {
 	}
 	l.seq++
 	m.seq = l.seq
-	l.pending[m.seq] = pendingCall{typ: m.typ, addr: m.addr, sock: m.sock, code: m.code, text: m.text, reply: reply}
+	n := len(l.out)
 	l.out = appendLinkMsg(l.out, m)
+	if len(l.out)-n-4 > maxLinkFrame {
+		l.out = l.out[:n]
+		l.mu.Unlock()
+		return errFrameTooBig
+	}
+	l.pending[m.seq] = pendingCall{typ: m.typ, addr: m.addr, sock: m.sock, code: m.code, text: m.text, reply: reply}
 	over := len(l.out) > maxLinkBacklog
 	l.mu.Unlock()
 	if over {
@@ -126,6 +143,17 @@ func (l *link) call(m *linkMsg, reply chan linkMsg) error {
 	default:
 	}
 	return nil
+}
+
+// sendRaw queues frames already encoded, in order.
+func (l *link) sendRaw(b []byte) {
+	l.mu.Lock()
+	l.out = append(l.out, b...)
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
 }
 
 // answered takes the pending call seq; ok is false if there is none.
@@ -271,6 +299,7 @@ func (cl *cluster) dialLink(ctx context.Context, node, address string) (*link, e
 	inc, _ := strconv.ParseUint(resp.Header.Get(hdrIncarnation), 10, 64)
 	c.SetDeadline(time.Time{})
 	l := newLink(cl, c, node, inc)
+	l.dialedBy = cl.self
 	cl.peerSeen(node, inc)
 	l.start(br)
 	return l, nil
@@ -287,6 +316,13 @@ func (cl *cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Header.Get("Upgrade") != linkProtocol || peer == "" || peer == cl.self {
 		cl.rt.m.linkErrors.WithLabelValues("refused").Inc()
 		http.Error(w, `{"error":{"code":"bad_request","message":"not a cluster link upgrade"}}`, http.StatusBadRequest)
+		return
+	}
+	if cl.secret == "" && !cl.fromRegisteredNode(r.Context(), peer, r.RemoteAddr) {
+		// Without a secret, a link is taken only from a node in the
+		// registry, connecting from the address it registered.
+		cl.rt.m.linkErrors.WithLabelValues("refused").Inc()
+		http.Error(w, `{"error":{"code":"forbidden","message":"not a registered node of this cluster"}}`, http.StatusForbidden)
 		return
 	}
 	inc, _ := strconv.ParseUint(r.Header.Get(hdrIncarnation), 10, 64)
@@ -308,6 +344,40 @@ func (cl *cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	cl.peerSeen(peer, inc)
 	l := newLink(cl, c, peer, inc)
-	cl.adopt(l)
+	l.dialedBy = peer
+	cl.register(l)
 	l.start(brw.Reader)
+}
+
+// fromRegisteredNode reports whether a link's caller, claiming to be node,
+// is in the registry and connects from its registered host (by IP).
+func (cl *cluster) fromRegisteredNode(ctx context.Context, node, remote string) bool {
+	rec, ok := (*cl.nodes.Load())[node]
+	if !ok {
+		cl.hbMu.Lock() // it may have just joined
+		cl.readNodes(ctx)
+		cl.hbMu.Unlock()
+		if rec, ok = (*cl.nodes.Load())[node]; !ok {
+			return false
+		}
+	}
+	rhost, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		return false
+	}
+	host, _, err := net.SplitHostPort(rec.Address)
+	if err != nil {
+		return false
+	}
+	ips, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+	if err != nil {
+		return false
+	}
+	from := net.ParseIP(rhost)
+	for _, ip := range ips {
+		if ip.IP.Equal(from) || ip.IP.IsLoopback() && from.IsLoopback() {
+			return true
+		}
+	}
+	return false
 }

@@ -205,22 +205,27 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	}
 	rt.fireAlarms(ctx)
 	bg.Wait()
+	// Once draining, no instance is created, so this list is every room
+	// this node runs: running ones leave the map as they finish, and in a
+	// cluster all their leases are released at the end.
+	var held []*instance
 	for i := range rt.shards {
 		sh := &rt.shards[i]
 		sh.mu.Lock()
 		sh.draining = true
+		for _, in := range sh.rooms {
+			held = append(held, in)
+		}
 		sh.mu.Unlock()
 	}
 	rt.stop()
 	rt.wg.Wait()
 	// Parked rooms hold nothing uncommitted; drop them so a late event finds
 	// no instance and gets ErrDraining instead of a queue nobody reads.
-	var held []*instance
 	for i := range rt.shards {
 		sh := &rt.shards[i]
 		sh.mu.Lock()
 		for _, in := range sh.rooms {
-			held = append(held, in)
 			rt.remove(sh, in)
 		}
 		sh.mu.Unlock()

@@ -63,6 +63,10 @@ type linkMsg struct {
 // broken, and the link is closed.
 const maxLinkFrame = 64 << 20
 
+// maxLinkIDs bounds the sockets one frame addresses (a broadcast to one
+// edge), so a frame cannot make the decoder allocate 8 bytes per byte.
+const maxLinkIDs = 1 << 20
+
 var errLinkFrame = errors.New("rooms: malformed link frame")
 
 // appendLinkMsg appends m's frame, length first, to b.
@@ -116,7 +120,7 @@ func decodeLinkMsg(body []byte) (linkMsg, error) {
 	m.info.Query = d.string()
 	m.info.RemoteAddr = d.string()
 	if n := d.uvarint(); n > 0 && !d.bad {
-		if n > uint64(len(d.b)) { // each id takes at least a byte
+		if n > uint64(len(d.b)) || n > maxLinkIDs { // each id takes at least a byte
 			return linkMsg{}, errLinkFrame
 		}
 		m.ids = make([]SocketID, n)

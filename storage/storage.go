@@ -142,8 +142,9 @@ type NodeRecord struct {
 // Coordinator is what the nodes of a cluster agree through: room leases,
 // with their fencing tokens, and the registry of live nodes.
 type Coordinator interface {
-	// Acquire takes r's lease for node for ttl if nobody holds it, with a
-	// token greater than any given out for r before. When another node
+	// Acquire takes r's lease for node for ttl if nobody else holds it,
+	// with a token greater than any given out for r before; a lease node
+	// itself holds is taken anew, with a new token. When another node
 	// holds it, it returns that node's lease and ErrLeaseHeld.
 	Acquire(ctx context.Context, r Room, node string, ttl time.Duration) (Lease, error)
 	// Renew extends the leases of rooms that node still holds, all in one

@@ -158,7 +158,10 @@ func serve(args []string) error {
 	go func() {
 		mode := []any{"data", *data}
 		if *redisURL != "" {
-			mode = []any{"redis", *redisURL, "node", *nodeID, "advertise", *advertise, "lease_ttl", *leaseTTL}
+			mode = []any{"redis", redisstore.Redact(*redisURL), "node", *nodeID, "advertise", *advertise, "lease_ttl", *leaseTTL}
+			if *clusterSecret == "" {
+				log.Warn("no -cluster-secret: node-to-node links are taken from any registered node's address; set a secret unless the network is private")
+			}
 		}
 		log.Info("roomgate listening", append([]any{"addr", srv.Addr().String(), "version", buildVersion(), "classes", rt.Classes()}, mode...)...)
 	}()

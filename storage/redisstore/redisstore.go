@@ -14,7 +14,7 @@
 //	rg:{c/r}:lease  string "token node", with the lease's TTL
 //	rg:rooms        zset   "class\0room" of rooms that may have data (a superset, pruned on commit)
 //	rg:alarms       zset   "class\0room" scored by alarm time in ms (never later than the room's alarm)
-//	rg:nodes        hash   node id → JSON heartbeat
+//	rg:{nodes}      hash   node id → JSON heartbeat (and rg:{nodes}:exp, id → expiry by Redis's clock)
 //
 // The two indexes live on their own shards, so they cannot change in the
 // room's script; they are kept as supersets that the readers check against
@@ -26,6 +26,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -83,7 +84,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	}
 	if err := c.Ping(ctx).Err(); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("redisstore: %s: %w", o.URL, err)
+		return nil, fmt.Errorf("redisstore: %s: %w", Redact(o.URL), err)
 	}
 	if o.Prefix == "" {
 		o.Prefix = "rg:"
@@ -115,9 +116,23 @@ func newClient(o Options) (redis.UniversalClient, error) {
 			return nil, fmt.Errorf("redisstore: %w", err)
 		}
 		co.Addrs = append(co.Addrs, opt.Addr)
-		co.Username, co.Password = opt.Username, opt.Password
+		co.Username, co.Password, co.TLSConfig = opt.Username, opt.Password, opt.TLSConfig
 	}
 	return redis.NewClusterClient(co), nil
+}
+
+// Redact hides the passwords of a -redis value, for logs.
+func Redact(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			if _, has := u.User.Password(); has {
+				u.User = url.UserPassword(u.User.Username(), "xxxxx")
+				parts[i] = u.String()
+			}
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 // Client returns the underlying client, for tests and tools.
@@ -136,7 +151,9 @@ func parseIndexMember(m string) storage.Room {
 
 func (s *Store) roomsKey() string  { return s.prefix + "rooms" }
 func (s *Store) alarmsKey() string { return s.prefix + "alarms" }
-func (s *Store) nodesKey() string  { return s.prefix + "nodes" }
+func (s *Store) nodesKeys() []string {
+	return []string{s.prefix + "{nodes}", s.prefix + "{nodes}:exp"} // one hash tag: one script on Redis Cluster
+}
 
 func (s *Store) check() error {
 	if s.closed.Load() {
@@ -244,12 +261,12 @@ func (s *Store) Commit(ctx context.Context, r storage.Room, b *storage.Batch) er
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	select {
-	case err := <-p.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	// Once queued, the batch may be applied at any moment: only the
+	// flusher's answer tells whether it was. Returning early on ctx would
+	// report a failure for a batch that then lands (the flusher's own
+	// timeout bounds the wait, and it skips batches whose ctx ended before
+	// they were sent).
+	return <-p.done
 }
 
 func (s *Store) flush() {
@@ -281,15 +298,27 @@ func (s *Store) commitGroup(group []*pendingCommit) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cmds := make([]*redis.Cmd, len(group))
+	befores := make([]*redis.IntCmd, len(group))
 	pipe := s.c.Pipeline()
 	for i, p := range group {
-		s.before(ctx, pipe, p)
+		if err := p.ctx.Err(); err != nil {
+			p.done <- err // never sent: its caller gave up, and it is not applied
+			group[i] = nil
+			continue
+		}
+		befores[i] = s.before(ctx, pipe, p)
 		cmds[i] = commitScript.EvalSha(ctx, pipe, s.commitKeys(p.room), commitArgs(p.b)...)
 	}
+	if pipe.Len() == 0 {
+		return
+	}
 	pipe.Exec(ctx) // each command carries its own error
-	after := s.c.Pipeline()
+	var tidy []indexOp
 	applied := make([]bool, len(group))
 	for i, p := range group {
+		if p == nil {
+			continue
+		}
 		res, err := cmds[i].Int()
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") { // Redis restarted and lost its script cache
 			res, err = commitScript.Run(ctx, s.c, s.commitKeys(p.room), commitArgs(p.b)...).Int()
@@ -301,11 +330,37 @@ func (s *Store) commitGroup(group []*pendingCommit) {
 			p.done <- storage.ErrFenced
 		default:
 			applied[i] = true
-			s.after(ctx, after, p, res == 1)
+			if befores[i] != nil && befores[i].Err() != nil && res != 1 {
+				// The room index missed it (its shard was unreachable):
+				// write it again, or the room would not be listed.
+				tidy = append(tidy, indexOp{key: s.roomsKey(), member: indexMember(p.room), add: true})
+			}
+			tidy = s.after(tidy, p, res == 1)
 		}
 	}
-	if after.Len() > 0 {
-		after.Exec(ctx) // a failed tidy-up leaves a superset, which readers check
+	// The index updates after a script are idempotent; a few tries keep an
+	// alarm from going unindexed (it would never fire) over a blip.
+	for try := 0; len(tidy) > 0 && try < 3; try++ {
+		if try > 0 {
+			time.Sleep(50 * time.Millisecond << try)
+		}
+		pipe := s.c.Pipeline()
+		res := make([]redis.Cmder, len(tidy))
+		for i, op := range tidy {
+			if op.add {
+				res[i] = pipe.ZAdd(ctx, op.key, redis.Z{Score: op.score, Member: op.member})
+			} else {
+				res[i] = pipe.ZRem(ctx, op.key, op.member)
+			}
+		}
+		pipe.Exec(ctx)
+		failed := tidy[:0]
+		for i, op := range tidy {
+			if res[i].Err() != nil {
+				failed = append(failed, op)
+			}
+		}
+		tidy = failed
 	}
 	for i, p := range group {
 		if applied[i] {
@@ -318,29 +373,34 @@ func (s *Store) commitGroup(group []*pendingCommit) {
 // index stays a superset of the truth whatever fails later: the room is
 // listed, and an alarm is indexed no later than it is due (LT only lowers
 // an existing score).
-func (s *Store) before(ctx context.Context, pipe redis.Pipeliner, p *pendingCommit) {
+func (s *Store) before(ctx context.Context, pipe redis.Pipeliner, p *pendingCommit) (index *redis.IntCmd) {
 	m := indexMember(p.room)
 	if len(p.b.Puts) > 0 || len(p.b.Members) > 0 || p.b.Alarm != nil && !p.b.Alarm.At.IsZero() {
-		pipe.ZAdd(ctx, s.roomsKey(), redis.Z{Member: m})
+		index = pipe.ZAdd(ctx, s.roomsKey(), redis.Z{Member: m})
 	}
 	if a := p.b.Alarm; a != nil && !a.At.IsZero() {
 		pipe.ZAddLT(ctx, s.alarmsKey(), redis.Z{Score: float64(a.At.UnixMilli()), Member: m})
 	}
+	return index
 }
 
 // after makes the indexes exact once the room's script succeeded.
-func (s *Store) after(ctx context.Context, pipe redis.Pipeliner, p *pendingCommit, empty bool) {
+func (s *Store) after(ops []indexOp, p *pendingCommit, empty bool) []indexOp {
 	m := indexMember(p.room)
 	if a := p.b.Alarm; a != nil {
-		if a.At.IsZero() {
-			pipe.ZRem(ctx, s.alarmsKey(), m)
-		} else {
-			pipe.ZAdd(ctx, s.alarmsKey(), redis.Z{Score: float64(a.At.UnixMilli()), Member: m})
-		}
+		ops = append(ops, indexOp{key: s.alarmsKey(), member: m, add: !a.At.IsZero(), score: float64(a.At.UnixMilli())})
 	}
 	if empty {
-		pipe.ZRem(ctx, s.roomsKey(), m)
+		ops = append(ops, indexOp{key: s.roomsKey(), member: m})
 	}
+	return ops
+}
+
+// indexOp is one write to the room or alarm index: ZADD (add) or ZREM.
+type indexOp struct {
+	key, member string
+	add         bool
+	score       float64
 }
 
 func (s *Store) commitKeys(r storage.Room) []string {
@@ -687,31 +747,32 @@ func (s *Store) Owner(ctx context.Context, r storage.Room) (storage.Lease, bool,
 	return l, ok, nil
 }
 
-// Heartbeat implements storage.Coordinator.
+// Heartbeat implements storage.Coordinator. Expiry is kept by Redis's
+// clock, so a node whose clock is off is not taken for dead (or alive).
 func (s *Store) Heartbeat(ctx context.Context, n storage.NodeRecord, ttl time.Duration) error {
 	if err := s.check(); err != nil {
 		return err
 	}
-	n.Expires = time.Now().Add(ttl).UTC()
+	n.Expires = time.Now().Add(ttl).UTC() // informative only
 	b, _ := json.Marshal(n)
-	return s.c.HSet(ctx, s.nodesKey(), n.ID, b).Err()
+	return heartbeatScript.Run(ctx, s.c, s.nodesKeys(), n.ID, b, ttl.Milliseconds()).Err()
 }
 
 // Nodes implements storage.Coordinator. Expired heartbeats are left in
-// the hash (a node that comes back overwrites its own) and filtered out.
+// the hashes (a node that comes back overwrites its own) and filtered out.
 func (s *Store) Nodes(ctx context.Context) ([]storage.NodeRecord, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
-	all, err := s.c.HGetAll(ctx, s.nodesKey()).Result()
-	if err != nil {
+	res, err := nodesScript.Run(ctx, s.c, s.nodesKeys()).Slice()
+	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("redisstore: nodes: %w", err)
 	}
-	now := time.Now()
 	var out []storage.NodeRecord
-	for _, v := range all {
+	for i := 0; i+1 < len(res); i += 2 {
+		v, _ := res[i+1].(string)
 		var n storage.NodeRecord
-		if json.Unmarshal([]byte(v), &n) == nil && n.Expires.After(now) {
+		if json.Unmarshal([]byte(v), &n) == nil {
 			out = append(out, n)
 		}
 	}
@@ -724,5 +785,10 @@ func (s *Store) Leave(ctx context.Context, id string) error {
 	if err := s.check(); err != nil {
 		return err
 	}
-	return s.c.HDel(ctx, s.nodesKey(), id).Err()
+	keys := s.nodesKeys()
+	pipe := s.c.TxPipeline()
+	pipe.HDel(ctx, keys[1], id)
+	pipe.HDel(ctx, keys[0], id)
+	_, err := pipe.Exec(ctx)
+	return err
 }

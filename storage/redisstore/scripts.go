@@ -124,12 +124,14 @@ end
 return 1
 `)
 
-// acquireScript takes a free lease and hands out the next fencing token.
+// acquireScript takes a free lease, or one the same node holds (anew: a
+// former instance of the room on that node is then fenced out), and hands
+// out the next fencing token.
 // KEYS: lease, fence. ARGV: node, ttl ms. Returns {1, token} when taken,
 // {0, holder value} when another node holds it.
 var acquireScript = redis.NewScript(`
 local held = redis.call('GET', KEYS[1])
-if held then return {0, held} end
+if held and string.sub(held, string.find(held, ' ', 1, true) + 1) ~= ARGV[1] then return {0, held} end
 local tok = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], tok .. ' ' .. ARGV[1], 'PX', ARGV[2])
 return {1, tostring(tok)}
@@ -152,4 +154,35 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
+`)
+
+// heartbeatScript records a node as alive until Redis's own clock plus the
+// TTL, so the nodes' clocks do not matter.
+// KEYS: nodes (hash id → JSON), expiries (hash id → ms). ARGV: id, JSON, ttl ms.
+var heartbeatScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], now + tonumber(ARGV[3]))
+return now
+`)
+
+// nodesScript returns the nodes whose heartbeat has not expired by Redis's
+// clock: id, JSON, id, JSON...
+// KEYS: nodes, expiries.
+var nodesScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local exp = redis.call('HGETALL', KEYS[2])
+local out = {}
+for i = 1, #exp, 2 do
+  if tonumber(exp[i + 1]) > now then
+    local v = redis.call('HGET', KEYS[1], exp[i])
+    if v then
+      out[#out + 1] = exp[i]
+      out[#out + 1] = v
+    end
+  end
+end
+return out
 `)
