@@ -62,6 +62,7 @@ type cluster struct {
 	placeMu sync.Mutex
 	placing map[Addr]*placement // rooms whose lease this node is asking for
 	queued  map[Addr][]func()   // events forwarded for a room being placed, in order
+	nqueued atomic.Int32        // len(queued): while 0, forwarded events skip placeMu
 
 	fwdIn, fwdOut [linkTypes]prometheus.Counter
 }
@@ -386,6 +387,7 @@ func (cl *cluster) inOrder(a Addr, f func()) {
 		return
 	}
 	cl.queued[a] = []func(){f}
+	cl.nqueued.Add(1)
 	cl.placeMu.Unlock()
 	go func() {
 		for {
@@ -393,6 +395,7 @@ func (cl *cluster) inOrder(a Addr, f func()) {
 			q := cl.queued[a]
 			if len(q) == 0 {
 				delete(cl.queued, a)
+				cl.nqueued.Add(-1)
 				cl.placeMu.Unlock()
 				return
 			}
@@ -747,6 +750,17 @@ func (cl *cluster) dispatch(l *link, m *linkMsg) {
 	case tMessage:
 		seq := m.seq
 		ev := event{kind: evMessage, id: m.sock, frame: Frame{Op: m.op, Data: m.data}, done: func(err error) { cl.answer(l, tAck, seq, err, nil) }}
+		if cl.nqueued.Load() == 0 {
+			// The hot path: no room waits for placement, so none of this
+			// link's earlier events can be behind; a running room takes
+			// the event straight away.
+			if err := cl.rt.sendWith(m.addr, ev, true, nil); !errors.Is(err, errNotHere) {
+				if err != nil {
+					cl.answer(l, tAck, seq, err, nil)
+				}
+				return
+			}
+		}
 		cl.inOrder(m.addr, func() { cl.forwarded(l, m, ev, true) })
 	case tClosed:
 		seq := m.seq

@@ -161,6 +161,9 @@ func TestBrowserCanvasPaintReachesTheOtherTab(t *testing.T) {
 	run(t, painter, chromedp.MouseClickXY(x, y))
 	pixel := `(() => { const d = document.querySelector('[data-testid=board]').getContext('2d').getImageData(10, 20, 1, 1).data; return d[0] === 0x43 && d[1] === 0x63 && d[2] === 0xd8; })()`
 	run(t, viewer, waitJS(pixel))
+	// The painter's pointer shows on the viewer's board, with its name.
+	run(t, painter, waitJS(fmt.Sprintf(`(document.querySelector('[data-testid=board]').dispatchEvent(new PointerEvent('pointermove', {clientX: %f, clientY: %f, bubbles: true})), true)`, x+20, y+20)))
+	run(t, viewer, waitJS(`[...document.querySelectorAll('[data-testid=cursor]')].some((c) => c.innerText.includes('painter'))`))
 	// The board is persisted: a newcomer sees the paint too.
 	late := tab(t, b, "http://"+addr+"/canvas/?room=art&name=late")
 	run(t, late, waitJS(pixel))
