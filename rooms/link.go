@@ -87,43 +87,23 @@ var errFrameTooBig = errors.New("rooms: message too big for a node-to-node link"
 
 // send queues m. It fails once the link is closed, for a frame over the
 // limit, or when the peer has fallen so far behind that the link is cut.
-func (l *link) send(m *linkMsg) error {
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		return errLinkClosed
-	}
-	n := len(l.out)
-	l.out = appendLinkMsg(l.out, m)
-	if len(l.out)-n-4 > maxLinkFrame {
-		l.out = l.out[:n]
-		l.mu.Unlock()
-		return errFrameTooBig
-	}
-	over := len(l.out) > maxLinkBacklog
-	l.mu.Unlock()
-	if over {
-		l.close(errors.New("peer too slow: link backlog full"))
-		return errLinkClosed
-	}
-	select {
-	case l.wake <- struct{}{}:
-	default:
-	}
-	return nil
-}
+func (l *link) send(m *linkMsg) error { return l.enqueue(m, false, nil) }
 
 // call sends m with a fresh seq and remembers it until the answer comes.
 // reply, when not nil, receives the answer (or a synthetic one if the
 // link dies first).
-func (l *link) call(m *linkMsg, reply chan linkMsg) error {
+func (l *link) call(m *linkMsg, reply chan linkMsg) error { return l.enqueue(m, true, reply) }
+
+func (l *link) enqueue(m *linkMsg, isCall bool, reply chan linkMsg) error {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
 		return errLinkClosed
 	}
-	l.seq++
-	m.seq = l.seq
+	if isCall {
+		l.seq++
+		m.seq = l.seq
+	}
 	n := len(l.out)
 	l.out = appendLinkMsg(l.out, m)
 	if len(l.out)-n-4 > maxLinkFrame {
@@ -131,7 +111,9 @@ func (l *link) call(m *linkMsg, reply chan linkMsg) error {
 		l.mu.Unlock()
 		return errFrameTooBig
 	}
-	l.pending[m.seq] = pendingCall{typ: m.typ, addr: m.addr, sock: m.sock, code: m.code, text: m.text, reply: reply}
+	if isCall {
+		l.pending[m.seq] = pendingCall{typ: m.typ, addr: m.addr, sock: m.sock, code: m.code, text: m.text, reply: reply}
+	}
 	over := len(l.out) > maxLinkBacklog
 	l.mu.Unlock()
 	if over {

@@ -790,20 +790,7 @@ func TestClusterAdminAcrossNodes(t *testing.T) {
 		}
 	}
 
-	req, _ := http.NewRequest(http.MethodDelete, third+"/connections/"+edges["n2"], nil)
-	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode/100 != 2 {
-		t.Fatalf("kick from n3: %v %v", resp, err)
-	} else {
-		resp.Body.Close()
-	}
-	select {
-	case code := <-u2.closed:
-		if code != 4403 {
-			t.Fatalf("kicked socket closed with %d, want 4403", code)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("kicked socket not closed")
-	}
+	deleteAndExpectClose(t, third+"/connections/"+edges["n2"], u2, 4403)
 
 	resp, err = http.Post(third+"/request/anything", "text/plain", strings.NewReader("x"))
 	if err != nil {
@@ -815,21 +802,27 @@ func TestClusterAdminAcrossNodes(t *testing.T) {
 		t.Fatalf("request to chat (no OnRequest) through n3: %d %s", resp.StatusCode, body)
 	}
 
-	req, _ = http.NewRequest(http.MethodDelete, "http://"+nodes[1].addr+"/v1/rooms/chat/admin", nil)
-	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode/100 != 2 {
-		t.Fatalf("delete from n2: %v %v", resp, err)
-	} else {
-		resp.Body.Close()
-	}
-	select {
-	case code := <-u1.closed:
-		if code != 4404 {
-			t.Fatalf("socket of the deleted room closed with %d, want 4404", code)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("socket of the deleted room not closed")
-	}
+	deleteAndExpectClose(t, "http://"+nodes[1].addr+"/v1/rooms/chat/admin", u1, 4404)
 	if hist := history(t, redis.URL(), "admin"); len(hist) != 0 {
 		t.Fatalf("deleted room still has %d messages", len(hist))
+	}
+}
+
+// deleteAndExpectClose sends DELETE url and waits for c to be closed with code.
+func deleteAndExpectClose(t *testing.T, url string, c *chatConn, code int) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodDelete, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode/100 != 2 {
+		t.Fatalf("DELETE %s: %v %v", url, resp, err)
+	}
+	resp.Body.Close()
+	select {
+	case got := <-c.closed:
+		if got != code {
+			t.Fatalf("after DELETE %s the socket closed with %d, want %d", url, got, code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("after DELETE %s the socket was not closed", url)
 	}
 }
