@@ -94,8 +94,7 @@ func runBroadcast(ctx context.Context, o *Options, r *Report, conns []*wsConn) e
 	r.Lost = want - r.Received
 	r.Errors = errs.Load()
 	r.Achieved = float64(r.Received) / o.Duration.Seconds()
-	l, sl := summarize(hist), summarize(lag)
-	r.Latency, r.SendLag = &l, &sl
+	r.setLatency(hist, lag)
 	return nil
 }
 

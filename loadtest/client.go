@@ -22,9 +22,13 @@ type wsConn struct {
 	rbuf []byte
 }
 
-// dial opens a WebSocket to url within timeout.
-func dial(ctx context.Context, url string, timeout time.Duration) (*wsConn, error) {
+// dial opens a WebSocket to url within timeout, from local when it is set.
+func dial(ctx context.Context, url string, timeout time.Duration, local net.IP) (*wsConn, error) {
 	d := ws.Dialer{Timeout: timeout}
+	if local != nil {
+		nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: local}}
+		d.NetDial = nd.DialContext
+	}
 	c, br, _, err := d.Dial(ctx, url)
 	if err != nil {
 		return nil, err

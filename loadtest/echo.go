@@ -93,8 +93,7 @@ func runEcho(ctx context.Context, o *Options, r *Report, conns []*wsConn) error 
 	r.Lost = r.Sent - r.Received
 	r.Errors = errs.Load()
 	r.Achieved = float64(r.Received) / o.Duration.Seconds()
-	l, sl := summarize(hist), summarize(lag)
-	r.Latency, r.SendLag = &l, &sl
+	r.setLatency(hist, lag)
 	return nil
 }
 

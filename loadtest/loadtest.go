@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -16,33 +17,63 @@ import (
 
 // Options describe one run. A zero field means its default.
 type Options struct {
-	Scenario           string        // "idle", "echo" or "broadcast"; required
+	Scenario           string        // "idle", "echo", "broadcast", "chat", "churn" or "wake"; required
 	Target             string        // the target's base URL, e.g. http://127.0.0.1:8080; required
 	MetricsURL         string        // default Target + "/metrics"
-	Class              string        // room class to connect to; default "echo", "counter" for broadcast
+	Class              string        // room class to connect to; default "echo", "counter" for broadcast, "chat" for chat
 	Sockets            int           // sockets to open; default 1000
-	Rooms              int           // rooms the sockets spread over; default one per socket
-	Rate               float64       // echo, broadcast: messages sent per second, all sockets together; default 1000
+	Rooms              int           // rooms the sockets spread over; default one per socket (chat: 50 members a room)
+	Rate               float64       // messages sent per second, all sockets together (churn: sockets replaced per second); default 1000
 	Size               int           // echo: payload bytes, at least 8; default 32
 	Duration           time.Duration // measured time; default 10s
 	Warmup             time.Duration // echo: sending before measuring starts; default 2s
-	Settle             time.Duration // idle: wait after connecting before reading server memory; default 5s
+	Settle             time.Duration // idle: wait after connecting before reading server memory, default 5s; wake: longest wait for the rooms to hibernate, default 30s
 	Ramp               time.Duration // spread connects over this long; default as fast as ConnectConcurrency allows
 	ConnectConcurrency int           // dials in flight; default 64
 	DialTimeout        time.Duration // per dial, handshake included; default 10s
-	Progress           io.Writer     // a live status line, when set
+	Seed               int64         // chat: the random choice of senders; default 1
+	JWTSecret          string        // when set, every socket presents an HS256 token minted with it
+	Workers            int           // processes to spread the sockets over (see RunWorkers); default 1: this one
+	SourceIPs          int           // loopback targets: bind sockets to 127.0.0.2… (this many), when ephemeral ports run short; default 0: the system's choice
+	Progress           io.Writer     `json:"-"` // a live status line, when set
+
+	firstIndex int       // this worker's first socket index, so workers share one room numbering
+	start      time.Time // when every worker starts sending; zero: 100 ms after this one is ready
+	localIP    net.IP    // the source address of this worker's sockets; nil: the system's choice
+	members    int       // chat: sockets per room, over all workers
+	worker     *workerIO // set in a worker process: it reports to its parent instead of scraping
 }
 
 func (o *Options) init() error {
+	if o.Sockets == 0 {
+		o.Sockets = 1000
+	}
 	switch o.Scenario {
-	case "idle", "echo":
+	case "idle", "echo", "churn":
+	case "wake":
+		if o.Settle == 0 {
+			o.Settle = 30 * time.Second
+		}
 	case "broadcast":
 		if o.Class == "" {
 			o.Class = "counter"
 		}
 		o.Rooms = 1 // every socket in one room
+	case "chat":
+		if o.Class == "" {
+			o.Class = "chat"
+		}
+		if o.Rooms == 0 {
+			o.Rooms = max(1, o.Sockets/50)
+		}
+		if o.worker == nil {
+			if o.Sockets%o.Rooms != 0 {
+				return fmt.Errorf("loadtest: chat needs as many members in every room: %d sockets do not divide into %d rooms", o.Sockets, o.Rooms)
+			}
+			o.members = o.Sockets / o.Rooms
+		}
 	default:
-		return fmt.Errorf("loadtest: unknown scenario %q (want idle, echo or broadcast)", o.Scenario)
+		return fmt.Errorf("loadtest: unknown scenario %q (want idle, echo, broadcast, chat, churn or wake)", o.Scenario)
 	}
 	u, err := url.Parse(o.Target)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -55,8 +86,11 @@ func (o *Options) init() error {
 	if o.Class == "" {
 		o.Class = "echo"
 	}
-	if o.Sockets == 0 {
-		o.Sockets = 1000
+	if o.Seed == 0 {
+		o.Seed = 1
+	}
+	if o.Workers == 0 {
+		o.Workers = 1
 	}
 	if o.Rooms == 0 {
 		o.Rooms = o.Sockets
@@ -87,15 +121,30 @@ func (o *Options) init() error {
 		return errors.New("loadtest: negative option")
 	case o.Size < 8:
 		return errors.New("loadtest: Size must be at least 8 bytes, the send timestamp")
-	case o.Sockets > 19000:
-		return fmt.Errorf("loadtest: %d sockets exceed what one process may hold here (~19,000)", o.Sockets)
+	case o.Sockets/o.Workers > 19000:
+		return fmt.Errorf("loadtest: %d sockets in %d process(es) exceed what one process may hold here (~19,000 each): add -workers", o.Sockets, o.Workers)
 	}
 	return nil
 }
 
+// wsURL is socket i's URL: room lt-(i mod Rooms), user lt-i (dev mode), and
+// a token when a JWT secret is given.
 func (o *Options) wsURL(i int) string {
 	base := "ws" + strings.TrimPrefix(o.Target, "http")
-	return fmt.Sprintf("%s/ws/%s/lt-%d", base, o.Class, i%o.Rooms)
+	u := fmt.Sprintf("%s/ws/%s/lt-%d?user=lt-%d&name=lt-%d", base, o.Class, i%o.Rooms, i, i)
+	if o.JWTSecret != "" {
+		u += "&token=" + mintToken(o.JWTSecret, fmt.Sprintf("lt-%d", i), o.Class, o.Duration+o.Warmup+time.Hour)
+	}
+	return u
+}
+
+// startAt is when sending starts: the instant the parent gave its workers,
+// or a moment from now.
+func (o *Options) startAt() time.Time {
+	if !o.start.IsZero() {
+		return o.start
+	}
+	return time.Now().Add(100 * time.Millisecond)
 }
 
 // Latency summarizes a histogram in milliseconds.
@@ -125,25 +174,29 @@ func newHistogram() *hdrhistogram.Histogram { return hdrhistogram.New(1, 60_000_
 
 // Report is the outcome of a run.
 type Report struct {
-	Scenario       string      `json:"scenario"`
-	Target         string      `json:"target"`
-	Sockets        int         `json:"sockets"`
-	ConnectErrors  int64       `json:"connect_errors"`
-	ConnectSeconds float64     `json:"connect_seconds"`
-	ConnectRate    float64     `json:"connects_per_second"`
-	Connect        Latency     `json:"connect_latency"`
-	Rate           float64     `json:"rate_target,omitempty"`
-	Sent           int64       `json:"sent,omitempty"`
-	Received       int64       `json:"received,omitempty"`
-	Lost           int64       `json:"lost,omitempty"`
-	Errors         int64       `json:"errors"`
-	Achieved       float64     `json:"rate_achieved,omitempty"`
-	Latency        *Latency    `json:"latency,omitempty"`
-	SendLag        *Latency    `json:"send_lag,omitempty"` // how late the harness itself sent: latency includes it
-	Before         serverStats `json:"server_before"`
-	After          serverStats `json:"server_after"`
-	RSSPerSocket   float64     `json:"server_rss_bytes_per_socket"`
-	GoroutinesPer  float64     `json:"server_goroutines_per_socket"`
+	Scenario       string   `json:"scenario"`
+	Target         string   `json:"target"`
+	Sockets        int      `json:"sockets"`
+	ConnectErrors  int64    `json:"connect_errors"`
+	ConnectSeconds float64  `json:"connect_seconds"`
+	ConnectRate    float64  `json:"connects_per_second"`
+	Connect        Latency  `json:"connect_latency"`
+	Rate           float64  `json:"rate_target,omitempty"`
+	Sent           int64    `json:"sent,omitempty"`
+	Received       int64    `json:"received,omitempty"`
+	Lost           int64    `json:"lost,omitempty"`
+	Errors         int64    `json:"errors"`
+	Achieved       float64  `json:"rate_achieved,omitempty"`
+	Latency        *Latency `json:"latency,omitempty"`
+	SendLag        *Latency `json:"send_lag,omitempty"`         // how late the harness itself sent: latency includes it
+	Hibernated     float64  `json:"rooms_hibernated,omitempty"` // wake: the target's hibernated rooms before the storm
+	Workers        int      `json:"workers"`
+
+	connectHist, latencyHist, lagHist *hdrhistogram.Histogram // kept for merging workers' reports
+	Before                            serverStats             `json:"server_before"`
+	After                             serverStats             `json:"server_after"`
+	RSSPerSocket                      float64                 `json:"server_rss_bytes_per_socket"`
+	GoroutinesPer                     float64                 `json:"server_goroutines_per_socket"`
 }
 
 // Run executes o's scenario against its target and returns the report. It
@@ -153,17 +206,23 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err := o.init(); err != nil {
 		return nil, err
 	}
-	before, err := scrape(ctx, o.MetricsURL)
-	if err != nil {
-		return nil, err
+	if o.Workers > 1 && o.worker == nil {
+		return runWorkers(ctx, o)
 	}
-	probe, err := dial(ctx, o.wsURL(0), o.DialTimeout)
+	var before serverStats
+	var err error
+	if o.worker == nil {
+		if before, err = scrape(ctx, o.MetricsURL); err != nil {
+			return nil, err
+		}
+	}
+	probe, err := dial(ctx, o.wsURL(o.firstIndex), o.DialTimeout, o.localIP)
 	if err != nil {
 		return nil, fmt.Errorf("loadtest: target refused a socket: %w", err)
 	}
 	probe.close()
 
-	r := &Report{Scenario: o.Scenario, Target: o.Target, Before: before}
+	r := &Report{Scenario: o.Scenario, Target: o.Target, Before: before, Workers: 1}
 	conns, err := connectAll(ctx, &o, r)
 	defer func() {
 		for _, c := range conns {
@@ -173,6 +232,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return r, err
 	}
+	if o.worker != nil {
+		// All workers connect first; then they start sending together.
+		if o.start, err = o.worker.ready(r); err != nil {
+			return r, err
+		}
+	}
 	switch o.Scenario {
 	case "idle":
 		err = runIdle(ctx, &o, r)
@@ -180,9 +245,18 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		err = runEcho(ctx, &o, r, conns)
 	case "broadcast":
 		err = runBroadcast(ctx, &o, r, conns)
+	case "chat":
+		err = runChat(ctx, &o, r, conns)
+	case "churn":
+		err = runChurn(ctx, &o, r, conns)
+	case "wake":
+		err = runWake(ctx, &o, r, conns)
 	}
 	if err != nil {
 		return r, err
+	}
+	if o.worker != nil {
+		return r, o.worker.finish(r) // the parent reads the server's figures while these sockets are open
 	}
 	if r.After, err = scrape(ctx, o.MetricsURL); err != nil {
 		return r, err
@@ -225,7 +299,7 @@ func connectAll(ctx context.Context, o *Options, r *Report) ([]*wsConn, error) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			t := time.Now()
-			c, err := dial(ctx, o.wsURL(i), o.DialTimeout)
+			c, err := dial(ctx, o.wsURL(o.firstIndex+i), o.DialTimeout, o.localIP)
 			if err != nil {
 				failed.Add(1)
 				firstErr.CompareAndSwap(nil, err)
@@ -241,7 +315,7 @@ func connectAll(ctx context.Context, o *Options, r *Report) ([]*wsConn, error) {
 	stopProgress()
 	r.ConnectSeconds = time.Since(start).Seconds()
 	r.ConnectErrors = failed.Load()
-	r.Connect = summarize(hist)
+	r.Connect, r.connectHist = summarize(hist), hist
 	open := conns[:0]
 	for _, c := range conns {
 		if c != nil {
@@ -292,4 +366,11 @@ func progress(w io.Writer, line func() string) (stop func()) {
 		}
 	}()
 	return func() { close(done); wg.Wait() }
+}
+
+// setLatency records a scenario's delivery and send-lag histograms.
+func (r *Report) setLatency(hist, lag *hdrhistogram.Histogram) {
+	l, sl := summarize(hist), summarize(lag)
+	r.Latency, r.SendLag = &l, &sl
+	r.latencyHist, r.lagHist = hist, lag
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -109,5 +110,75 @@ func TestBadOptions(t *testing.T) {
 		if _, err := Run(context.Background(), o); err == nil {
 			t.Errorf("Run(%+v) accepted bad options", o)
 		}
+	}
+}
+
+func TestMain(m *testing.M) {
+	ServeWorker() // the test binary doubles as the workers of TestWorkersMergeExactly
+	os.Exit(m.Run())
+}
+
+// TestWorkersMergeExactly spreads an echo run over two worker processes:
+// the merged report counts every message once and measures the same delay.
+func TestWorkersMergeExactly(t *testing.T) {
+	const delay = 10 * time.Millisecond
+	target := delayEcho(t, delay)
+	r, err := Run(context.Background(), Options{
+		Scenario: "echo", Target: target, Sockets: 30, Rate: 600, Workers: 2,
+		Warmup: 200 * time.Millisecond, Duration: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Workers != 2 || r.Sockets != 30 || r.Lost != 0 || r.Errors != 0 {
+		t.Fatalf("merged report: %d workers, %d sockets, lost %d, errors %d", r.Workers, r.Sockets, r.Lost, r.Errors)
+	}
+	if r.Latency.Count != r.Received || r.Received < 500 {
+		t.Fatalf("merged latency counts %d deliveries, the workers received %d", r.Latency.Count, r.Received)
+	}
+	if r.Connect.Count != 30 {
+		t.Fatalf("merged connect latency counts %d sockets, want 30", r.Connect.Count)
+	}
+	if p50 := r.Latency.P50; p50 < 10 || p50 > 15 {
+		t.Errorf("p50 = %.2f ms for a server that waits 10 ms", p50)
+	}
+}
+
+// Histograms travel between processes as snapshots; merged, they must give
+// exactly what one histogram of all the values gives.
+func TestHistogramMergeIsExact(t *testing.T) {
+	all, a, b := newHistogram(), newHistogram(), newHistogram()
+	for i := int64(1); i <= 100000; i++ {
+		v := i*37%50000 + 1
+		all.RecordValue(v)
+		if i%3 == 0 {
+			a.RecordValue(v)
+		} else {
+			b.RecordValue(v)
+		}
+	}
+	merged, err := mergeResults(Options{Scenario: "echo"}, []*workerResult{
+		{Connect: a.Export(), Latency: a.Export(), Lag: a.Export()},
+		{Connect: b.Export(), Latency: b.Export(), Lag: b.Export()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := *merged.Latency, summarize(all); got != want {
+		t.Fatalf("merged %+v, want %+v", got, want)
+	}
+	if !merged.latencyHist.Equals(all) {
+		t.Fatal("merged histogram differs from the histogram of all values")
+	}
+}
+
+func TestChurnReplacesSockets(t *testing.T) {
+	target := delayEcho(t, 0)
+	r, err := Run(context.Background(), Options{Scenario: "churn", Target: target, Sockets: 20, Rate: 200, Duration: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Received < 150 || r.Errors != 0 || r.Latency.Count != r.Received {
+		t.Fatalf("churn: %d replaced, %d errors, %d connect times", r.Received, r.Errors, r.Latency.Count)
 	}
 }

@@ -69,3 +69,15 @@ func awaitDeliveries(received *atomic.Int64, want int64, d time.Duration) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// awaitQuiet waits until received has not moved for quiet, at most d.
+func awaitQuiet(received *atomic.Int64, quiet, d time.Duration) {
+	deadline := time.Now().Add(d)
+	last, since := received.Load(), time.Now()
+	for time.Now().Before(deadline) && time.Since(since) < quiet {
+		time.Sleep(20 * time.Millisecond)
+		if n := received.Load(); n != last {
+			last, since = n, time.Now()
+		}
+	}
+}

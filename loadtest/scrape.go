@@ -18,6 +18,8 @@ type serverStats struct {
 	FramesIn   float64 `json:"frames_in"`
 	FramesOut  float64 `json:"frames_out"`
 	BadInput   float64 `json:"bad_input"`
+	Hibernated float64 `json:"rooms_hibernated"`
+	Wakes      float64 `json:"room_wakes"`
 }
 
 // scrape reads url, a Prometheus text endpoint. Series the target does not
@@ -63,7 +65,19 @@ func scrape(ctx context.Context, url string) (serverStats, error) {
 		}
 		return v
 	}
+	var hibernated float64
+	if f, ok := fams["roomgate_rooms"]; ok {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "state" && l.GetValue() == "hibernated" && m.Gauge != nil {
+					hibernated += m.Gauge.GetValue()
+				}
+			}
+		}
+	}
 	return serverStats{
+		Hibernated: hibernated,
+		Wakes:      sum("roomgate_room_wakes_total"),
 		RSSBytes:   sum("process_resident_memory_bytes"),
 		Goroutines: sum("go_goroutines"),
 		Sockets:    sum("roomgate_sockets_open"),

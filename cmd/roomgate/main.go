@@ -35,6 +35,7 @@ import (
 var version = ""
 
 func main() {
+	loadtest.ServeWorker() // a worker process of a distributed load run exits here
 	args := os.Args[1:]
 	cmd := "serve"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -203,19 +204,23 @@ func advertised(addr string) string {
 func runLoadtest(args []string) error {
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	var o loadtest.Options
-	fs.StringVar(&o.Scenario, "scenario", "echo", "idle, echo or broadcast")
+	fs.StringVar(&o.Scenario, "scenario", "echo", "idle, echo, broadcast, chat, churn or wake")
 	fs.StringVar(&o.Target, "target", "http://127.0.0.1:8080", "base URL of the gateway to load")
 	fs.StringVar(&o.MetricsURL, "metrics", "", "the target's metrics URL (default: target + /metrics)")
-	fs.StringVar(&o.Class, "class", "", "room class to connect to (default: echo; counter for broadcast)")
-	fs.IntVar(&o.Sockets, "sockets", 1000, "sockets to open")
-	fs.IntVar(&o.Rooms, "rooms", 0, "rooms the sockets spread over (default: one per socket)")
-	fs.Float64Var(&o.Rate, "rate", 1000, "echo, broadcast: messages sent per second, all sockets together")
+	fs.StringVar(&o.Class, "class", "", "room class to connect to (default: echo; counter for broadcast; chat for chat)")
+	fs.IntVar(&o.Sockets, "sockets", 1000, "sockets to open, over all workers")
+	fs.IntVar(&o.Rooms, "rooms", 0, "rooms the sockets spread over (default: one per socket; chat: 50 members a room)")
+	fs.Float64Var(&o.Rate, "rate", 1000, "messages sent per second, all sockets together (churn: sockets replaced per second)")
 	fs.IntVar(&o.Size, "size", 32, "echo: payload bytes")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "measured time")
 	fs.DurationVar(&o.Warmup, "warmup", 2*time.Second, "echo: sending before measuring")
-	fs.DurationVar(&o.Settle, "settle", 5*time.Second, "idle: wait before reading server memory")
+	fs.DurationVar(&o.Settle, "settle", 0, "idle: wait before reading server memory (default 5s); wake: longest wait for the rooms to hibernate (default 30s)")
 	fs.DurationVar(&o.Ramp, "ramp", 0, "spread connects over this long")
 	fs.IntVar(&o.ConnectConcurrency, "connect-concurrency", 64, "dials in flight")
+	fs.Int64Var(&o.Seed, "seed", 1, "chat: seed of the random choice of senders")
+	fs.StringVar(&o.JWTSecret, "jwt-secret", "", "mint an HS256 token per socket with this secret")
+	fs.IntVar(&o.Workers, "workers", 1, "processes to spread the sockets over (one holds ~19,000)")
+	fs.IntVar(&o.SourceIPs, "source-ips", 0, "loopback targets: bind worker i's sockets to 127.0.0.(2+i mod N) when ephemeral ports run short")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err

@@ -1,0 +1,75 @@
+package loadtest
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/gobwas/ws"
+)
+
+// runWake waits until the target has hibernated the sockets' rooms (its
+// roomgate_rooms{state="hibernated"}, or Settle at most), then has every
+// socket send one message at the same instant: a wake storm. Latency runs
+// from that instant to each answer; its max is how long the last room
+// took to wake and answer.
+func runWake(ctx context.Context, o *Options, r *Report, conns []*wsConn) error {
+	if len(conns) == 0 {
+		return fmt.Errorf("loadtest: no sockets open")
+	}
+	deadline := time.Now().Add(o.Settle)
+	for {
+		st, err := scrape(ctx, o.MetricsURL)
+		if err != nil {
+			return err
+		}
+		r.Hibernated = st.Hibernated
+		if st.Hibernated >= float64(o.Rooms)*0.99 || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	var received, errs, sent atomic.Int64
+	rs := startReaders(conns, &errs, func(c *wsConn, local *hdrhistogram.Histogram) error {
+		_, p, err := c.read()
+		if err != nil {
+			return err
+		}
+		if len(p) >= 8 {
+			received.Add(1)
+			local.RecordValue(max(time.Since(time.Unix(0, int64(binary.LittleEndian.Uint64(p)))).Microseconds(), 1))
+		}
+		return nil
+	})
+	start := o.startAt()
+	time.Sleep(time.Until(start))
+	payload := make([]byte, 8)
+	binary.LittleEndian.PutUint64(payload, uint64(start.UnixNano()))
+	lag := newHistogram()
+	for _, c := range conns {
+		if err := c.write(ws.OpBinary, payload); err != nil {
+			errs.Add(1)
+			continue
+		}
+		sent.Add(1)
+		lag.RecordValue(max(time.Since(start).Microseconds(), 1))
+	}
+	awaitDeliveries(&received, sent.Load(), max(o.Duration, 10*time.Second))
+	hist := rs.stop()
+	r.Rate = float64(len(conns))
+	r.Sent, r.Received = sent.Load(), received.Load()
+	r.Lost = r.Sent - r.Received
+	r.Errors = errs.Load()
+	r.setLatency(hist, lag)
+	if r.Latency.Max > 0 {
+		r.Achieved = float64(r.Received) / (r.Latency.Max / 1000)
+	}
+	return nil
+}
