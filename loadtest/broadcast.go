@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/gobwas/ws"
 )
 
@@ -39,7 +38,7 @@ func runBroadcast(ctx context.Context, o *Options, r *Report, conns []*wsConn) e
 	intended := make([]atomic.Int64, total+1) // UnixNano of inc k, written before it is sent
 
 	var received, errs, sent atomic.Int64
-	rs := startReaders(conns, &errs, func(c *wsConn, local *hdrhistogram.Histogram) error {
+	rs := startReaders(conns, &errs, func(c *wsConn, rec *recorder) error {
 		v, err := readCount(c)
 		if err != nil {
 			return err
@@ -51,14 +50,14 @@ func runBroadcast(ctx context.Context, o *Options, r *Report, conns []*wsConn) e
 		at := intended[k].Load()
 		if at != 0 && !time.Unix(0, at).Before(measureFrom) {
 			received.Add(1)
-			local.RecordValue(max(time.Since(time.Unix(0, at)).Microseconds(), 1))
+			rec.record(max(time.Since(time.Unix(0, at)).Microseconds(), 1))
 		}
 		return nil
 	})
 
-	stopProgress := progress(o.Progress, func() string {
-		return fmt.Sprintf("broadcast: %d sockets, %d sent, %d delivered, %d errors", len(conns), sent.Load(), received.Load(), errs.Load())
-	})
+	stopProgress := progress(o.Progress, rs.status(func() string {
+		return fmt.Sprintf("broadcast: %d sockets, %d sent, %d delivered", len(conns), sent.Load(), received.Load())
+	}, &received))
 	p, err := newPacer(min(max(interval, 50*time.Microsecond), time.Millisecond))
 	if err != nil {
 		return err

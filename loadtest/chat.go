@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/gobwas/ws"
 )
 
@@ -29,7 +28,7 @@ func runChat(ctx context.Context, o *Options, r *Report, conns []*wsConn) error 
 	end := measureFrom.Add(o.Duration)
 
 	var received, errs, sent atomic.Int64
-	rs := startReaders(conns, &errs, func(c *wsConn, local *hdrhistogram.Histogram) error {
+	rs := startReaders(conns, &errs, func(c *wsConn, rec *recorder) error {
 		_, p, err := c.read()
 		if err != nil {
 			return err
@@ -37,13 +36,13 @@ func runChat(ctx context.Context, o *Options, r *Report, conns []*wsConn) error 
 		at, ok := chatSentAt(p)
 		if ok && !at.Before(measureFrom) {
 			received.Add(1)
-			local.RecordValue(max(time.Since(at).Microseconds(), 1))
+			rec.record(max(time.Since(at).Microseconds(), 1))
 		}
 		return nil
 	})
-	stopProgress := progress(o.Progress, func() string {
-		return fmt.Sprintf("chat: %d rooms × %d, %d sent, %d delivered, %d errors", o.Rooms, members, sent.Load(), received.Load(), errs.Load())
-	})
+	stopProgress := progress(o.Progress, rs.status(func() string {
+		return fmt.Sprintf("chat: %d rooms × %d, %d sent, %d delivered", o.Rooms, members, sent.Load(), received.Load())
+	}, &received))
 	interval := time.Duration(float64(time.Second) / o.Rate)
 	p, err := newPacer(min(max(interval, 50*time.Microsecond), time.Millisecond))
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
 )
@@ -27,7 +26,7 @@ func runEcho(ctx context.Context, o *Options, r *Report, conns []*wsConn) error 
 	measureFrom := start.Add(o.Warmup)
 	end := measureFrom.Add(o.Duration)
 
-	rs := startReaders(conns, &errs, func(c *wsConn, local *hdrhistogram.Histogram) error {
+	rs := startReaders(conns, &errs, func(c *wsConn, rec *recorder) error {
 		_, p, err := c.read()
 		if err != nil {
 			return err
@@ -39,14 +38,14 @@ func runEcho(ctx context.Context, o *Options, r *Report, conns []*wsConn) error 
 		intended := time.Unix(0, int64(binary.LittleEndian.Uint64(p)))
 		if !intended.Before(measureFrom) {
 			received.Add(1)
-			local.RecordValue(max(time.Since(intended).Microseconds(), 1))
+			rec.record(max(time.Since(intended).Microseconds(), 1))
 		}
 		return nil
 	})
 
-	stopProgress := progress(o.Progress, func() string {
-		return fmt.Sprintf("echo: %d sockets, %d sent, %d received, %d errors", len(conns), sent.Load(), received.Load(), errs.Load())
-	})
+	stopProgress := progress(o.Progress, rs.status(func() string {
+		return fmt.Sprintf("echo: %d sockets, %d sent, %d received", len(conns), sent.Load(), received.Load())
+	}, &received))
 	lag := newHistogram() // written only by the one sender below
 	interval := time.Duration(float64(time.Second) / o.Rate)
 	p, err := newPacer(min(max(interval, 50*time.Microsecond), time.Millisecond))

@@ -18,8 +18,8 @@ import (
 // Options describe one run. A zero field means its default.
 type Options struct {
 	Scenario           string        // "idle", "echo", "broadcast", "chat", "churn" or "wake"; required
-	Target             string        // the target's base URL, e.g. http://127.0.0.1:8080; required
-	MetricsURL         string        // default Target + "/metrics"
+	Target             string        // the target's base URL, e.g. http://127.0.0.1:8080, or several comma-separated (a cluster's nodes: socket i goes to the i-th mod n); required
+	MetricsURL         string        // default each target's /metrics, summed
 	Class              string        // room class to connect to; default "echo", "counter" for broadcast, "chat" for chat
 	Sockets            int           // sockets to open; default 1000
 	Rooms              int           // rooms the sockets spread over; default one per socket (chat: 50 members a room)
@@ -37,11 +37,13 @@ type Options struct {
 	SourceIPs          int           // loopback targets: bind sockets to 127.0.0.2… (this many), when ephemeral ports run short; default 0: the system's choice
 	Progress           io.Writer     `json:"-"` // a live status line, when set
 
-	firstIndex int       // this worker's first socket index, so workers share one room numbering
-	start      time.Time // when every worker starts sending; zero: 100 ms after this one is ready
-	localIP    net.IP    // the source address of this worker's sockets; nil: the system's choice
-	members    int       // chat: sockets per room, over all workers
-	worker     *workerIO // set in a worker process: it reports to its parent instead of scraping
+	firstIndex  int       // this worker's first socket index, so workers share one room numbering
+	start       time.Time // when every worker starts sending; zero: 100 ms after this one is ready
+	localIP     net.IP    // the source address of this worker's sockets; nil: the system's choice
+	targets     []string  // Target, split
+	metricsURLs []string
+	members     int       // chat: sockets per room, over all workers
+	worker      *workerIO // set in a worker process: it reports to its parent instead of scraping
 }
 
 func (o *Options) init() error {
@@ -75,13 +77,18 @@ func (o *Options) init() error {
 	default:
 		return fmt.Errorf("loadtest: unknown scenario %q (want idle, echo, broadcast, chat, churn or wake)", o.Scenario)
 	}
-	u, err := url.Parse(o.Target)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("loadtest: target %q is not an http(s) base URL", o.Target)
+	o.targets, o.metricsURLs = nil, nil
+	for _, t := range strings.Split(o.Target, ",") {
+		t = strings.TrimRight(strings.TrimSpace(t), "/")
+		u, err := url.Parse(t)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("loadtest: target %q is not an http(s) base URL", t)
+		}
+		o.targets = append(o.targets, t)
+		o.metricsURLs = append(o.metricsURLs, t+"/metrics")
 	}
-	o.Target = strings.TrimRight(o.Target, "/")
-	if o.MetricsURL == "" {
-		o.MetricsURL = o.Target + "/metrics"
+	if o.MetricsURL != "" {
+		o.metricsURLs = []string{o.MetricsURL}
 	}
 	if o.Class == "" {
 		o.Class = "echo"
@@ -130,7 +137,7 @@ func (o *Options) init() error {
 // wsURL is socket i's URL: room lt-(i mod Rooms), user lt-i (dev mode), and
 // a token when a JWT secret is given.
 func (o *Options) wsURL(i int) string {
-	base := "ws" + strings.TrimPrefix(o.Target, "http")
+	base := "ws" + strings.TrimPrefix(o.targets[i%len(o.targets)], "http")
 	u := fmt.Sprintf("%s/ws/%s/lt-%d?user=lt-%d&name=lt-%d", base, o.Class, i%o.Rooms, i, i)
 	if o.JWTSecret != "" {
 		u += "&token=" + mintToken(o.JWTSecret, fmt.Sprintf("lt-%d", i), o.Class, o.Duration+o.Warmup+time.Hour)
@@ -212,7 +219,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	var before serverStats
 	var err error
 	if o.worker == nil {
-		if before, err = scrape(ctx, o.MetricsURL); err != nil {
+		if before, err = o.scrape(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -258,7 +265,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.worker != nil {
 		return r, o.worker.finish(r) // the parent reads the server's figures while these sockets are open
 	}
-	if r.After, err = scrape(ctx, o.MetricsURL); err != nil {
+	if r.After, err = o.scrape(ctx); err != nil {
 		return r, err
 	}
 	if r.Sockets > 0 {

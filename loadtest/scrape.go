@@ -86,3 +86,24 @@ func scrape(ctx context.Context, url string) (serverStats, error) {
 		BadInput:   sum("roomgate_bad_input_total"),
 	}, nil
 }
+
+// scrape reads every target's metrics and adds them up: for a cluster, the
+// figures are the cluster's.
+func (o *Options) scrape(ctx context.Context) (serverStats, error) {
+	var total serverStats
+	for _, u := range o.metricsURLs {
+		st, err := scrape(ctx, u)
+		if err != nil {
+			return serverStats{}, err
+		}
+		total.RSSBytes += st.RSSBytes
+		total.Goroutines += st.Goroutines
+		total.Sockets += st.Sockets
+		total.FramesIn += st.FramesIn
+		total.FramesOut += st.FramesOut
+		total.BadInput += st.BadInput
+		total.Hibernated += st.Hibernated
+		total.Wakes += st.Wakes
+	}
+	return total, nil
+}

@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/gobwas/ws"
 )
 
@@ -22,7 +21,7 @@ func runWake(ctx context.Context, o *Options, r *Report, conns []*wsConn) error 
 	}
 	deadline := time.Now().Add(o.Settle)
 	for {
-		st, err := scrape(ctx, o.MetricsURL)
+		st, err := o.scrape(ctx)
 		if err != nil {
 			return err
 		}
@@ -37,17 +36,21 @@ func runWake(ctx context.Context, o *Options, r *Report, conns []*wsConn) error 
 		}
 	}
 	var received, errs, sent atomic.Int64
-	rs := startReaders(conns, &errs, func(c *wsConn, local *hdrhistogram.Histogram) error {
+	rs := startReaders(conns, &errs, func(c *wsConn, rec *recorder) error {
 		_, p, err := c.read()
 		if err != nil {
 			return err
 		}
 		if len(p) >= 8 {
 			received.Add(1)
-			local.RecordValue(max(time.Since(time.Unix(0, int64(binary.LittleEndian.Uint64(p)))).Microseconds(), 1))
+			rec.record(max(time.Since(time.Unix(0, int64(binary.LittleEndian.Uint64(p)))).Microseconds(), 1))
 		}
 		return nil
 	})
+	stopProgress := progress(o.Progress, rs.status(func() string {
+		return fmt.Sprintf("wake: %d sockets, %d sent, %d answered", len(conns), sent.Load(), received.Load())
+	}, &received))
+	defer stopProgress()
 	start := o.startAt()
 	time.Sleep(time.Until(start))
 	payload := make([]byte, 8)

@@ -137,7 +137,7 @@ func (wk *worker) next() (*workerResult, error) {
 
 // runWorkers runs o over o.Workers processes and merges their reports.
 func runWorkers(ctx context.Context, o Options) (*Report, error) {
-	before, err := scrape(ctx, o.MetricsURL)
+	before, err := o.scrape(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +151,7 @@ func runWorkers(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	loopback := false
-	if u, err := url.Parse(o.Target); err == nil {
+	if u, err := url.Parse(o.targets[0]); err == nil {
 		if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsLoopback() || u.Hostname() == "localhost" {
 			loopback = true
 		}
@@ -220,7 +220,7 @@ func runWorkers(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	r.Before = before
-	if r.After, err = scrape(ctx, o.MetricsURL); err != nil {
+	if r.After, err = o.scrape(ctx); err != nil {
 		return r, err
 	}
 	if r.Sockets > 0 {
