@@ -1,0 +1,151 @@
+// Command suitetable turns the standard suite's `roomgate loadtest -json`
+// reports (files SETUP-SCENARIO.json, SETUP one of node and cluster) into
+// the markdown table of docs/benchmarks.md, checked against the targets,
+// and writes it between the suite's markers in that file.
+//
+//	go run ./scripts/suitetable -doc docs/benchmarks.md -note "…" DIR/*.json
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+)
+
+type latency struct {
+	Count int64   `json:"count"`
+	P50   float64 `json:"p50_ms"`
+	P99   float64 `json:"p99_ms"`
+	Max   float64 `json:"max_ms"`
+}
+
+type report struct {
+	Sockets       int      `json:"sockets"`
+	ConnectRate   float64  `json:"connects_per_second"`
+	Sent          int64    `json:"sent"`
+	Received      int64    `json:"received"`
+	Lost          int64    `json:"lost"`
+	Errors        int64    `json:"errors"`
+	Achieved      float64  `json:"rate_achieved"`
+	Hibernated    float64  `json:"rooms_hibernated"`
+	Latency       *latency `json:"latency"`
+	RSSPerSocket  float64  `json:"server_rss_bytes_per_socket"`
+	GoroutinesPer float64  `json:"server_goroutines_per_socket"`
+}
+
+const (
+	startMarker = "<!-- standard suite: start (written by make bench) -->"
+	endMarker   = "<!-- standard suite: end -->"
+)
+
+func main() {
+	doc := flag.String("doc", "", "markdown file whose suite section is replaced; empty: print the table")
+	note := flag.String("note", "", "a line printed under the table, e.g. the commands")
+	flag.Parse()
+	reports := map[string]report{}
+	for _, path := range flag.Args() {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			fail("%v", err)
+		}
+		var r report
+		if err := json.Unmarshal(b, &r); err != nil {
+			fail("%s: %v", path, err)
+		}
+		reports[strings.TrimSuffix(filepath.Base(path), ".json")] = r
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %s, Go %s; harness and servers on the same machine. Measured %s.\n\n",
+		runtime.NumCPU(), cpuModel(), kernel(), strings.TrimPrefix(runtime.Version(), "go"), time.Now().UTC().Format("2006-01-02"))
+	b.WriteString("| scenario | figure | target | one node, embedded store | three nodes on Redis |\n|---|---|---|---|---|\n")
+	row := func(scenario, figure, target string, met func(float64) bool, f func(report) float64, format string) {
+		cells := []string{}
+		for _, setup := range []string{"node", "cluster"} {
+			r, ok := reports[setup+"-"+scenario]
+			if !ok {
+				cells = append(cells, "not run")
+				continue
+			}
+			v := f(r)
+			cell := fmt.Sprintf(format, v)
+			if met != nil {
+				if met(v) {
+					cell += " ✓"
+				} else {
+					cell += " ✗ missed"
+				}
+			}
+			cells = append(cells, cell)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", scenario, figure, target, cells[0], cells[1])
+	}
+	lat := func(r report) latency {
+		if r.Latency == nil {
+			return latency{}
+		}
+		return *r.Latency
+	}
+	row("idle", "server RSS per socket, 15,000 sockets", "≤ 1 KiB", func(v float64) bool { return v <= 1024 }, func(r report) float64 { return r.RSSPerSocket }, "%.0f B")
+	row("idle", "server goroutines per socket", "0", func(v float64) bool { return v < 0.01 }, func(r report) float64 { return r.GoroutinesPer }, "%.3f")
+	row("idle", "connects per second", "–", nil, func(r report) float64 { return r.ConnectRate }, "%.0f /s")
+	row("echo", "p50, 1,000 sockets at 20,000 msg/s", "–", nil, func(r report) float64 { return lat(r).P50 }, "%.3f ms")
+	row("echo", "p99", "< 1 ms", func(v float64) bool { return v < 1 }, func(r report) float64 { return lat(r).P99 }, "%.2f ms")
+	row("echo", "messages lost", "0", func(v float64) bool { return v == 0 }, func(r report) float64 { return float64(r.Lost) }, "%.0f")
+	row("chat", "p50, 100 rooms × 50 members, 2,000 msg/s in", "–", nil, func(r report) float64 { return lat(r).P50 }, "%.2f ms")
+	row("chat", "p99 from send to every receiver", "< 10 ms", func(v float64) bool { return v < 10 }, func(r report) float64 { return lat(r).P99 }, "%.2f ms")
+	row("chat", "deliveries per second", "100,000", nil, func(r report) float64 { return r.Achieved }, "%.0f /s")
+	row("chat", "deliveries lost", "0", func(v float64) bool { return v == 0 }, func(r report) float64 { return float64(r.Lost) }, "%.0f")
+	row("wake", "rooms hibernated before the storm", "5,000", nil, func(r report) float64 { return r.Hibernated }, "%.0f")
+	row("wake", "all 5,000 answered within", "≤ 2 s", func(v float64) bool { return v > 0 && v <= 2000 }, func(r report) float64 {
+		if r.Received < r.Sent || r.Sent == 0 {
+			return 0 // not all answered
+		}
+		return lat(r).Max
+	}, "%.0f ms")
+	row("wake", "answer p50", "–", nil, func(r report) float64 { return lat(r).P50 }, "%.1f ms")
+	if *note != "" {
+		b.WriteString("\n" + *note + "\n")
+	}
+	if *doc == "" {
+		fmt.Print(b.String())
+		return
+	}
+	text, err := os.ReadFile(*doc)
+	if err != nil {
+		fail("%v", err)
+	}
+	s := string(text)
+	i, j := strings.Index(s, startMarker), strings.Index(s, endMarker)
+	if i < 0 || j < i {
+		fail("%s has no suite markers", *doc)
+	}
+	s = s[:i+len(startMarker)] + "\n" + b.String() + s[j:]
+	if err := os.WriteFile(*doc, []byte(s), 0o644); err != nil {
+		fail("%v", err)
+	}
+}
+
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+func kernel() string {
+	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return "Linux " + strings.TrimSpace(string(b))
+}
+
+func fail(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "suitetable: "+format+"\n", args...)
+	os.Exit(1)
+}
