@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/gobwas/ws"
 )
 
 // Options describe one run. A zero field means its default.
@@ -225,7 +226,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	probe, err := dial(ctx, o.wsURL(o.firstIndex), o.DialTimeout, o.localIP)
 	if err != nil {
-		return nil, fmt.Errorf("loadtest: target refused a socket: %w", err)
+		return nil, refused(err)
 	}
 	probe.close()
 
@@ -380,4 +381,23 @@ func (r *Report) setLatency(hist, lag *hdrhistogram.Histogram) {
 	l, sl := summarize(hist), summarize(lag)
 	r.Latency, r.SendLag = &l, &sl
 	r.latencyHist, r.lagHist = hist, lag
+}
+
+// refused explains why the target refused the first socket: the statuses
+// of DESIGN §1 say what to change.
+func refused(err error) error {
+	var st ws.StatusError
+	if errors.As(err, &st) {
+		switch int(st) {
+		case 401:
+			return fmt.Errorf("loadtest: the target refused the token (401): give -jwt-secret the target's secret: %w", err)
+		case 403:
+			return fmt.Errorf("loadtest: the target refused the socket (403: origin, or a token that does not cover the room): %w", err)
+		case 404:
+			return fmt.Errorf("loadtest: the target has no such room class (404): check -class: %w", err)
+		case 503:
+			return fmt.Errorf("loadtest: the target is not ready or is draining (503): %w", err)
+		}
+	}
+	return fmt.Errorf("loadtest: target refused a socket: %w", err)
 }

@@ -182,3 +182,23 @@ func TestChurnReplacesSockets(t *testing.T) {
 		t.Fatalf("churn: %d replaced, %d errors, %d connect times", r.Received, r.Errors, r.Latency.Count)
 	}
 }
+
+// A target that refuses the token says so, not just "status 401".
+func TestRefusedTokenIsAClearError(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {})
+	mux.HandleFunc("/ws/", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, `{"error":{"code":"unauthorized"}}`, http.StatusUnauthorized)
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	defer srv.Close()
+	_, err = Run(context.Background(), Options{Scenario: "echo", Target: "http://" + ln.Addr().String(), JWTSecret: "wrong"})
+	if err == nil || !strings.Contains(err.Error(), "refused the token") {
+		t.Fatalf("got %v, want an error saying the token was refused", err)
+	}
+}

@@ -143,7 +143,7 @@ func runWorkers(ctx context.Context, o Options) (*Report, error) {
 	}
 	probe, err := dial(ctx, o.wsURL(0), o.DialTimeout, nil)
 	if err != nil {
-		return nil, fmt.Errorf("loadtest: target refused a socket: %w", err)
+		return nil, refused(err)
 	}
 	probe.close()
 	exe, err := os.Executable()

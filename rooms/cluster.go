@@ -56,6 +56,7 @@ type cluster struct {
 	dialFailed   map[string]time.Time // node → until when a new dial is not tried
 	backlog      map[string][]byte    // frames for a node whose link is being dialed
 	incarnations map[string]uint64
+	inbound      map[*link]struct{} // links other nodes dialed
 	nodes        atomic.Pointer[map[string]storage.NodeRecord]
 	hbMu         sync.Mutex // one heartbeat at a time, so node lists are compared in order
 
@@ -84,7 +85,7 @@ func newCluster(rt *Runtime) *cluster {
 	cl := &cluster{rt: rt, coord: rt.o.Coordinator, self: rt.o.NodeID, address: rt.o.Address, secret: rt.o.ClusterSecret,
 		ttl: rt.o.LeaseTTL, incarnation: rand.Uint64(), epoch: time.Now(),
 		links: map[string]*link{}, dials: map[string]*dialCall{}, dialFailed: map[string]time.Time{}, backlog: map[string][]byte{},
-		incarnations: map[string]uint64{}, placing: map[Addr]*placement{}, queued: map[Addr][]func(){}}
+		incarnations: map[string]uint64{}, inbound: map[*link]struct{}{}, placing: map[Addr]*placement{}, queued: map[Addr][]func(){}}
 	names := [linkTypes]string{tConnect: "connect", tMessage: "message", tClosed: "closed", tAsk: "ask", tDeliver: "deliver",
 		tClose: "close", tAuto: "auto", tProbe: "probe", tAck: "ack", tReply: "reply", tPing: "ping"}
 	for t := tConnect; t < linkTypes; t++ {
@@ -474,33 +475,39 @@ func (cl *cluster) linkTo(ctx context.Context, node string) (*link, error) {
 // fail at once.
 const linkRedialAfter = 500 * time.Millisecond
 
-// register makes l the link to its peer and returns the link in use. When
-// both nodes dialed at once, both keep the link dialed by the node with
-// the smaller id, so they agree, and the other closes. Frames queued while
+// register makes l, which this node dialed, its link to l's peer, and
+// returns the link in use. Each node sends its requests only over the link
+// it dialed, and answers over the link a request came on: two links per
+// pair, one per direction, so the two nodes never race to choose one, and
+// each direction's frames stay in one ordered stream. Frames queued while
 // the link was dialed go first.
 func (cl *cluster) register(l *link) *link {
 	cl.mu.Lock()
-	cur := cl.links[l.peer]
-	keep, spare := l, cur
-	if cur != nil && !cur.isClosed() && cur.dialedBy <= l.dialedBy {
-		keep, spare = cur, l
+	if cur := cl.links[l.peer]; cur != nil && !cur.isClosed() {
+		cl.mu.Unlock()
+		l.close(nil) // cannot happen: dials to one node are shared
+		return cur
 	}
-	if keep != cur {
-		if cur == nil {
-			cl.rt.m.links.Inc()
-		}
-		cl.links[l.peer] = keep
-		if b := cl.backlog[l.peer]; len(b) > 0 {
-			keep.sendRaw(b)
-		}
-		delete(cl.backlog, l.peer)
-		cl.publishLinks()
+	if cl.links[l.peer] == nil {
+		cl.rt.m.links.Inc()
 	}
+	cl.links[l.peer] = l
+	if b := cl.backlog[l.peer]; len(b) > 0 {
+		l.sendRaw(b)
+	}
+	delete(cl.backlog, l.peer)
+	cl.publishLinks()
 	cl.mu.Unlock()
-	if spare != nil && spare != keep && !spare.isClosed() {
-		spare.close(nil) // outside cl.mu, which closing takes
-	}
-	return keep
+	return l
+}
+
+// accepted keeps a link another node dialed, to close it on leave; it
+// carries that node's requests and this node's answers, never this node's
+// requests.
+func (cl *cluster) accepted(l *link) {
+	cl.mu.Lock()
+	cl.inbound[l] = struct{}{}
+	cl.mu.Unlock()
 }
 
 // sendTo sends m to node without waiting: over its link, or, while one is
@@ -577,6 +584,7 @@ func (cl *cluster) linkLost(l *link, pending map[uint64]pendingCall, err error) 
 		cl.rt.m.links.Dec()
 		cl.publishLinks()
 	}
+	delete(cl.inbound, l)
 	cl.mu.Unlock()
 	if err != nil && len(pending) > 0 {
 		cl.rt.m.linkErrors.WithLabelValues("lost").Inc()
@@ -1106,8 +1114,11 @@ func (cl *cluster) leave(held []*instance) {
 	}
 	cl.coord.Leave(ctx, cl.self)
 	cl.mu.Lock()
-	links := make([]*link, 0, len(cl.links))
+	links := make([]*link, 0, len(cl.links)+len(cl.inbound))
 	for _, l := range cl.links {
+		links = append(links, l)
+	}
+	for l := range cl.inbound {
 		links = append(links, l)
 	}
 	cl.mu.Unlock()

@@ -240,3 +240,39 @@ func TestFrozenEdgeDoesNotHoldUpTheRoom(t *testing.T) {
 		t.Fatalf("three broadcasts took %v: the room waited for the frozen node", took)
 	}
 }
+
+// Two nodes that first need each other at the same moment both dial: each
+// keeps sending over the link it dialed, so neither loses a request to the
+// other's choice of link.
+func TestSimultaneousFirstContact(t *testing.T) {
+	redis := redistest.Start(t)
+	for round := range 10 {
+		reg := func(id string) func(*Runtime) {
+			return func(rt *Runtime) { rt.Register("responder", func() Handler { return &responder{node: id} }) }
+		}
+		a := clusterNode(t, redis.URL(), fmt.Sprintf("a%d", round), reg("a"))
+		b := clusterNode(t, redis.URL(), fmt.Sprintf("b%d", round), reg("b"))
+		onA, onB := Addr{Class: "responder", Room: fmt.Sprintf("on-a-%d", round)}, Addr{Class: "responder", Room: fmt.Sprintf("on-b-%d", round)}
+		ask := func(rt *Runtime, room Addr) error {
+			return rt.Request(context.Background(), room, httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil))
+		}
+		if err := ask(a, onA); err != nil {
+			t.Fatal(err)
+		}
+		if err := ask(b, onB); err != nil {
+			t.Fatal(err)
+		}
+		a.cl.heartbeat(context.Background())
+		b.cl.heartbeat(context.Background())
+		errs := make(chan error, 40)
+		for range 20 {
+			go func() { errs <- ask(a, onB) }()
+			go func() { errs <- ask(b, onA) }()
+		}
+		for range 40 {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: a request across the new links failed: %v", round, err)
+			}
+		}
+	}
+}

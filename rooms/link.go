@@ -49,7 +49,6 @@ type link struct {
 	c           net.Conn
 	peer        string // the other node's id
 	incarnation uint64 // the other node's process, told apart across restarts
-	dialedBy    string // which of the two nodes dialed it: when both did, they keep the same one
 
 	mu      sync.Mutex
 	out     []byte
@@ -281,7 +280,6 @@ func (cl *cluster) dialLink(ctx context.Context, node, address string) (*link, e
 	inc, _ := strconv.ParseUint(resp.Header.Get(hdrIncarnation), 10, 64)
 	c.SetDeadline(time.Time{})
 	l := newLink(cl, c, node, inc)
-	l.dialedBy = cl.self
 	cl.peerSeen(node, inc)
 	l.start(br)
 	return l, nil
@@ -326,8 +324,7 @@ func (cl *cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	cl.peerSeen(peer, inc)
 	l := newLink(cl, c, peer, inc)
-	l.dialedBy = peer
-	cl.register(l)
+	cl.accepted(l)
 	l.start(brw.Reader)
 }
 
