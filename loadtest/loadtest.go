@@ -241,7 +241,13 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return r, err
 	}
 	if o.worker != nil {
-		// All workers connect first; then they start sending together.
+		// All workers connect (and, for a wake storm, see the rooms
+		// asleep) first; then they start sending together.
+		if o.Scenario == "wake" {
+			if err := awaitHibernation(ctx, &o, r); err != nil {
+				return r, err
+			}
+		}
 		if o.start, err = o.worker.ready(r); err != nil {
 			return r, err
 		}

@@ -19,20 +19,9 @@ func runWake(ctx context.Context, o *Options, r *Report, conns []*wsConn) error 
 	if len(conns) == 0 {
 		return fmt.Errorf("loadtest: no sockets open")
 	}
-	deadline := time.Now().Add(o.Settle)
-	for {
-		st, err := o.scrape(ctx)
-		if err != nil {
+	if o.worker == nil {
+		if err := awaitHibernation(ctx, o, r); err != nil {
 			return err
-		}
-		r.Hibernated = st.Hibernated
-		if st.Hibernated >= float64(o.Rooms)*0.99 || time.Now().After(deadline) {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
 		}
 	}
 	var received, errs, sent atomic.Int64
@@ -75,4 +64,26 @@ func runWake(ctx context.Context, o *Options, r *Report, conns []*wsConn) error 
 		r.Achieved = float64(r.Received) / (r.Latency.Max / 1000)
 	}
 	return nil
+}
+
+// awaitHibernation waits until the target reports the rooms hibernated, or
+// Settle has passed. A worker waits before it reports ready, so that all
+// workers storm at the one instant their parent gives.
+func awaitHibernation(ctx context.Context, o *Options, r *Report) error {
+	deadline := time.Now().Add(o.Settle)
+	for {
+		st, err := o.scrape(ctx)
+		if err != nil {
+			return err
+		}
+		r.Hibernated = st.Hibernated
+		if st.Hibernated >= float64(o.Rooms)*0.99 || time.Now().After(deadline) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }

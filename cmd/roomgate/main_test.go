@@ -16,6 +16,8 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
+
+	"github.com/roomgate/roomgate/loadtest"
 )
 
 // binary is roomgate, built once for the subprocess tests so signals and
@@ -23,6 +25,7 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	loadtest.ServeWorker() // the test binary doubles as the harness's worker processes
 	dir, err := os.MkdirTemp("", "roomgate-test")
 	if err != nil {
 		panic(err)
