@@ -30,7 +30,7 @@ func runBroadcast(ctx context.Context, o *Options, r *Report, conns []*wsConn) e
 		}
 		base = max(base, v)
 	}
-	start := time.Now().Add(100 * time.Millisecond)
+	start := o.startAt()
 	measureFrom := start.Add(o.Warmup)
 	end := measureFrom.Add(o.Duration)
 	interval := time.Duration(float64(time.Second) / o.Rate)
@@ -58,32 +58,25 @@ func runBroadcast(ctx context.Context, o *Options, r *Report, conns []*wsConn) e
 	stopProgress := progress(o.Progress, rs.status(func() string {
 		return fmt.Sprintf("broadcast: %d sockets, %d sent, %d delivered", len(conns), sent.Load(), received.Load())
 	}, &received))
-	p, err := newPacer(min(max(interval, 50*time.Microsecond), time.Millisecond))
-	if err != nil {
-		return err
-	}
-	defer p.close()
 	lag := newHistogram()
 	sender := conns[0]
-	for k := 0; k <= total; k++ {
-		at := start.Add(time.Duration(k) * interval)
-		if !at.Before(end) || ctx.Err() != nil {
-			break
-		}
-		for time.Now().Before(at) {
-			if err := p.wait(); err != nil {
-				return err
-			}
+	err := schedule(ctx, start, end, interval, func(k int, at time.Time) bool {
+		if k > total {
+			return false
 		}
 		intended[k].Store(at.UnixNano())
 		if err := sender.write(ws.OpText, []byte("inc")); err != nil {
 			errs.Add(1)
-			continue
+			return true
 		}
 		if !at.Before(measureFrom) {
 			sent.Add(1)
 			lag.RecordValue(max(time.Since(at).Microseconds(), 1))
 		}
+		return true
+	})
+	if err != nil {
+		return err
 	}
 	want := sent.Load() * int64(len(conns))
 	awaitDeliveries(&received, want, 10*time.Second)

@@ -44,36 +44,26 @@ func runChat(ctx context.Context, o *Options, r *Report, conns []*wsConn) error 
 		return fmt.Sprintf("chat: %d rooms × %d, %d sent, %d delivered", o.Rooms, members, sent.Load(), received.Load())
 	}, &received))
 	interval := time.Duration(float64(time.Second) / o.Rate)
-	p, err := newPacer(min(max(interval, 50*time.Microsecond), time.Millisecond))
-	if err != nil {
-		return err
-	}
-	defer p.close()
 	rng := rand.New(rand.NewPCG(uint64(o.Seed), uint64(o.Seed)>>32^0x9e3779b97f4a7c15))
 	lag := newHistogram()
 	var msg []byte
-	for k := 0; ; k++ {
-		at := start.Add(time.Duration(k) * interval)
-		if !at.Before(end) || ctx.Err() != nil {
-			break
-		}
-		for time.Now().Before(at) {
-			if err := p.wait(); err != nil {
-				return err
-			}
-		}
+	err := schedule(ctx, start, end, interval, func(_ int, at time.Time) bool {
 		c := conns[rng.IntN(len(conns))]
 		msg = append(msg[:0], `{"type":"say","text":"`...)
 		msg = strconv.AppendInt(msg, at.UnixNano(), 10)
 		msg = append(msg, `"}`...)
 		if err := c.write(ws.OpText, msg); err != nil {
 			errs.Add(1)
-			continue
+			return true
 		}
 		if !at.Before(measureFrom) {
 			sent.Add(1)
 			lag.RecordValue(max(time.Since(at).Microseconds(), 1))
 		}
+		return true
+	})
+	if err != nil {
+		return err
 	}
 	want := sent.Load() * members
 	if o.worker == nil {

@@ -26,21 +26,7 @@ func runChurn(ctx context.Context, o *Options, r *Report, conns []*wsConn) error
 	})
 	sem := make(chan struct{}, o.ConnectConcurrency)
 	var wg sync.WaitGroup
-	p, err := newPacer(min(max(interval, 50*time.Microsecond), time.Millisecond))
-	if err != nil {
-		return err
-	}
-	defer p.close()
-	for k := 0; ; k++ {
-		at := start.Add(time.Duration(k) * interval)
-		if !at.Before(end) || ctx.Err() != nil {
-			break
-		}
-		for time.Now().Before(at) {
-			if err := p.wait(); err != nil {
-				return err
-			}
-		}
+	err := schedule(ctx, start, end, interval, func(k int, at time.Time) bool {
 		lag.RecordValue(max(time.Since(at).Microseconds(), 1))
 		sem <- struct{}{}
 		wg.Add(1)
@@ -68,8 +54,12 @@ func runChurn(ctx context.Context, o *Options, r *Report, conns []*wsConn) error
 			}
 			done.Add(1)
 		}(o.firstIndex + o.Sockets + k)
-	}
+		return true
+	})
 	wg.Wait()
+	if err != nil {
+		return err
+	}
 	stopProgress()
 	mu.Lock()
 	copy(conns, ring) // the caller closes what is open now

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,7 +21,7 @@ func runEcho(ctx context.Context, o *Options, r *Report, conns []*wsConn) error 
 	}
 	r.Rate = o.Rate
 	var sent, received, errs atomic.Int64
-	start := time.Now().Add(100 * time.Millisecond)
+	start := o.startAt()
 	measureFrom := start.Add(o.Warmup)
 	end := measureFrom.Add(o.Duration)
 
@@ -48,42 +47,23 @@ func runEcho(ctx context.Context, o *Options, r *Report, conns []*wsConn) error 
 	}, &received))
 	lag := newHistogram() // written only by the one sender below
 	interval := time.Duration(float64(time.Second) / o.Rate)
-	p, err := newPacer(min(max(interval, 50*time.Microsecond), time.Millisecond))
-	if err != nil {
-		return err
-	}
-	defer p.close()
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		// One sender walks the schedule: each message has its intended time
-		// start + j·interval, and at every tick everything due is sent.
-		defer wg.Done()
-		payload := make([]byte, o.Size)
-		for j := 0; ; j++ {
-			intended := start.Add(time.Duration(j) * interval)
-			if !intended.Before(end) || ctx.Err() != nil {
-				return
-			}
-			for time.Now().Before(intended) {
-				if err := p.wait(); err != nil {
-					errs.Add(1)
-					return
-				}
-			}
-			c := conns[j%len(conns)]
-			binary.LittleEndian.PutUint64(payload, uint64(intended.UnixNano()))
-			if err := c.write(ws.OpBinary, payload); err != nil {
-				errs.Add(1)
-				continue
-			}
-			if !intended.Before(measureFrom) {
-				sent.Add(1)
-				lag.RecordValue(max(time.Since(intended).Microseconds(), 1))
-			}
+	payload := make([]byte, o.Size)
+	// One sender walks the schedule, round-robin over the sockets.
+	err := schedule(ctx, start, end, interval, func(j int, intended time.Time) bool {
+		binary.LittleEndian.PutUint64(payload, uint64(intended.UnixNano()))
+		if err := conns[j%len(conns)].write(ws.OpBinary, payload); err != nil {
+			errs.Add(1)
+			return true
 		}
-	}()
-	wg.Wait()
+		if !intended.Before(measureFrom) {
+			sent.Add(1)
+			lag.RecordValue(max(time.Since(intended).Microseconds(), 1))
+		}
+		return true
+	})
+	if err != nil {
+		errs.Add(1)
+	}
 	awaitDeliveries(&received, sent.Load(), 5*time.Second) // the last echoes
 	stopProgress()
 	hist := rs.stop()
@@ -94,6 +74,32 @@ func runEcho(ctx context.Context, o *Options, r *Report, conns []*wsConn) error 
 	r.Achieved = float64(r.Received) / o.Duration.Seconds()
 	r.setLatency(hist, lag)
 	return nil
+}
+
+// schedule calls step(k, at) for k = 0, 1, … at the intended times
+// at = start + k·interval before end, each as soon as it is due (open
+// loop: a late step is still charged from its intended time), until ctx
+// ends or step reports false.
+func schedule(ctx context.Context, start, end time.Time, interval time.Duration, step func(k int, at time.Time) bool) error {
+	p, err := newPacer(min(max(interval, 50*time.Microsecond), time.Millisecond))
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	for k := 0; ; k++ {
+		at := start.Add(time.Duration(k) * interval)
+		if !at.Before(end) || ctx.Err() != nil {
+			return nil
+		}
+		for time.Now().Before(at) {
+			if err := p.wait(); err != nil {
+				return err
+			}
+		}
+		if !step(k, at) {
+			return nil
+		}
+	}
 }
 
 // pacer wakes a sender on a fixed period. Go's timers are no good for this:

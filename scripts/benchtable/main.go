@@ -1,5 +1,6 @@
 // Command benchtable turns `roomgate loadtest -json` reports into the
-// markdown tables of docs/benchmarks.md. Files are named
+// markdown tables of docs/benchmarks.md (and, with "suite", the standard
+// suite's table, see suite.go). Files are named
 // SERVER-SCENARIO-RUN.json; the first server named is the one measured,
 // "baseline" the one it is compared with.
 package main
@@ -15,10 +16,11 @@ import (
 )
 
 type latency struct {
-	P50  float64 `json:"p50_ms"`
-	P99  float64 `json:"p99_ms"`
-	P999 float64 `json:"p99_9_ms"`
-	Max  float64 `json:"max_ms"`
+	Count int64   `json:"count"`
+	P50   float64 `json:"p50_ms"`
+	P99   float64 `json:"p99_ms"`
+	P999  float64 `json:"p99_9_ms"`
+	Max   float64 `json:"max_ms"`
 }
 
 type report struct {
@@ -33,6 +35,10 @@ type report struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "suite" {
+		suite(os.Args[2:])
+		return
+	}
 	runs := map[string][]report{} // "server scenario" → runs
 	for _, path := range os.Args[1:] {
 		parts := strings.SplitN(strings.TrimSuffix(filepath.Base(path), ".json"), "-", 3)
