@@ -38,21 +38,20 @@ func runBroadcast(ctx context.Context, o *Options, r *Report, conns []*wsConn) e
 	intended := make([]atomic.Int64, total+1) // UnixNano of inc k, written before it is sent
 
 	var received, errs, sent atomic.Int64
-	rs := startReaders(conns, &errs, func(c *wsConn, rec *recorder) error {
-		v, err := readCount(c)
-		if err != nil {
-			return err
+	rs := startReaders(conns, &errs, func(p []byte, rec *recorder) {
+		v, ok := countIn(p)
+		if !ok {
+			return
 		}
 		k := v - base - 1
 		if k < 0 || k > int64(total) {
-			return nil // another writer's value
+			return // another writer's value
 		}
 		at := intended[k].Load()
 		if at != 0 && !time.Unix(0, at).Before(measureFrom) {
 			received.Add(1)
 			rec.record(max(time.Since(time.Unix(0, at)).Microseconds(), 1))
 		}
-		return nil
 	})
 
 	stopProgress := progress(o.Progress, rs.status(func() string {
@@ -99,20 +98,26 @@ func readCount(c *wsConn) (int64, error) {
 		if err != nil {
 			return 0, err
 		}
-		if !bytes.Contains(p, []byte(`"type":"count"`)) {
-			continue
-		}
-		i := bytes.Index(p, []byte(`"value":`))
-		if i < 0 {
-			continue
-		}
-		p = p[i+len(`"value":`):]
-		j := 0
-		for j < len(p) && p[j] >= '0' && p[j] <= '9' {
-			j++
-		}
-		if v, err := strconv.ParseInt(string(p[:j]), 10, 64); err == nil {
+		if v, ok := countIn(p); ok {
 			return v, nil
 		}
 	}
+}
+
+// countIn finds N in a {"type":"count","value":N} frame.
+func countIn(p []byte) (int64, bool) {
+	if !bytes.Contains(p, []byte(`"type":"count"`)) {
+		return 0, false
+	}
+	i := bytes.Index(p, []byte(`"value":`))
+	if i < 0 {
+		return 0, false
+	}
+	p = p[i+len(`"value":`):]
+	j := 0
+	for j < len(p) && p[j] >= '0' && p[j] <= '9' {
+		j++
+	}
+	v, err := strconv.ParseInt(string(p[:j]), 10, 64)
+	return v, err == nil
 }

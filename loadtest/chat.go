@@ -28,17 +28,12 @@ func runChat(ctx context.Context, o *Options, r *Report, conns []*wsConn) error 
 	end := measureFrom.Add(o.Duration)
 
 	var received, errs, sent atomic.Int64
-	rs := startReaders(conns, &errs, func(c *wsConn, rec *recorder) error {
-		_, p, err := c.read()
-		if err != nil {
-			return err
-		}
+	rs := startReaders(conns, &errs, func(p []byte, rec *recorder) {
 		at, ok := chatSentAt(p)
 		if ok && !at.Before(measureFrom) {
 			received.Add(1)
 			rec.record(max(time.Since(at).Microseconds(), 1))
 		}
-		return nil
 	})
 	stopProgress := progress(o.Progress, rs.status(func() string {
 		return fmt.Sprintf("chat: %d rooms × %d, %d sent, %d delivered", o.Rooms, members, sent.Load(), received.Load())

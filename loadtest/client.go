@@ -1,25 +1,27 @@
 package loadtest
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/gobwas/ws"
 )
 
 // wsConn is one harness socket with the buffers it reuses, so the harness's
-// own allocations stay out of the measurement.
+// own allocations stay out of the measurement. Bytes read but not yet
+// parsed wait in in[head:]; the pull reader (read) and the epoll readers
+// (readers.go) share that buffer and the frame parser.
 type wsConn struct {
 	c    net.Conn
-	r    io.Reader
 	wbuf []byte
-	rbuf []byte
+	in   []byte
+	head int
+	fd   int // the socket's descriptor, for the epoll readers
 }
 
 // dial opens a WebSocket to url within timeout, from local when it is set.
@@ -33,11 +35,18 @@ func dial(ctx context.Context, url string, timeout time.Duration, local net.IP) 
 	if err != nil {
 		return nil, err
 	}
-	var r io.Reader = c
-	if br != nil {
-		r = io.MultiReader(br, c) // frames that arrived with the handshake response
+	w := &wsConn{c: c, in: make([]byte, 0, 512), fd: -1}
+	if br != nil { // frames that arrived with the handshake response
+		b, _ := br.Peek(br.Buffered())
+		w.in = append(w.in, b...)
+		ws.PutReader(br)
 	}
-	return &wsConn{c: c, r: bufio.NewReaderSize(r, 4096)}, nil
+	if sc, ok := c.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			raw.Control(func(fd uintptr) { w.fd = int(fd) })
+		}
+	}
+	return w, nil
 }
 
 // write sends one masked client frame.
@@ -72,29 +81,91 @@ type errClosed struct{ code int }
 func (e errClosed) Error() string { return fmt.Sprintf("closed by server with %d", e.code) }
 
 // read returns the next data frame's payload, valid until the next read.
-// Fragmented messages are not expected from the server and are an error.
+// It blocks; the epoll readers use next and feed instead.
 func (w *wsConn) read() (ws.OpCode, []byte, error) {
 	for {
-		h, err := ws.ReadHeader(w.r)
-		if err != nil {
+		op, p, err := w.next()
+		if err != nil || p != nil {
+			return op, p, err
+		}
+		if err := w.fill(); err != nil {
 			return 0, nil, err
 		}
-		if h.Length > 64<<20 {
-			return 0, nil, fmt.Errorf("server frame of %d bytes", h.Length)
+	}
+}
+
+// fill reads what the socket has into the buffer, blocking until it has
+// something.
+func (w *wsConn) fill() error {
+	w.compact()
+	n, err := w.c.Read(w.in[len(w.in):cap(w.in)])
+	w.in = w.in[:len(w.in)+n]
+	if n > 0 {
+		return nil
+	}
+	return err
+}
+
+// compact moves the unparsed bytes to the front, growing the buffer when
+// it is full.
+func (w *wsConn) compact() {
+	if w.head > 0 {
+		n := copy(w.in, w.in[w.head:])
+		w.in, w.head = w.in[:n], 0
+	}
+	if len(w.in) == cap(w.in) {
+		w.in = append(w.in, make([]byte, cap(w.in))...)[:len(w.in)]
+	}
+}
+
+// next parses the next complete frame in the buffer: a data frame's
+// payload, nil when more bytes are needed, or an error (a close frame is
+// errClosed). Pings are answered here.
+func (w *wsConn) next() (ws.OpCode, []byte, error) {
+	for {
+		b := w.in[w.head:]
+		if len(b) < 2 {
+			return 0, nil, nil
 		}
-		if int64(cap(w.rbuf)) < h.Length {
-			w.rbuf = make([]byte, h.Length)
+		fin, op := b[0]&0x80 != 0, ws.OpCode(b[0]&0x0f)
+		masked, n, hl := b[1]&0x80 != 0, int64(b[1]&0x7f), 2
+		switch n {
+		case 126:
+			if len(b) < 4 {
+				return 0, nil, nil
+			}
+			n, hl = int64(binary.BigEndian.Uint16(b[2:])), 4
+		case 127:
+			if len(b) < 10 {
+				return 0, nil, nil
+			}
+			n, hl = int64(binary.BigEndian.Uint64(b[2:])), 10
 		}
-		p := w.rbuf[:h.Length]
-		if _, err := io.ReadFull(w.r, p); err != nil {
-			return 0, nil, err
+		if n > 64<<20 {
+			return 0, nil, fmt.Errorf("server frame of %d bytes", n)
 		}
-		switch h.OpCode {
+		if masked {
+			hl += 4
+		}
+		if int64(len(b)) < int64(hl)+n {
+			if need := hl + int(n); need > cap(w.in) {
+				grown := make([]byte, len(b), need+512)
+				copy(grown, b)
+				w.in, w.head = grown, 0
+			}
+			return 0, nil, nil
+		}
+		p := b[hl : int64(hl)+n]
+		if masked {
+			ws.Cipher(p, [4]byte(b[hl-4:hl]), 0)
+		}
+		w.head += hl + int(n)
+		switch op {
 		case ws.OpText, ws.OpBinary:
-			if !h.Fin {
+			if !fin {
 				return 0, nil, errors.New("fragmented server message")
 			}
-			return h.OpCode, p, nil
+			return op, p, nil
 		case ws.OpPing:
 			if err := w.write(ws.OpPong, p); err != nil {
 				return 0, nil, err

@@ -25,21 +25,16 @@ func runEcho(ctx context.Context, o *Options, r *Report, conns []*wsConn) error 
 	measureFrom := start.Add(o.Warmup)
 	end := measureFrom.Add(o.Duration)
 
-	rs := startReaders(conns, &errs, func(c *wsConn, rec *recorder) error {
-		_, p, err := c.read()
-		if err != nil {
-			return err
-		}
+	rs := startReaders(conns, &errs, func(p []byte, rec *recorder) {
 		if len(p) < 8 {
 			errs.Add(1)
-			return nil
+			return
 		}
 		intended := time.Unix(0, int64(binary.LittleEndian.Uint64(p)))
 		if !intended.Before(measureFrom) {
 			received.Add(1)
 			rec.record(max(time.Since(intended).Microseconds(), 1))
 		}
-		return nil
 	})
 
 	stopProgress := progress(o.Progress, rs.status(func() string {

@@ -25,16 +25,11 @@ func runWake(ctx context.Context, o *Options, r *Report, conns []*wsConn) error 
 		}
 	}
 	var received, errs, sent atomic.Int64
-	rs := startReaders(conns, &errs, func(c *wsConn, rec *recorder) error {
-		_, p, err := c.read()
-		if err != nil {
-			return err
-		}
+	rs := startReaders(conns, &errs, func(p []byte, rec *recorder) {
 		if len(p) >= 8 {
 			received.Add(1)
 			rec.record(max(time.Since(time.Unix(0, int64(binary.LittleEndian.Uint64(p)))).Microseconds(), 1))
 		}
-		return nil
 	})
 	stopProgress := progress(o.Progress, rs.status(func() string {
 		return fmt.Sprintf("wake: %d sockets, %d sent, %d answered", len(conns), sent.Load(), received.Load())
