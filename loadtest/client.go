@@ -50,14 +50,19 @@ func dial(ctx context.Context, url string, timeout time.Duration, local net.IP) 
 }
 
 // write sends one masked client frame.
-func (w *wsConn) write(op ws.OpCode, payload []byte) error {
+func (w *wsConn) write(op ws.OpCode, payload []byte) error { return w.writeWith(&w.wbuf, op, payload) }
+
+// writeWith sends one masked frame built in *buf. The sender and the
+// reader (which answers pings) each build in their own buffer; the
+// connection itself takes concurrent whole writes.
+func (w *wsConn) writeWith(buf *[]byte, op ws.OpCode, payload []byte) error {
 	h := ws.Header{Fin: true, OpCode: op, Masked: true, Mask: ws.NewMask(), Length: int64(len(payload))}
-	w.wbuf = w.wbuf[:0]
-	w.wbuf = appendClientHeader(w.wbuf, h)
-	start := len(w.wbuf)
-	w.wbuf = append(w.wbuf, payload...)
-	ws.Cipher(w.wbuf[start:], h.Mask, 0)
-	_, err := w.c.Write(w.wbuf)
+	b := appendClientHeader((*buf)[:0], h)
+	start := len(b)
+	b = append(b, payload...)
+	ws.Cipher(b[start:], h.Mask, 0)
+	*buf = b
+	_, err := w.c.Write(b)
 	return err
 }
 
@@ -167,7 +172,8 @@ func (w *wsConn) next() (ws.OpCode, []byte, error) {
 			}
 			return op, p, nil
 		case ws.OpPing:
-			if err := w.write(ws.OpPong, p); err != nil {
+			var pong []byte
+			if err := w.writeWith(&pong, ws.OpPong, p); err != nil {
 				return 0, nil, err
 			}
 		case ws.OpClose:
