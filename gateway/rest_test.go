@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/roomgate/roomgate/rooms"
 )
@@ -156,6 +157,16 @@ func TestRESTBroadcastAndRequest(t *testing.T) {
 	ts := restServer(t)
 	red := dial(t, ts, "/ws/tagged/r?tag=red")
 	blue := dial(t, ts, "/ws/tagged/r?tag=blue&tag=team")
+	// The 101 reaches a client before its room has taken the socket in; a
+	// broadcast queued before that would rightly miss it.
+	eventually(t, 5*time.Second, func() error {
+		var conns struct{ Connections []rooms.ConnInfo }
+		call(t, ts, "GET", "/v1/rooms/tagged/r/connections", "", &conns)
+		if len(conns.Connections) != 2 {
+			return fmt.Errorf("%d of 2 sockets in the room", len(conns.Connections))
+		}
+		return nil
+	})
 	if resp := call(t, ts, "POST", "/v1/rooms/tagged/r/broadcast", "to all", nil); resp.StatusCode != 204 {
 		t.Fatalf("broadcast: %d", resp.StatusCode)
 	}
