@@ -15,6 +15,21 @@ import (
 	"time"
 )
 
+// Gather appends to group what ch holds right now, without waiting, until
+// group has max entries: the group commit of a store takes one queued
+// commit, blocking, and then everything that queued up meanwhile.
+func Gather[T any](ch <-chan T, group []T, max int) []T {
+	for len(group) < max {
+		select {
+		case v := <-ch:
+			group = append(group, v)
+		default:
+			return group
+		}
+	}
+	return group
+}
+
 // Errors a Store returns.
 var (
 	ErrClosed = errors.New("storage: store is closed")

@@ -149,15 +149,7 @@ func (s *Store) committer() {
 				}
 			}
 		}
-	fill:
-		for len(group) < maxGroup {
-			select {
-			case c := <-s.commits:
-				group = append(group, c)
-			default:
-				break fill
-			}
-		}
+		group = storage.Gather(s.commits, group, maxGroup)
 		s.applyGroup(group)
 		clear(group)
 	}

@@ -59,6 +59,7 @@ type Store struct {
 	queue   chan *pendingCommit
 	closed  atomic.Bool
 	closing chan struct{}
+	stopped chan struct{} // closed once no flusher runs: a batch still queued will never be sent
 	wg      sync.WaitGroup
 }
 
@@ -89,7 +90,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if o.Prefix == "" {
 		o.Prefix = "rg:"
 	}
-	s := &Store{c: c, prefix: o.Prefix, queue: make(chan *pendingCommit, 4096), closing: make(chan struct{})}
+	s := &Store{c: c, prefix: o.Prefix, queue: make(chan *pendingCommit, 4096), closing: make(chan struct{}), stopped: make(chan struct{})}
 	for range flushers {
 		s.wg.Go(s.flush)
 	}
@@ -266,7 +267,17 @@ func (s *Store) Commit(ctx context.Context, r storage.Room, b *storage.Batch) er
 	// report a failure for a batch that then lands (the flusher's own
 	// timeout bounds the wait, and it skips batches whose ctx ended before
 	// they were sent).
-	return <-p.done
+	select {
+	case err := <-p.done:
+		return err
+	case <-s.stopped:
+		select {
+		case err := <-p.done: // answered before the flushers stopped
+			return err
+		default:
+			return storage.ErrClosed // queued as the store closed: never sent
+		}
+	}
 }
 
 func (s *Store) flush() {
@@ -278,15 +289,7 @@ func (s *Store) flush() {
 		case <-s.closing:
 			return
 		}
-	more:
-		for len(group) < maxPipeline {
-			select {
-			case p := <-s.queue:
-				group = append(group, p)
-			default:
-				break more
-			}
-		}
+		group = storage.Gather(s.queue, group, maxPipeline)
 		s.commitGroup(group)
 		clear(group)
 	}
@@ -656,14 +659,8 @@ func (s *Store) Close() error {
 	}
 	close(s.closing)
 	s.wg.Wait()
-	for {
-		select {
-		case p := <-s.queue:
-			p.done <- storage.ErrClosed
-		default:
-			return s.c.Close()
-		}
-	}
+	close(s.stopped) // a batch still queued is answered by its Commit
+	return s.c.Close()
 }
 
 // Coordinator.

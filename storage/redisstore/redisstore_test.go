@@ -136,3 +136,31 @@ func TestStaleAlarmIndexIsCorrected(t *testing.T) {
 func redisZ(at time.Time, member string) redis.Z {
 	return redis.Z{Score: float64(at.UnixMilli()), Member: member}
 }
+
+// Commits racing a Close all return: applied, or ErrClosed; none hangs.
+func TestCommitsRacingCloseReturn(t *testing.T) {
+	srv := redistest.Start(t)
+	s, err := redisstore.Open(ctx, redisstore.Options{URL: srv.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 200)
+	for i := range 200 {
+		go func() {
+			r := storage.Room{Class: "c", Name: fmt.Sprint(i)}
+			done <- s.Commit(ctx, r, &storage.Batch{Puts: []storage.KV{{Key: "k", Value: []byte("v")}}})
+		}()
+	}
+	time.Sleep(time.Millisecond)
+	s.Close()
+	for range 200 {
+		select {
+		case err := <-done:
+			if err != nil && !errors.Is(err, storage.ErrClosed) {
+				t.Fatalf("commit during close: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatal("a commit racing Close never returned")
+		}
+	}
+}
