@@ -107,7 +107,7 @@ func (cl *cluster) deadline(start time.Time) int64 {
 	return int64(start.Sub(cl.epoch) + cl.ttl - cl.ttl/10)
 }
 
-// Handler serves the links of other nodes; mount it at LinkPath.
+// LinkHandler serves the links of other nodes; mount it at LinkPath.
 func (rt *Runtime) LinkHandler() http.Handler {
 	if rt.cl == nil {
 		return http.NotFoundHandler()
@@ -237,7 +237,7 @@ func (cl *cluster) renew(ctx context.Context) {
 
 // lose stops running in here: the next event for its room is placed
 // afresh. A running instance finishes what it committed and fails the
-// rest (abandon, which then calls abandoned); a parked one has nothing
+// rest (abandon, which then releases the lease); a parked one has nothing
 // in flight and is simply dropped.
 func (cl *cluster) lose(in *instance) {
 	if in.lost.Swap(true) {
@@ -260,12 +260,6 @@ func (cl *cluster) lose(in *instance) {
 	default:
 	}
 }
-
-// abandoned is the end of a lost instance's abandon: it commits no more,
-// so the lease, if still this node's, is given up and another node need
-// not wait for it to expire. (A new instance of the room here takes the
-// lease anew, with a newer token that fences this one out.)
-func (cl *cluster) abandoned(in *instance) { cl.release(in) }
 
 // release gives up a lease this node no longer needs.
 func (cl *cluster) release(in *instance) {
@@ -340,9 +334,23 @@ func (cl *cluster) place(ctx context.Context, a Addr, useCache bool, start func(
 		p.remote = l.Node
 		return l.Node, false, nil
 	default:
+		cl.rt.m.failures.WithLabelValues("lease").Inc()
+		cl.rt.log.Warn("room lease unavailable", "room", a.String(), "err", err)
 		p.err = fmt.Errorf("%w: %w", ErrUnavailable, err)
 		return "", false, p.err
 	}
+}
+
+// knownOwner is the node a's events go to as far as this node knows
+// without asking Redis: "" when the room runs here or is not known.
+func (cl *cluster) knownOwner(a Addr) string {
+	sh := cl.rt.shard(a)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.rooms[a] != nil {
+		return ""
+	}
+	return sh.owners[a]
 }
 
 func (cl *cluster) forgetOwner(a Addr, node string) {
@@ -717,11 +725,14 @@ func (cl *cluster) callRemote(ctx context.Context, node string, m *linkMsg) (lin
 }
 
 func (cl *cluster) message(a Addr, s Socket, f Frame) error {
-	ev := event{kind: evMessage, id: s.ID(), frame: f}
-	ev.frame.Data = append([]byte(nil), f.Data...) // copied only if it stays here
-	remote, err := cl.here(context.Background(), a, ev, true, true)
-	if err != nil || remote == "" {
-		return err
+	remote := cl.knownOwner(a)
+	if remote == "" {
+		ev := event{kind: evMessage, id: s.ID(), frame: f}
+		ev.frame.Data = append([]byte(nil), f.Data...) // the room keeps it; f.Data is the gateway's
+		var err error
+		if remote, err = cl.here(context.Background(), a, ev, true, true); err != nil || remote == "" {
+			return err
+		}
 	}
 	l, err := cl.linkTo(context.Background(), remote)
 	if err != nil {
@@ -994,9 +1005,6 @@ func (s *remoteSocket) SetAutoResponse(a *AutoResponse) {
 	m := linkMsg{typ: tAuto, sock: s.id}
 	if a != nil {
 		m.data, m.text = a.Request, string(a.Response)
-		if m.data == nil {
-			m.data = []byte{}
-		}
 	}
 	s.cl.fwdOut[tAuto].Inc()
 	s.cl.sendTo(s.edge, &m)
@@ -1085,19 +1093,10 @@ func (cl *cluster) request(ctx context.Context, a Addr, w http.ResponseWriter, r
 		if err != nil {
 			return fmt.Errorf("rooms: response from the room's node: %w", err)
 		}
-		defer resp.Body.Close()
-		for k, v := range resp.Header {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(resp.StatusCode)
-		io.Copy(w, resp.Body)
+		copyResponse(w, resp)
 		return nil
 	}
-	for k, v := range rec.Header() {
-		w.Header()[k] = v
-	}
-	w.WriteHeader(rec.Code)
-	w.Write(rec.Body.Bytes())
+	copyResponse(w, rec.Result())
 	return nil
 }
 

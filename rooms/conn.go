@@ -41,8 +41,9 @@ const (
 	recUnsaved                   // the record changed since the last save
 )
 
-// record is the socket's persisted membership, written with the event that
-// changed it so a woken instance finds the socket as it was.
+// record is the socket's persisted membership, saved before the room
+// leaves memory (in a cluster, with the event that changed it) so a woken
+// instance finds the socket as it was.
 func (c *Conn) record() []byte {
 	m := hibernation.Member{ID: uint64(c.id), Edge: c.edge, UserID: c.user.ID, UserName: c.user.Name,
 		Query: c.query, ConnectedAt: c.connectedAt, Tags: c.tags(), Attachment: c.Attachment()}

@@ -31,9 +31,10 @@
 // # Hibernation
 //
 // A room idle for Options.HibernateAfter leaves memory while its sockets
-// stay open: their membership records (package hibernation) are committed
-// with the events that change them, so eviction drops the instance and the
-// next event builds one that loads them back and finds the sockets by id.
+// stay open: their membership records (package hibernation) are saved
+// before it leaves (in a cluster, with every event that changes them), so
+// eviction drops the instance and the next event builds one that loads
+// them back and finds the sockets by id.
 // Auto-responses (Room.SetAutoResponse) are answered by the gateway
 // through Socket.SetAutoResponse without waking the room.
 // docs/hibernation.md says what survives.

@@ -1086,8 +1086,12 @@ func (in *instance) deleteRoom(ctx context.Context, ev *event) {
 // sockets are held to the same fence.
 func (in *instance) releaseClustered(cl *cluster, outs []output) {
 	token := in.lease.Token
+	checked, fenced := false, false // once per release: the token is the instance's
 	for _, o := range outs {
-		if len(o.to) > 0 && !cl.fenceOK(in.addr, token) {
+		if len(o.to) > 0 && !checked {
+			checked, fenced = true, !cl.fenceOK(in.addr, token)
+		}
+		if fenced && len(o.to) > 0 {
 			if o.done != nil {
 				o.done(errMoved)
 			}
@@ -1153,7 +1157,10 @@ func (in *instance) abandon() {
 		in.rt.alarmFinished(in.room)
 	}
 	in.h = nil
-	in.rt.cl.abandoned(in)
+	// It commits no more: the lease, if still this node's, is given up so
+	// another node need not wait for it to expire. (A new instance of the
+	// room here takes the lease anew, with a token that fences this one out.)
+	in.rt.cl.release(in)
 }
 
 // moved fails ev, which reached an instance that lost its room.

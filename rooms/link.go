@@ -45,10 +45,9 @@ var errLinkClosed = errors.New("rooms: link to the node is closed")
 // forwarded message) share a system call; one reader dispatches what
 // arrives, in order.
 type link struct {
-	cl          *cluster
-	c           net.Conn
-	peer        string // the other node's id
-	incarnation uint64 // the other node's process, told apart across restarts
+	cl   *cluster
+	c    net.Conn
+	peer string // the other node's id
 
 	mu      sync.Mutex
 	out     []byte
@@ -69,8 +68,8 @@ type pendingCall struct {
 	reply chan linkMsg
 }
 
-func newLink(cl *cluster, c net.Conn, peer string, incarnation uint64) *link {
-	return &link{cl: cl, c: c, peer: peer, incarnation: incarnation, pending: make(map[uint64]pendingCall),
+func newLink(cl *cluster, c net.Conn, peer string) *link {
+	return &link{cl: cl, c: c, peer: peer, pending: make(map[uint64]pendingCall),
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
@@ -279,7 +278,7 @@ func (cl *cluster) dialLink(ctx context.Context, node, address string) (*link, e
 	}
 	inc, _ := strconv.ParseUint(resp.Header.Get(hdrIncarnation), 10, 64)
 	c.SetDeadline(time.Time{})
-	l := newLink(cl, c, node, inc)
+	l := newLink(cl, c, node)
 	cl.peerSeen(node, inc)
 	l.start(br)
 	return l, nil
@@ -323,7 +322,7 @@ func (cl *cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cl.peerSeen(peer, inc)
-	l := newLink(cl, c, peer, inc)
+	l := newLink(cl, c, peer)
 	cl.accepted(l)
 	l.start(brw.Reader)
 }

@@ -50,7 +50,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "roomgate_room_failures_total", Help: "Room failures by what failed: start, handler, alarm, commit (the instance is reset); wake (its members could not be read); membership (a corrupt membership record: its socket is closed).",
+			Name: "roomgate_room_failures_total", Help: "Room failures by what failed: start, handler, alarm, commit (the instance is reset); wake (its members could not be read); membership (a corrupt membership record: its socket is closed); lease (cluster: a room's lease could not be taken or read, e.g. Redis down or a corrupt lease: its event is refused with 1012/503).",
 		}, []string{"reason"}),
 		overloaded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "roomgate_room_overloaded_total", Help: "Messages refused because their room had too many queued events.",
@@ -86,7 +86,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, err
 		}
 	}
-	for _, r := range []string{"start", "handler", "alarm", "commit", "wake", "membership"} {
+	for _, r := range []string{"start", "handler", "alarm", "commit", "wake", "membership", "lease"} {
 		m.failures.WithLabelValues(r)
 	}
 	for _, s := range []string{"active", "hibernated"} {

@@ -565,21 +565,26 @@ func (rt *Runtime) fireAlarms(ctx context.Context) {
 			}
 			a := Addr{Class: d.Room.Class, Room: d.Room.Name}
 			ev := event{kind: evAlarm, alarm: AlarmInfo{Scheduled: d.At}}
+			var err error
 			if rt.cl != nil {
 				// Every node polls the one index; an alarm runs where its
 				// room does, or here if the room has no owner: the owner
-				// died, and its alarms are taken over.
-				if remote, err := rt.cl.here(ctx, a, ev, false, false); remote != "" || err != nil {
+				// died, and its alarms are taken over. One its owner runs
+				// is not this node's to count as busy.
+				var remote string
+				if remote, err = rt.cl.here(ctx, a, ev, false, false); remote != "" {
 					rt.alarmFinishedQuietly(d.Room, true)
+					continue
 				}
-				continue
+			} else {
+				err = rt.send(a, ev, false)
 			}
-			if err := rt.send(a, ev, false); err != nil {
-				rt.log.Warn("alarm not delivered", "room", a.String(), "err", err)
+			if err != nil {
 				if errors.Is(err, ErrUnknownClass) {
-					continue // stays busy: no code can ever run it
+					continue // stays busy: no code can ever run it, and it must not hide the others
 				}
-				rt.alarmFinished(d.Room)
+				rt.log.Warn("alarm not delivered", "room", a.String(), "err", err)
+				rt.alarmFinishedQuietly(d.Room, rt.cl != nil) // a cluster retries on its next pass
 			}
 		}
 		// An alarm due now is either handed out above or busy; a busy one's
@@ -834,12 +839,19 @@ func (rt *Runtime) Request(ctx context.Context, a Addr, w http.ResponseWriter, r
 	}
 	// Answered: the room is done with rec, and the write happens here, on
 	// the HTTP goroutine, so a slow client never holds up the room.
-	for k, v := range rec.Header() {
+	copyResponse(w, rec.Result())
+	return nil
+}
+
+// copyResponse writes a room's response to the client; one that left has
+// nobody to tell.
+func copyResponse(w http.ResponseWriter, resp *http.Response) {
+	defer resp.Body.Close()
+	for k, v := range resp.Header {
 		w.Header()[k] = v
 	}
-	w.WriteHeader(rec.Code)
-	w.Write(rec.Body.Bytes()) // a client that left has nobody to tell
-	return nil
+	w.WriteHeader(resp.StatusCode)
+	io.Copy(w, resp.Body)
 }
 
 // Storage reads the room's committed keys.

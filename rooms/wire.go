@@ -134,6 +134,17 @@ func decodeLinkMsg(body []byte) (linkMsg, error) {
 	if d.bad || len(d.b) != 0 || m.typ == 0 || m.typ >= linkTypes {
 		return linkMsg{}, errLinkFrame
 	}
+	switch m.typ {
+	case tConnect, tMessage, tClosed, tAsk, tDeliver:
+		// A room named outside the rules would even break its hash tag
+		// in Redis; a peer that sends one is broken.
+		if !ValidClass(m.addr.Class) || !ValidRoom(m.addr.Room) {
+			return linkMsg{}, errLinkFrame
+		}
+	}
+	if (m.typ == tMessage || m.typ == tDeliver) && m.op != Text && m.op != Binary {
+		return linkMsg{}, errLinkFrame
+	}
 	return m, nil
 }
 

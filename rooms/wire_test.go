@@ -2,6 +2,8 @@ package rooms
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 )
@@ -13,7 +15,7 @@ func TestLinkMsgRoundTrip(t *testing.T) {
 		{typ: tConnect, seq: 1, addr: Addr{Class: "c", Room: "r"}, sock: 3, info: ConnectInfo{User: User{ID: "u", Name: "Ünïcode"}, Query: "since=4", RemoteAddr: "127.0.0.1:5"}},
 		{typ: tDeliver, addr: Addr{Class: "c", Room: "r"}, token: 1 << 62, ids: []SocketID{1, 2, 1 << 63}, op: Binary, data: []byte{0, 0xff}},
 		{typ: tReply, seq: 9, code: codeCloseError, token: 4401, text: "token expired"},
-		{typ: tAsk, seq: 2, kind: askBroadcast, text: "tag", data: []byte{}},
+		{typ: tAsk, seq: 2, addr: Addr{Class: "c", Room: "r"}, kind: askBroadcast, text: "tag", op: Text, data: []byte{}},
 	}
 	var buf []byte
 	for i := range msgs {
@@ -35,15 +37,47 @@ func TestLinkMsgRoundTrip(t *testing.T) {
 	}
 }
 
-func TestErrorsCrossTheLink(t *testing.T) {
-	for _, err := range []error{ErrOverloaded, errMoved, ErrUnavailable, ErrRefused, &CloseError{Code: 4401, Reason: "token expired"}} {
-		var m linkMsg
-		encodeErr(&m, err)
-		got := decodeErr(&m)
-		code, reason := closeCodeOf(err)
-		if gc, gr := closeCodeOf(got); gc != code || gr != reason {
-			t.Errorf("%v came back as %v: close %d %q, want %d %q", err, got, gc, gr, code, reason)
+// A frame that names a room outside the naming rules, or carries a
+// message that is neither text nor binary, is malformed.
+func TestLinkFramesAreChecked(t *testing.T) {
+	for _, m := range []linkMsg{
+		{typ: tMessage, addr: Addr{Class: "chat", Room: "a}b"}, op: Text},
+		{typ: tConnect, addr: Addr{Class: "Chat", Room: "a"}},
+		{typ: tDeliver, addr: Addr{Class: "chat", Room: "a"}, op: 9},
+		{typ: tMessage, addr: Addr{}, op: Text},
+	} {
+		if _, err := decodeLinkMsg(appendLinkMsg(nil, &m)[4:]); err == nil {
+			t.Errorf("%+v was accepted", m)
 		}
+	}
+}
+
+func TestErrorsCrossTheLink(t *testing.T) {
+	// Each error comes back as the same sentinel (so the edge maps it to
+	// the same close code and status as a local room would), a CloseError
+	// with its own code and reason.
+	for _, tc := range []struct{ err, is error }{
+		{ErrOverloaded, ErrOverloaded},
+		{errMoved, ErrDraining},
+		{ErrUnavailable, ErrUnavailable},
+		{fmt.Errorf("%w: not you", ErrRefused), ErrRefused},
+		{ErrSocketNotFound, ErrSocketNotFound},
+		{errNotOwner, errNotOwner},
+	} {
+		var m linkMsg
+		encodeErr(&m, tc.err)
+		if got := decodeErr(&m); !errors.Is(got, tc.is) {
+			t.Errorf("%v came back as %v, which is not %v", tc.err, got, tc.is)
+		}
+	}
+	var m linkMsg
+	encodeErr(&m, &CloseError{Code: 4401, Reason: "token expired"})
+	var ce *CloseError
+	if got := decodeErr(&m); !errors.As(got, &ce) || ce.Code != 4401 || ce.Reason != "token expired" {
+		t.Errorf("a CloseError came back as %v", got)
+	}
+	if decodeErr(&linkMsg{}) != nil {
+		t.Error("no error came back as one")
 	}
 }
 
@@ -54,8 +88,8 @@ func FuzzDecodeLinkMsg(f *testing.F) {
 	for _, m := range []linkMsg{
 		{typ: tPing},
 		{typ: tMessage, seq: 1, addr: Addr{Class: "chat", Room: "a"}, sock: 5, op: Text, data: []byte("hi")},
-		{typ: tDeliver, ids: []SocketID{1, 2, 3}, data: []byte("x")},
-		{typ: tConnect, info: ConnectInfo{User: User{ID: "u", Name: "n"}}},
+		{typ: tDeliver, addr: Addr{Class: "c", Room: "r"}, ids: []SocketID{1, 2, 3}, op: Binary, data: []byte("x")},
+		{typ: tConnect, addr: Addr{Class: "c", Room: "r"}, info: ConnectInfo{User: User{ID: "u", Name: "n"}}},
 	} {
 		f.Add(appendLinkMsg(nil, &m)[4:])
 	}

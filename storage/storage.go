@@ -30,6 +30,20 @@ func Gather[T any](ch <-chan T, group []T, max int) []T {
 	return group
 }
 
+// PrefixEnd is the least string greater than every string starting with
+// p, or "" when there is none (p is all 0xff): the exclusive upper bound
+// of a prefix scan.
+func PrefixEnd(p string) string {
+	b := []byte(p)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return string(b[:i+1])
+		}
+	}
+	return ""
+}
+
 // Errors a Store returns.
 var (
 	ErrClosed = errors.New("storage: store is closed")

@@ -376,7 +376,7 @@ func (s *Store) List(ctx context.Context, r storage.Room, o storage.ListOptions)
 		}
 		lo := max(o.Start, o.Prefix) // keys with the prefix sort at or after it
 		hi := o.End
-		if ub := prefixEnd(o.Prefix); ub != "" && (hi == "" || ub < hi) {
+		if ub := storage.PrefixEnd(o.Prefix); ub != "" && (hi == "" || ub < hi) {
 			hi = ub
 		}
 		in := func(k []byte) bool {
@@ -406,19 +406,6 @@ func (s *Store) List(ctx context.Context, r storage.Room, o storage.ListOptions)
 		return nil
 	})
 	return out, err
-}
-
-// prefixEnd is the first string after every string with prefix p, or "" when
-// there is none (p empty, or all 0xff).
-func prefixEnd(p string) string {
-	b := []byte(p)
-	for i := len(b) - 1; i >= 0; i-- {
-		if b[i] < 0xff {
-			b[i]++
-			return string(b[:i+1])
-		}
-	}
-	return ""
 }
 
 // Members implements storage.Store.

@@ -225,7 +225,7 @@ func lexRange(o storage.ListOptions) (lo, hi string) {
 	hi = "+"
 	upper := ""
 	if o.Prefix != "" {
-		upper = prefixEnd(o.Prefix)
+		upper = storage.PrefixEnd(o.Prefix)
 	}
 	switch {
 	case o.End != "" && (upper == "" || o.End < upper):
@@ -234,19 +234,6 @@ func lexRange(o storage.ListOptions) (lo, hi string) {
 		hi = "(" + upper
 	}
 	return lo, hi
-}
-
-// prefixEnd is the least string greater than every string starting with
-// p, or "" when there is none (p is all 0xff).
-func prefixEnd(p string) string {
-	b := []byte(p)
-	for i := len(b) - 1; i >= 0; i-- {
-		if b[i] < 0xff {
-			b[i]++
-			return string(b[:i+1])
-		}
-	}
-	return ""
 }
 
 // Commit implements storage.Store. The batch joins the next pipeline.
@@ -508,7 +495,7 @@ func (s *Store) Rooms(ctx context.Context, class, prefix string, after storage.R
 		lo = "[" + class + "\x00" + prefix
 		hi = "(" + class + "\x01"
 		if prefix != "" {
-			if end := prefixEnd(prefix); end != "" {
+			if end := storage.PrefixEnd(prefix); end != "" {
 				hi = "(" + class + "\x00" + end
 			}
 		}
@@ -688,7 +675,10 @@ func (s *Store) Acquire(ctx context.Context, r storage.Room, node string, ttl ti
 		tok, _ := strconv.ParseUint(v, 10, 64)
 		return storage.Lease{Node: node, Token: tok}, nil
 	}
-	l, _ := parseLease(v)
+	l, ok := parseLease(v)
+	if !ok || l.Node == "" {
+		return storage.Lease{}, fmt.Errorf("redisstore: acquire %s: lease value %q is not \"token node\"", r, v)
+	}
 	return l, storage.ErrLeaseHeld
 }
 
@@ -741,7 +731,10 @@ func (s *Store) Owner(ctx context.Context, r storage.Room) (storage.Lease, bool,
 		return storage.Lease{}, false, fmt.Errorf("redisstore: owner of %s: %w", r, err)
 	}
 	l, ok := parseLease(v)
-	return l, ok, nil
+	if !ok || l.Node == "" {
+		return storage.Lease{}, false, fmt.Errorf("redisstore: owner of %s: lease value %q is not \"token node\"", r, v)
+	}
+	return l, true, nil
 }
 
 // Heartbeat implements storage.Coordinator. Expiry is kept by Redis's

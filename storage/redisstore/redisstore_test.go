@@ -164,3 +164,20 @@ func TestCommitsRacingCloseReturn(t *testing.T) {
 		}
 	}
 }
+
+// A lease value that is not "token node" is an error, not a holder with no
+// name (a node would take that for "held here" and drop the event).
+func TestCorruptLeaseIsAnError(t *testing.T) {
+	srv := redistest.Start(t)
+	s := open(t, redisstore.Options{URL: srv.URL()})
+	r := storage.Room{Class: "c", Name: "bad"}
+	for _, v := range []string{"7 ", "garbage"} {
+		s.Client().Set(ctx, "rg:{c/bad}:lease", v, time.Minute)
+		if l, err := s.Acquire(ctx, r, "n1", time.Second); err == nil || errors.Is(err, storage.ErrLeaseHeld) {
+			t.Errorf("Acquire over lease %q = %+v, %v; want a plain error", v, l, err)
+		}
+		if _, _, err := s.Owner(ctx, r); err == nil {
+			t.Errorf("Owner with lease %q: no error", v)
+		}
+	}
+}

@@ -131,7 +131,10 @@ return 1
 // {0, holder value} when another node holds it.
 var acquireScript = redis.NewScript(`
 local held = redis.call('GET', KEYS[1])
-if held and string.sub(held, string.find(held, ' ', 1, true) + 1) ~= ARGV[1] then return {0, held} end
+if held then
+  local sp = string.find(held, ' ', 1, true)
+  if not sp or string.sub(held, sp + 1) ~= ARGV[1] then return {0, held} end
+end
 local tok = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], tok .. ' ' .. ARGV[1], 'PX', ARGV[2])
 return {1, tostring(tok)}

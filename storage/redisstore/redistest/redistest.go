@@ -21,7 +21,6 @@ import (
 // Server is one redis-server process.
 type Server struct {
 	Addr string
-	dir  string
 	args []string
 	cmd  *exec.Cmd
 	tb   testing.TB
@@ -43,7 +42,7 @@ func Start(tb testing.TB, extra ...string) *Server {
 	if v := os.Getenv("ROOMGATE_REDIS_APPENDFSYNC"); v != "" {
 		fsync = v
 	}
-	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: dir, tb: tb,
+	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), tb: tb,
 		args: append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
 			"--save", "", "--appendonly", "yes", "--appendfsync", fsync, "--protected-mode", "no"}, extra...)}
 	s.start(bin)
