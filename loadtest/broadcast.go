@@ -24,7 +24,7 @@ func runBroadcast(ctx context.Context, o *Options, r *Report, conns []*wsConn) e
 	// they all agree on it.
 	var base int64 = -1
 	for _, c := range conns {
-		v, err := readCount(c)
+		v, err := readCount(c, o.DialTimeout)
 		if err != nil {
 			return fmt.Errorf("loadtest: reading the counter's first value: %w", err)
 		}
@@ -92,7 +92,10 @@ func runBroadcast(ctx context.Context, o *Options, r *Report, conns []*wsConn) e
 // readCount reads the next {"type":"count","value":N}. It scans for the
 // value instead of decoding JSON: at 100,000 deliveries a second the
 // harness's own parsing would otherwise eat the CPU the server is measured on.
-func readCount(c *wsConn) (int64, error) {
+func readCount(c *wsConn, timeout time.Duration) (int64, error) {
+	// A room that never sends a count (a wrong -class) must not hang the run.
+	c.c.SetReadDeadline(time.Now().Add(timeout))
+	defer c.c.SetReadDeadline(time.Time{})
 	for {
 		_, p, err := c.read()
 		if err != nil {

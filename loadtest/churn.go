@@ -57,13 +57,13 @@ func runChurn(ctx context.Context, o *Options, r *Report, conns []*wsConn) error
 		return true
 	})
 	wg.Wait()
+	stopProgress()
+	mu.Lock()
+	copy(conns, ring) // the caller closes what is open now, also after an error
+	mu.Unlock()
 	if err != nil {
 		return err
 	}
-	stopProgress()
-	mu.Lock()
-	copy(conns, ring) // the caller closes what is open now
-	mu.Unlock()
 	r.Sent, r.Received = done.Load()+errs.Load(), done.Load()
 	r.Errors = errs.Load()
 	r.Achieved = float64(done.Load()) / o.Duration.Seconds()

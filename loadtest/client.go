@@ -14,8 +14,8 @@ import (
 
 // wsConn is one harness socket with the buffers it reuses, so the harness's
 // own allocations stay out of the measurement. Bytes read but not yet
-// parsed wait in in[head:]; the pull reader (read) and the epoll readers
-// (readers.go) share that buffer and the frame parser.
+// parsed wait in in[head:]; the blocking read and the epoll readers
+// (readers.go) share that buffer and the frame parser (next).
 type wsConn struct {
 	c    net.Conn
 	wbuf []byte
@@ -86,7 +86,7 @@ type errClosed struct{ code int }
 func (e errClosed) Error() string { return fmt.Sprintf("closed by server with %d", e.code) }
 
 // read returns the next data frame's payload, valid until the next read.
-// It blocks; the epoll readers use next and feed instead.
+// It blocks; the epoll readers call next themselves.
 func (w *wsConn) read() (ws.OpCode, []byte, error) {
 	for {
 		op, p, err := w.next()

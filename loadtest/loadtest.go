@@ -129,6 +129,16 @@ func (o *Options) init() error {
 		return errors.New("loadtest: negative option")
 	case o.Size < 8:
 		return errors.New("loadtest: Size must be at least 8 bytes, the send timestamp")
+	case o.Workers < 0 || o.Duration < 0 || o.Warmup < 0 || o.Settle < 0 || o.Ramp < 0 || o.DialTimeout < 0 || o.SourceIPs < 0:
+		return errors.New("loadtest: negative option")
+	case o.Rate > 1e6:
+		return fmt.Errorf("loadtest: rate %g/s is past what one harness can schedule (1,000,000/s)", o.Rate)
+	case o.SourceIPs > 253:
+		return errors.New("loadtest: at most 253 source addresses (127.0.0.2 to 127.0.0.254)")
+	case o.worker == nil && o.Workers > o.Sockets:
+		return fmt.Errorf("loadtest: %d workers for %d sockets: every worker needs one", o.Workers, o.Sockets)
+	case o.Scenario == "broadcast" && o.Workers > 1:
+		return errors.New("loadtest: broadcast has one sender and one room: it runs in one process (no -workers)")
 	case o.Sockets/o.Workers > 19000:
 		return fmt.Errorf("loadtest: %d sockets in %d process(es) exceed what one process may hold here (~19,000 each): add -workers", o.Sockets, o.Workers)
 	}

@@ -106,6 +106,11 @@ func TestBadOptions(t *testing.T) {
 		{Scenario: "echo", Target: "ws://x"},
 		{Scenario: "echo", Target: "http://x", Size: 4},
 		{Scenario: "idle", Target: "http://x", Sockets: 50000},
+		{Scenario: "echo", Target: "http://x", Sockets: 2, Workers: 3},
+		{Scenario: "broadcast", Target: "http://x", Workers: 2},
+		{Scenario: "echo", Target: "http://x", Rate: 1e9},
+		{Scenario: "echo", Target: "http://x", Duration: -time.Second},
+		{Scenario: "echo", Target: "http://x", SourceIPs: 300},
 	} {
 		if _, err := Run(context.Background(), o); err == nil {
 			t.Errorf("Run(%+v) accepted bad options", o)

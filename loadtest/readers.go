@@ -15,7 +15,6 @@ import (
 // Each reader goroutine records into its own histogram, merged into hist
 // when it ends, so readers never contend on a lock per message.
 type readers struct {
-	conns    []*wsConn
 	hist     *hdrhistogram.Histogram
 	errs     *atomic.Int64
 	mu       sync.Mutex
@@ -68,7 +67,7 @@ func (rs *readers) status(what func() string, received *atomic.Int64) func() str
 // wait in epoll for their share of the sockets and read what is ready, so
 // a busy socket's several frames cost one read.
 func startReaders(conns []*wsConn, errs *atomic.Int64, onData func(p []byte, rec *recorder)) *readers {
-	rs := &readers{conns: conns, hist: newHistogram(), errs: errs, live: newHistogram()}
+	rs := &readers{hist: newHistogram(), errs: errs, live: newHistogram()}
 	n := min(runtime.GOMAXPROCS(0), max(len(conns), 1))
 	for w := range n {
 		var part []*wsConn

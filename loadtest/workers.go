@@ -173,7 +173,6 @@ func runWorkers(ctx context.Context, o Options) (*Report, error) {
 			spec.Options.Sockets++
 		}
 		spec.Options.Rate = o.Rate / float64(o.Workers)
-		spec.Options.Rooms = o.Rooms
 		if o.SourceIPs > 0 && loopback {
 			spec.LocalIP = fmt.Sprintf("127.0.0.%d", 2+i%o.SourceIPs)
 		}

@@ -28,6 +28,28 @@ func TestLoadtestChat(t *testing.T) {
 	}
 }
 
+func TestLoadtestBroadcast(t *testing.T) {
+	addr := freeAddr(t)
+	start(t, addr, nil, "-addr", addr, "-data", t.TempDir())
+	r, err := loadtest.Run(context.Background(), loadtest.Options{
+		Scenario: "broadcast", Target: "http://" + addr, Sockets: 50, Rate: 20,
+		Warmup: 300 * time.Millisecond, Duration: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Sent < 18 || r.Received != r.Sent*50 || r.Lost != 0 || r.Errors != 0 {
+		t.Fatalf("broadcast: sent %d, delivered %d (want 50 each), lost %d, errors %d", r.Sent, r.Received, r.Lost, r.Errors)
+	}
+	// A class that never sends a count is a clear error, not a hang.
+	if _, err := loadtest.Run(context.Background(), loadtest.Options{
+		Scenario: "broadcast", Class: "echo", Target: "http://" + addr, Sockets: 2, Rate: 5,
+		Duration: 200 * time.Millisecond, DialTimeout: time.Second,
+	}); err == nil {
+		t.Fatal("broadcast to the echo class (no counts) succeeded")
+	}
+}
+
 func TestLoadtestWakeStorm(t *testing.T) {
 	addr := freeAddr(t)
 	start(t, addr, nil, "-addr", addr, "-data", t.TempDir(), "-hibernate-after", "1s")

@@ -213,7 +213,7 @@ func runLoadtest(args []string) error {
 	fs.Float64Var(&o.Rate, "rate", 1000, "messages sent per second, all sockets together (churn: sockets replaced per second)")
 	fs.IntVar(&o.Size, "size", 32, "echo: payload bytes")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "measured time")
-	fs.DurationVar(&o.Warmup, "warmup", 2*time.Second, "echo: sending before measuring")
+	fs.DurationVar(&o.Warmup, "warmup", 2*time.Second, "echo, broadcast, chat: sending before measuring")
 	fs.DurationVar(&o.Settle, "settle", 0, "idle: wait before reading server memory (default 5s); wake: longest wait for the rooms to hibernate (default 30s)")
 	fs.DurationVar(&o.Ramp, "ramp", 0, "spread connects over this long")
 	fs.IntVar(&o.ConnectConcurrency, "connect-concurrency", 64, "dials in flight")

@@ -16,17 +16,20 @@ import (
 )
 
 type latency struct {
-	Count int64   `json:"count"`
-	P50   float64 `json:"p50_ms"`
-	P99   float64 `json:"p99_ms"`
-	P999  float64 `json:"p99_9_ms"`
-	Max   float64 `json:"max_ms"`
+	P50  float64 `json:"p50_ms"`
+	P99  float64 `json:"p99_ms"`
+	P999 float64 `json:"p99_9_ms"`
+	Max  float64 `json:"max_ms"`
 }
 
 type report struct {
 	Sockets       int      `json:"sockets"`
+	ConnectErrors int64    `json:"connect_errors"`
 	ConnectRate   float64  `json:"connects_per_second"`
+	Sent          int64    `json:"sent"`
+	Received      int64    `json:"received"`
 	Achieved      float64  `json:"rate_achieved"`
+	Hibernated    float64  `json:"rooms_hibernated"`
 	Lost          int64    `json:"lost"`
 	Errors        int64    `json:"errors"`
 	Latency       *latency `json:"latency"`

@@ -16,20 +16,6 @@ import (
 	"time"
 )
 
-type suiteReport struct {
-	Sockets       int      `json:"sockets"`
-	ConnectRate   float64  `json:"connects_per_second"`
-	Sent          int64    `json:"sent"`
-	Received      int64    `json:"received"`
-	Lost          int64    `json:"lost"`
-	Errors        int64    `json:"errors"`
-	Achieved      float64  `json:"rate_achieved"`
-	Hibernated    float64  `json:"rooms_hibernated"`
-	Latency       *latency `json:"latency"`
-	RSSPerSocket  float64  `json:"server_rss_bytes_per_socket"`
-	GoroutinesPer float64  `json:"server_goroutines_per_socket"`
-}
-
 const (
 	startMarker = "<!-- standard suite: start (written by make bench) -->"
 	endMarker   = "<!-- standard suite: end -->"
@@ -40,13 +26,13 @@ func suite(args []string) {
 	doc := fs.String("doc", "", "markdown file whose suite section is replaced; empty: print the table")
 	note := fs.String("note", "", "a line printed under the table, e.g. the commands")
 	fs.Parse(args)
-	reports := map[string]suiteReport{}
+	reports := map[string]report{}
 	for _, path := range fs.Args() {
 		b, err := os.ReadFile(path)
 		if err != nil {
 			fail("%v", err)
 		}
-		var r suiteReport
+		var r report
 		if err := json.Unmarshal(b, &r); err != nil {
 			fail("%s: %v", path, err)
 		}
@@ -57,7 +43,7 @@ func suite(args []string) {
 		runtime.NumCPU(), cpuModel(), kernel(), strings.TrimPrefix(runtime.Version(), "go"), time.Now().UTC().Format("2006-01-02"))
 	b.WriteString("The targets are set for one node (embedded store, harness on the same 2-core machine); the cluster column is for comparison.\n\n")
 	b.WriteString("| scenario | figure | target (one node) | one node, embedded store | three nodes on Redis |\n|---|---|---|---|---|\n")
-	row := func(scenario, figure, target string, met func(float64) bool, f func(suiteReport) float64, format string) {
+	row := func(scenario, figure, target string, met func(float64) bool, f func(report) float64, format string) {
 		cells := []string{}
 		for _, setup := range []string{"node", "cluster"} {
 			r, ok := reports[setup+"-"+scenario]
@@ -78,30 +64,29 @@ func suite(args []string) {
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", scenario, figure, target, cells[0], cells[1])
 	}
-	lat := func(r suiteReport) latency {
-		if r.Latency == nil {
-			return latency{}
-		}
-		return *r.Latency
-	}
-	row("idle", "server RSS per socket, 15,000 sockets", "≤ 1 KiB", func(v float64) bool { return v <= 1024 }, func(r suiteReport) float64 { return r.RSSPerSocket }, "%.0f B")
-	row("idle", "server goroutines per socket", "0", func(v float64) bool { return v < 0.01 }, func(r suiteReport) float64 { return r.GoroutinesPer }, "%.3f")
-	row("idle", "connects per second", "–", nil, func(r suiteReport) float64 { return r.ConnectRate }, "%.0f /s")
-	row("echo", "p50, 1,000 sockets at 20,000 msg/s", "–", nil, func(r suiteReport) float64 { return lat(r).P50 }, "%.3f ms")
-	row("echo", "p99", "< 1 ms", func(v float64) bool { return v < 1 }, func(r suiteReport) float64 { return lat(r).P99 }, "%.2f ms")
-	row("echo", "messages lost", "0", func(v float64) bool { return v == 0 }, func(r suiteReport) float64 { return float64(r.Lost) }, "%.0f")
-	row("chat", "p50, 100 rooms × 50 members, 2,000 msg/s in", "–", nil, func(r suiteReport) float64 { return lat(r).P50 }, "%.2f ms")
-	row("chat", "p99 from send to every receiver", "< 10 ms", func(v float64) bool { return v < 10 }, func(r suiteReport) float64 { return lat(r).P99 }, "%.2f ms")
-	row("chat", "deliveries per second", "100,000", nil, func(r suiteReport) float64 { return r.Achieved }, "%.0f /s")
-	row("chat", "deliveries lost", "0", func(v float64) bool { return v == 0 }, func(r suiteReport) float64 { return float64(r.Lost) }, "%.0f")
-	row("wake", "rooms hibernated before the storm", "5,000", nil, func(r suiteReport) float64 { return r.Hibernated }, "%.0f")
-	row("wake", "all 5,000 answered within", "≤ 2 s", func(v float64) bool { return v > 0 && v <= 2000 }, func(r suiteReport) float64 {
+	row("idle", "server RSS per socket, 15,000 sockets", "≤ 1 KiB", func(v float64) bool { return v <= 1024 }, func(r report) float64 { return r.RSSPerSocket }, "%.0f B")
+	row("idle", "server goroutines per socket", "0", func(v float64) bool { return v < 0.01 }, func(r report) float64 { return r.GoroutinesPer }, "%.3f")
+	row("idle", "connects per second", "–", nil, func(r report) float64 { return r.ConnectRate }, "%.0f /s")
+	row("echo", "p50, 1,000 sockets at 20,000 msg/s", "–", nil, func(r report) float64 { return lat(r).P50 }, "%.3f ms")
+	row("echo", "p99", "< 1 ms", func(v float64) bool { return v < 1 }, func(r report) float64 { return lat(r).P99 }, "%.2f ms")
+	row("echo", "messages lost", "0", func(v float64) bool { return v == 0 }, func(r report) float64 { return float64(r.Lost) }, "%.0f")
+	row("chat", "p50, 100 rooms × 50 members, 2,000 msg/s in", "–", nil, func(r report) float64 { return lat(r).P50 }, "%.2f ms")
+	row("chat", "p99 from send to every receiver", "< 10 ms", func(v float64) bool { return v < 10 }, func(r report) float64 { return lat(r).P99 }, "%.2f ms")
+	row("chat", "deliveries per second", "100,000", nil, func(r report) float64 { return r.Achieved }, "%.0f /s")
+	row("chat", "deliveries lost", "0", func(v float64) bool { return v == 0 }, func(r report) float64 { return float64(r.Lost) }, "%.0f")
+	row("wake", "rooms hibernated before the storm", "5,000", nil, func(r report) float64 { return r.Hibernated }, "%.0f")
+	row("wake", "all 5,000 answered within", "≤ 2 s", func(v float64) bool { return v > 0 && v <= 2000 }, func(r report) float64 {
 		if r.Received < r.Sent || r.Sent == 0 {
 			return 0 // not all answered
 		}
 		return lat(r).Max
 	}, "%.0f ms")
-	row("wake", "answer p50", "–", nil, func(r suiteReport) float64 { return lat(r).P50 }, "%.1f ms")
+	row("wake", "answer p50", "–", nil, func(r report) float64 { return lat(r).P50 }, "%.1f ms")
+	// A run with errors is not a measurement to trust, whatever its figures.
+	for _, scenario := range []string{"idle", "echo", "chat", "wake"} {
+		row(scenario, "errors (sockets refused, or closed or failing mid-run)", "0", func(v float64) bool { return v == 0 },
+			func(r report) float64 { return float64(r.Errors + r.ConnectErrors) }, "%.0f")
+	}
 	if *note != "" {
 		b.WriteString("\n" + *note + "\n")
 	}

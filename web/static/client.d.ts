@@ -62,9 +62,10 @@ export interface RoomSocketEventMap {
 /**
  * One WebSocket to /ws/{class}/{room} that reconnects with backoff and
  * jitter, buffers sends while disconnected, and (resume: "chat") resumes
- * with ?since=. It stops for good after close(), 1000, 4403 (kicked or
- * forbidden), 4404 (room deleted), 1007 and 1009; after 4401 it retries only
- * with getToken.
+ * with ?since=. It stops for good after close(), 1000, 1002 (protocol
+ * error), 1003, 1007 (invalid UTF-8), 1009 (too big), 4403 (kicked or
+ * forbidden) and 4404 (room deleted); after 4401 it retries only with
+ * getToken.
  */
 export declare class RoomSocket extends EventTarget {
   constructor(options: RoomSocketOptions);

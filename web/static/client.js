@@ -27,6 +27,7 @@ export class RoomSocket extends EventTarget {
   #timer = 0;
   #closed = false;
   #lastSeq = null;
+  #generation = 0; // bumped by reconnect(): a connect begun before it gives up
 
   constructor(options) {
     super();
@@ -74,6 +75,7 @@ export class RoomSocket extends EventTarget {
   reconnect() {
     clearTimeout(this.#timer);
     this.#attempt = 0;
+    this.#generation++;
     const old = this.#ws;
     this.#ws = null;
     old?.close(1000, "reconnect");
@@ -92,6 +94,7 @@ export class RoomSocket extends EventTarget {
 
   async #connect() {
     if (this.#closed) return;
+    const generation = this.#generation;
     let url;
     try {
       url = await this.#url();
@@ -99,17 +102,19 @@ export class RoomSocket extends EventTarget {
       this.#retry({ code: 4401, reason: "no token: " + err });
       return;
     }
-    if (this.#closed) return;
+    // closed, or reconnect() started another connect while the token came
+    if (this.#closed || generation !== this.#generation) return;
     const ws = new WebSocket(url);
     this.#ws = ws;
     ws.binaryType = "arraybuffer";
     ws.onopen = () => {
       if (ws !== this.#ws) return;
       this.#attempt = 0;
-      this.dispatchEvent(new CustomEvent("open"));
+      // What waited goes first: a listener that sends on "open" comes after it.
       const pending = this.#buffer;
       this.#buffer = [];
       for (const data of pending) ws.send(data);
+      this.dispatchEvent(new CustomEvent("open"));
     };
     ws.onmessage = (e) => {
       if (ws !== this.#ws) return;
