@@ -1,0 +1,37 @@
+// What the chat and canvas pages share: the join form with ?room= and
+// ?name=, and one user id per tab.
+
+export const $ = (id) => document.getElementById(id);
+
+// userId is this tab's user, kept across reloads: a reconnect is the same user.
+export const userId = (() => {
+  let id = sessionStorage.getItem("roomgate.user");
+  if (!id) {
+    id = "u-" + crypto.randomUUID().slice(0, 8);
+    sessionStorage.setItem("roomgate.user", id);
+  }
+  return id;
+})();
+
+// setupJoin fills the join form from ?room= and ?name= (or the last name
+// used), calls join(name, room) when it is sent, and joins at once when
+// the URL names both. A room name the server would refuse (400) is
+// reported instead: the socket would only ever reconnect.
+export function setupJoin(join) {
+  const params = new URLSearchParams(location.search);
+  $("name").value = params.get("name") ?? localStorage.getItem("roomgate.name") ?? "";
+  if (params.get("room")) $("room").value = params.get("room");
+  const go = (name, room) => {
+    localStorage.setItem("roomgate.name", name);
+    history.replaceState(null, "", `?room=${encodeURIComponent(room)}&name=${encodeURIComponent(name)}`);
+    join(name, room);
+  };
+  $("join-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    go($("name").value.trim(), $("room").value.trim());
+  });
+  if (params.get("name") && $("room").value) {
+    if ($("room").checkValidity()) go(params.get("name"), $("room").value);
+    else $("room").reportValidity();
+  }
+}
