@@ -58,7 +58,8 @@ type cluster struct {
 	incarnations map[string]uint64
 	inbound      map[*link]struct{} // links other nodes dialed
 	nodes        atomic.Pointer[map[string]storage.NodeRecord]
-	hbMu         sync.Mutex // one heartbeat at a time, so node lists are compared in order
+	hbMu         sync.Mutex   // one heartbeat at a time, so node lists are compared in order
+	registered   atomic.Int64 // cl.now() of the last heartbeat Redis took; 0 before the first
 
 	placeMu sync.Mutex
 	placing map[Addr]*placement // rooms whose lease this node is asking for
@@ -166,6 +167,7 @@ func (cl *cluster) heartbeat(ctx context.Context) {
 		}
 		return
 	}
+	cl.registered.Store(max(cl.now(), 1))
 	before, now, ok := cl.readNodes(ctx)
 	if !ok {
 		return
@@ -189,6 +191,20 @@ func (cl *cluster) readNodes(ctx context.Context) (before, now map[string]storag
 		now[n.ID] = n
 	}
 	return *cl.nodes.Swap(&now), now, true
+}
+
+// inRegistry says why this node cannot serve yet, or nil. Until the
+// registry lists it, other nodes refuse its links and take its sockets
+// for dead, so a load balancer must not send it clients.
+func (cl *cluster) inRegistry() error {
+	at := cl.registered.Load()
+	if at == 0 {
+		return errors.New("not yet in the cluster's node registry")
+	}
+	if age := time.Duration(cl.now() - at); age > cl.ttl {
+		return fmt.Errorf("no heartbeat reached the node registry for %s", age.Round(time.Millisecond))
+	}
+	return nil
 }
 
 // alive reports whether node is in the registry.

@@ -276,3 +276,45 @@ func TestSimultaneousFirstContact(t *testing.T) {
 		}
 	}
 }
+
+// A cluster node is ready only once the registry lists it: before that,
+// other nodes refuse its links, so clients sent to it would be stranded.
+func TestReadyWaitsForTheNodeRegistry(t *testing.T) {
+	redis := redistest.Start(t)
+	rs, err := redisstore.Open(context.Background(), redisstore.Options{URL: redis.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	rt, err := New(Options{Store: rs, Coordinator: rs, Metrics: prometheus.NewRegistry(), NodeID: "late",
+		Address: "127.0.0.1:1", LeaseTTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Ready(context.Background()); err == nil {
+		t.Fatal("ready before the node registered itself")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { rt.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(5 * time.Second)
+	for rt.Ready(context.Background()) != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready 5 s after start: %v", rt.Ready(context.Background()))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	nodes, err := rs.Nodes(context.Background())
+	if err != nil || len(nodes) != 1 || nodes[0].ID != "late" {
+		t.Fatalf("ready, but the registry lists %+v (%v)", nodes, err)
+	}
+	redis.Stop()
+	deadline = time.Now().Add(5 * time.Second)
+	for rt.Ready(context.Background()) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("still ready 5 s after Redis stopped")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -884,5 +884,14 @@ func (rt *Runtime) Nodes(ctx context.Context) ([]NodeInfo, error) {
 	return []NodeInfo{n}, nil
 }
 
-// Ready reports whether the runtime can serve: its store answers.
-func (rt *Runtime) Ready(ctx context.Context) error { return rt.store.Ping(ctx) }
+// Ready reports whether the runtime can serve: its store answers and, in a
+// cluster, the node registry lists this node.
+func (rt *Runtime) Ready(ctx context.Context) error {
+	if err := rt.store.Ping(ctx); err != nil {
+		return err
+	}
+	if rt.cl != nil {
+		return rt.cl.inRegistry()
+	}
+	return nil
+}
