@@ -222,7 +222,7 @@ func TestFrozenEdgeDoesNotHoldUpTheRoom(t *testing.T) {
 	frozenNode(t, rs, "frozen")
 	a := Addr{Class: "b", Room: "r"}
 	rec := hibernation.Member{ID: 42, Edge: "frozen", UserID: "u", ConnectedAt: time.Now().UnixNano()}
-	if err := rs.Commit(context.Background(), a.storageRoom(), &storage.Batch{Members: []storage.Member{{ID: 42, Data: rec.Encode()}}}); err != nil {
+	if err := storage.CommitAndWait(context.Background(), rs, a.storageRoom(), &storage.Batch{Members: []storage.Member{{ID: 42, Data: rec.Encode()}}}); err != nil {
 		t.Fatal(err)
 	}
 	rt := clusterNode(t, redis.URL(), "a", func(rt *Runtime) { rt.Register("b", func() Handler { return broadcaster{} }) })

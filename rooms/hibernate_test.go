@@ -55,11 +55,12 @@ type failingStore struct {
 	fail atomic.Bool
 }
 
-func (f *failingStore) Commit(ctx context.Context, r storage.Room, b *storage.Batch) error {
+func (f *failingStore) Commit(ctx context.Context, r storage.Room, b *storage.Batch, done func(error)) {
 	if f.fail.Load() {
-		return errors.New("disk on fire")
+		done(errors.New("disk on fire"))
+		return
 	}
-	return f.Store.Commit(ctx, r, b)
+	f.Store.Commit(ctx, r, b, done)
 }
 
 // closeCounter counts OnClose calls; "set" sets every socket's attachment
@@ -147,7 +148,7 @@ func TestCorruptMembershipClosesItsSocket(t *testing.T) {
 	fx := newFixture(t, Options{}, func(ctx context.Context, r *Room, c *Conn, msg string) error { return nil })
 	s := newSocket()
 	bad := storage.Batch{Members: []storage.Member{{ID: uint64(s.id), Data: []byte{0xff, 1, 2}}}}
-	if err := fx.store.Commit(context.Background(), probeRoom.storageRoom(), &bad); err != nil {
+	if err := storage.CommitAndWait(context.Background(), fx.store, probeRoom.storageRoom(), &bad); err != nil {
 		t.Fatal(err)
 	}
 	fx.say(t, s, "hello")

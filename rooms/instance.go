@@ -494,8 +494,13 @@ func (in *instance) pump(ctx context.Context) {
 	in.pending, in.penOut, in.penFrom, in.penEvents = writeSet{}, nil, nil, 0
 	b := w.batch()
 	b.Token = in.lease.Token
-	go func() { in.done <- in.rt.commit(ctx, in.room, b) }()
+	in.rt.commit(ctx, in.room, b, in.commitDone)
 }
+
+// commitDone takes the store's answer to the commit in flight, on the
+// store's goroutine; the room's loop picks it up. It never blocks: a room
+// has at most one commit in flight.
+func (in *instance) commitDone(err error) { in.done <- err }
 
 // committed finishes the commit in flight. On failure nothing it or any
 // later event sent leaves: they all saw its writes. Their sockets are

@@ -331,16 +331,20 @@ func (rt *Runtime) active(a Addr) *instance {
 	return sh.rooms[a]
 }
 
-func (rt *Runtime) commit(ctx context.Context, r storage.Room, b *storage.Batch) error {
+// commit hands b to the store and returns; done gets the store's answer.
+// The room waits for it in its own loop: no goroutine per commit, and the
+// store's flusher wakes the room directly.
+func (rt *Runtime) commit(ctx context.Context, r storage.Room, b *storage.Batch, done func(error)) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rt.o.CommitTimeout)
-	defer cancel()
 	start := time.Now()
-	err := rt.store.Commit(ctx, r, b)
-	rt.m.commitSeconds.Observe(time.Since(start).Seconds())
-	if err != nil {
-		rt.m.failures.WithLabelValues("commit").Inc()
-	}
-	return err
+	rt.store.Commit(ctx, r, b, func(err error) {
+		cancel()
+		rt.m.commitSeconds.Observe(time.Since(start).Seconds())
+		if err != nil {
+			rt.m.failures.WithLabelValues("commit").Inc()
+		}
+		done(err)
+	})
 }
 
 // HasClass implements Router.

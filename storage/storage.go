@@ -6,7 +6,8 @@
 //
 // A Store is safe for concurrent use. The runtime keeps at most one Commit
 // in flight per room, so a Store may apply one room's batches in the order
-// they arrive without further coordination.
+// they arrive without further coordination. Commits are asynchronous: a
+// store queues them (CommitQueue) and applies as many as wait together.
 package storage
 
 import (
@@ -15,19 +16,13 @@ import (
 	"time"
 )
 
-// Gather appends to group what ch holds right now, without waiting, until
-// group has max entries: the group commit of a store takes one queued
-// commit, blocking, and then everything that queued up meanwhile.
-func Gather[T any](ch <-chan T, group []T, max int) []T {
-	for len(group) < max {
-		select {
-		case v := <-ch:
-			group = append(group, v)
-		default:
-			return group
-		}
-	}
-	return group
+// CommitAndWait commits b and waits for the store's answer. Once queued,
+// a batch may be applied at any moment, so the wait outlasts ctx: only the
+// answer tells whether it was.
+func CommitAndWait(ctx context.Context, s Store, r Room, b *Batch) error {
+	done := make(chan error, 1)
+	s.Commit(ctx, r, b, func(err error) { done <- err })
+	return <-done
 }
 
 // PrefixEnd is the least string greater than every string starting with
@@ -128,9 +123,12 @@ type Store interface {
 	Get(ctx context.Context, r Room, keys ...string) ([][]byte, error)
 	// List returns the keys o selects with their values.
 	List(ctx context.Context, r Room, o ListOptions) ([]KV, error)
-	// Commit applies b atomically and durably: when it returns nil, the
-	// batch survives a crash of the process and of the machine.
-	Commit(ctx context.Context, r Room, b *Batch) error
+	// Commit queues b and returns; the store applies it atomically and
+	// durably and then calls done, exactly once, on a goroutine of its
+	// own: with nil when the batch survives a crash of the process and of
+	// the machine, or with the error (ErrFenced, ErrClosed, ctx's error if
+	// it ended before the batch was queued or sent). done must not block.
+	Commit(ctx context.Context, r Room, b *Batch, done func(error))
 	// Members returns the room's membership records in id order.
 	Members(ctx context.Context, r Room) ([]Member, error)
 	// Stat describes one room; ok is false when it has no keys, no alarm

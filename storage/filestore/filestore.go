@@ -44,16 +44,9 @@ const maxGroup = 1024
 // Store is the embedded storage.Store.
 type Store struct {
 	db      *bolt.DB
-	commits chan *commit
-	stop    chan struct{}
-	done    chan struct{}
+	commits *storage.CommitQueue
+	done    chan struct{} // closed when the committer returns
 	once    sync.Once
-}
-
-type commit struct {
-	room  storage.Room
-	batch *storage.Batch
-	err   chan error
 }
 
 // Open opens or creates the store in dir.
@@ -84,72 +77,38 @@ func Open(dir string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("filestore: init: %w", err)
 	}
-	s := &Store{db: db, commits: make(chan *commit, maxGroup), stop: make(chan struct{}), done: make(chan struct{})}
+	s := &Store{db: db, commits: storage.NewCommitQueue(maxGroup), done: make(chan struct{})}
 	go s.committer()
 	return s, nil
 }
 
-// Close waits for commits in progress and closes the file.
+// Close waits for the transaction in progress, fails the commits still
+// queued with ErrClosed, and closes the file.
 func (s *Store) Close() error {
 	var err error
 	s.once.Do(func() {
-		close(s.stop)
+		s.commits.Close()
 		<-s.done
+		s.commits.Fail()
 		err = s.db.Close()
 	})
 	return err
 }
 
 // Commit implements storage.Store.
-func (s *Store) Commit(ctx context.Context, r storage.Room, b *storage.Batch) error {
-	c := &commit{room: r, batch: b, err: make(chan error, 1)}
-	select {
-	case <-s.stop:
-		return storage.ErrClosed
-	default:
-	}
-	select {
-	case s.commits <- c:
-	case <-s.stop:
-		return storage.ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	// Once queued, the commit is applied or failed by the committer; waiting
-	// for it, even past ctx, keeps the caller from sending what may yet be
-	// written. Only a committer that exited first leaves it unanswered.
-	select {
-	case err := <-c.err:
-		return err
-	case <-s.done:
-		select {
-		case err := <-c.err:
-			return err
-		default:
-			return storage.ErrClosed
-		}
-	}
+func (s *Store) Commit(ctx context.Context, r storage.Room, b *storage.Batch, done func(error)) {
+	s.commits.Put(&storage.Pending{Ctx: ctx, Room: r, Batch: b, Done: done})
 }
 
 // committer applies queued commits, as many per transaction as are waiting.
 func (s *Store) committer() {
 	defer close(s.done)
-	group := make([]*commit, 0, maxGroup)
+	group := make([]*storage.Pending, 0, maxGroup)
 	for {
-		select {
-		case c := <-s.commits:
-			group = append(group[:0], c)
-		case <-s.stop:
-			for {
-				select {
-				case c := <-s.commits:
-					c.err <- storage.ErrClosed
-				default:
-					return
-				}
-			}
+		group, ok := s.commits.Take(group[:0], maxGroup)
+		if !ok {
+			return
 		}
-		group = storage.Gather(s.commits, group, maxGroup)
 		s.applyGroup(group)
 		clear(group)
 	}
@@ -157,10 +116,10 @@ func (s *Store) committer() {
 
 // applyGroup commits the group in one transaction. If that fails, each
 // commit is tried alone, so one bad batch (a stale token) fails only itself.
-func (s *Store) applyGroup(group []*commit) {
+func (s *Store) applyGroup(group []*storage.Pending) {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		for _, c := range group {
-			if err := apply(tx, c.room, c.batch); err != nil {
+			if err := apply(tx, c.Room, c.Batch); err != nil {
 				return err
 			}
 		}
@@ -168,12 +127,12 @@ func (s *Store) applyGroup(group []*commit) {
 	})
 	if err == nil || len(group) == 1 {
 		for _, c := range group {
-			c.err <- wrap(err)
+			c.Done(wrap(err))
 		}
 		return
 	}
 	for _, c := range group {
-		c.err <- wrap(s.db.Update(func(tx *bolt.Tx) error { return apply(tx, c.room, c.batch) }))
+		c.Done(wrap(s.db.Update(func(tx *bolt.Tx) error { return apply(tx, c.Room, c.Batch) })))
 	}
 }
 
@@ -518,10 +477,8 @@ func (s *Store) NextAlarm(ctx context.Context) (time.Time, bool, error) {
 func (s *Store) Ping(ctx context.Context) error { return s.view(func(*bolt.Tx) error { return nil }) }
 
 func (s *Store) view(f func(tx *bolt.Tx) error) error {
-	select {
-	case <-s.stop:
+	if s.commits.Closed() {
 		return storage.ErrClosed
-	default:
 	}
 	err := s.db.View(f)
 	if errors.Is(err, bolt.ErrDatabaseNotOpen) {

@@ -27,11 +27,11 @@ func TestDataSurvivesReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := storage.Room{Class: "chat", Name: "persist"}
-	if err := s.Commit(context.Background(), r, &storage.Batch{Puts: []storage.KV{{Key: "k", Value: []byte("v")}}}); err != nil {
+	if err := storage.CommitAndWait(context.Background(), s, r, &storage.Batch{Puts: []storage.KV{{Key: "k", Value: []byte("v")}}}); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
-	if err := s.Commit(context.Background(), r, &storage.Batch{}); !errors.Is(err, storage.ErrClosed) {
+	if err := storage.CommitAndWait(context.Background(), s, r, &storage.Batch{}); !errors.Is(err, storage.ErrClosed) {
 		t.Fatalf("commit after Close: %v, want ErrClosed", err)
 	}
 	if _, err := s.Get(context.Background(), r, "k"); !errors.Is(err, storage.ErrClosed) {

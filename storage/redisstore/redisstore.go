@@ -56,11 +56,9 @@ type Store struct {
 	c      redis.UniversalClient
 	prefix string
 
-	queue   chan *pendingCommit
-	closed  atomic.Bool
-	closing chan struct{}
-	stopped chan struct{} // closed once no flusher runs: a batch still queued will never be sent
-	wg      sync.WaitGroup
+	queue  *storage.CommitQueue
+	closed atomic.Bool
+	wg     sync.WaitGroup
 }
 
 // flushers is how many pipelines may be in flight at once, and
@@ -69,13 +67,6 @@ const (
 	flushers    = 4
 	maxPipeline = 256
 )
-
-type pendingCommit struct {
-	ctx  context.Context
-	room storage.Room
-	b    *storage.Batch
-	done chan error
-}
 
 // Open connects to Redis and checks that it answers.
 func Open(ctx context.Context, o Options) (*Store, error) {
@@ -90,7 +81,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if o.Prefix == "" {
 		o.Prefix = "rg:"
 	}
-	s := &Store{c: c, prefix: o.Prefix, queue: make(chan *pendingCommit, 4096), closing: make(chan struct{}), stopped: make(chan struct{})}
+	s := &Store{c: c, prefix: o.Prefix, queue: storage.NewCommitQueue(4096)}
 	for range flushers {
 		s.wg.Go(s.flush)
 	}
@@ -237,46 +228,21 @@ func lexRange(o storage.ListOptions) (lo, hi string) {
 }
 
 // Commit implements storage.Store. The batch joins the next pipeline.
-func (s *Store) Commit(ctx context.Context, r storage.Room, b *storage.Batch) error {
-	if err := s.check(); err != nil {
-		return err
-	}
-	p := &pendingCommit{ctx: ctx, room: r, b: b, done: make(chan error, 1)}
-	select {
-	case s.queue <- p:
-	case <-s.closing:
-		return storage.ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+func (s *Store) Commit(ctx context.Context, r storage.Room, b *storage.Batch, done func(error)) {
 	// Once queued, the batch may be applied at any moment: only the
-	// flusher's answer tells whether it was. Returning early on ctx would
-	// report a failure for a batch that then lands (the flusher's own
-	// timeout bounds the wait, and it skips batches whose ctx ended before
-	// they were sent).
-	select {
-	case err := <-p.done:
-		return err
-	case <-s.stopped:
-		select {
-		case err := <-p.done: // answered before the flushers stopped
-			return err
-		default:
-			return storage.ErrClosed // queued as the store closed: never sent
-		}
-	}
+	// flusher's answer tells whether it was. So ctx is not watched after
+	// that, but for a batch whose ctx ended before it was sent (skipped by
+	// the flusher, not applied); the flusher's own timeout bounds the rest.
+	s.queue.Put(&storage.Pending{Ctx: ctx, Room: r, Batch: b, Done: done})
 }
 
 func (s *Store) flush() {
-	group := make([]*pendingCommit, 0, maxPipeline)
+	group := make([]*storage.Pending, 0, maxPipeline)
 	for {
-		select {
-		case p := <-s.queue:
-			group = append(group[:0], p)
-		case <-s.closing:
+		group, ok := s.queue.Take(group[:0], maxPipeline)
+		if !ok {
 			return
 		}
-		group = storage.Gather(s.queue, group, maxPipeline)
 		s.commitGroup(group)
 		clear(group)
 	}
@@ -284,20 +250,20 @@ func (s *Store) flush() {
 
 // commitGroup sends the group's scripts in one pipeline, then the index
 // updates that must follow a successful script.
-func (s *Store) commitGroup(group []*pendingCommit) {
+func (s *Store) commitGroup(group []*storage.Pending) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cmds := make([]*redis.Cmd, len(group))
 	befores := make([]*redis.IntCmd, len(group))
 	pipe := s.c.Pipeline()
 	for i, p := range group {
-		if err := p.ctx.Err(); err != nil {
-			p.done <- err // never sent: its caller gave up, and it is not applied
+		if err := p.Ctx.Err(); err != nil {
+			p.Done(err) // never sent: its caller gave up, and it is not applied
 			group[i] = nil
 			continue
 		}
 		befores[i] = s.before(ctx, pipe, p)
-		cmds[i] = commitScript.EvalSha(ctx, pipe, s.commitKeys(p.room), commitArgs(p.b)...)
+		cmds[i] = commitScript.EvalSha(ctx, pipe, s.commitKeys(p.Room), commitArgs(p.Batch)...)
 	}
 	if pipe.Len() == 0 {
 		return
@@ -311,19 +277,19 @@ func (s *Store) commitGroup(group []*pendingCommit) {
 		}
 		res, err := cmds[i].Int()
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") { // Redis restarted and lost its script cache
-			res, err = commitScript.Run(ctx, s.c, s.commitKeys(p.room), commitArgs(p.b)...).Int()
+			res, err = commitScript.Run(ctx, s.c, s.commitKeys(p.Room), commitArgs(p.Batch)...).Int()
 		}
 		switch {
 		case err != nil:
-			p.done <- fmt.Errorf("redisstore: commit %s: %w", p.room, err)
+			p.Done(fmt.Errorf("redisstore: commit %s: %w", p.Room, err))
 		case res < 0:
-			p.done <- storage.ErrFenced
+			p.Done(storage.ErrFenced)
 		default:
 			applied[i] = true
 			if befores[i] != nil && befores[i].Err() != nil && res != 1 {
 				// The room index missed it (its shard was unreachable):
 				// write it again, or the room would not be listed.
-				tidy = append(tidy, indexOp{key: s.roomsKey(), member: indexMember(p.room), add: true})
+				tidy = append(tidy, indexOp{key: s.roomsKey(), member: indexMember(p.Room), add: true})
 			}
 			tidy = s.after(tidy, p, res == 1)
 		}
@@ -354,7 +320,7 @@ func (s *Store) commitGroup(group []*pendingCommit) {
 	}
 	for i, p := range group {
 		if applied[i] {
-			p.done <- nil
+			p.Done(nil)
 		}
 	}
 }
@@ -363,21 +329,21 @@ func (s *Store) commitGroup(group []*pendingCommit) {
 // index stays a superset of the truth whatever fails later: the room is
 // listed, and an alarm is indexed no later than it is due (LT only lowers
 // an existing score).
-func (s *Store) before(ctx context.Context, pipe redis.Pipeliner, p *pendingCommit) (index *redis.IntCmd) {
-	m := indexMember(p.room)
-	if len(p.b.Puts) > 0 || len(p.b.Members) > 0 || p.b.Alarm != nil && !p.b.Alarm.At.IsZero() {
+func (s *Store) before(ctx context.Context, pipe redis.Pipeliner, p *storage.Pending) (index *redis.IntCmd) {
+	m := indexMember(p.Room)
+	if len(p.Batch.Puts) > 0 || len(p.Batch.Members) > 0 || p.Batch.Alarm != nil && !p.Batch.Alarm.At.IsZero() {
 		index = pipe.ZAdd(ctx, s.roomsKey(), redis.Z{Member: m})
 	}
-	if a := p.b.Alarm; a != nil && !a.At.IsZero() {
+	if a := p.Batch.Alarm; a != nil && !a.At.IsZero() {
 		pipe.ZAddLT(ctx, s.alarmsKey(), redis.Z{Score: float64(a.At.UnixMilli()), Member: m})
 	}
 	return index
 }
 
 // after makes the indexes exact once the room's script succeeded.
-func (s *Store) after(ops []indexOp, p *pendingCommit, empty bool) []indexOp {
-	m := indexMember(p.room)
-	if a := p.b.Alarm; a != nil {
+func (s *Store) after(ops []indexOp, p *storage.Pending, empty bool) []indexOp {
+	m := indexMember(p.Room)
+	if a := p.Batch.Alarm; a != nil {
 		ops = append(ops, indexOp{key: s.alarmsKey(), member: m, add: !a.At.IsZero(), score: float64(a.At.UnixMilli())})
 	}
 	if empty {
@@ -644,9 +610,9 @@ func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
-	close(s.closing)
+	s.queue.Close()
 	s.wg.Wait()
-	close(s.stopped) // a batch still queued is answered by its Commit
+	s.queue.Fail() // queued as the store closed: never sent
 	return s.c.Close()
 }
 

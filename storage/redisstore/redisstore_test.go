@@ -69,10 +69,10 @@ func TestLeases(t *testing.T) {
 		t.Fatalf("acquire after expiry = %+v, %v; want a greater token than %d", b, err, a.Token)
 	}
 	// The former owner's commit is refused: its token is older.
-	if err := s.Commit(ctx, r, &storage.Batch{Puts: []storage.KV{{Key: "k", Value: []byte("a")}}, Token: a.Token}); !errors.Is(err, storage.ErrFenced) {
+	if err := storage.CommitAndWait(ctx, s, r, &storage.Batch{Puts: []storage.KV{{Key: "k", Value: []byte("a")}}, Token: a.Token}); !errors.Is(err, storage.ErrFenced) {
 		t.Fatalf("stale owner's commit: %v, want ErrFenced", err)
 	}
-	if err := s.Commit(ctx, r, &storage.Batch{Puts: []storage.KV{{Key: "k", Value: []byte("b")}}, Token: b.Token}); err != nil {
+	if err := storage.CommitAndWait(ctx, s, r, &storage.Batch{Puts: []storage.KV{{Key: "k", Value: []byte("b")}}, Token: b.Token}); err != nil {
 		t.Fatal(err)
 	}
 	if ok, _ := s.Renew(ctx, "node-a", time.Second, []storage.Room{r}, []uint64{a.Token}); ok[0] {
@@ -118,7 +118,7 @@ func TestStaleAlarmIndexIsCorrected(t *testing.T) {
 	s := open(t, redisstore.Options{URL: srv.URL()})
 	r := storage.Room{Class: "c", Name: "r"}
 	at := time.Now().Add(time.Hour)
-	if err := s.Commit(ctx, r, &storage.Batch{Alarm: &storage.AlarmChange{At: at}}); err != nil {
+	if err := storage.CommitAndWait(ctx, s, r, &storage.Batch{Alarm: &storage.AlarmChange{At: at}}); err != nil {
 		t.Fatal(err)
 	}
 	// As if a commit moving the alarm had lowered the index and then failed.
@@ -148,7 +148,7 @@ func TestCommitsRacingCloseReturn(t *testing.T) {
 	for i := range 200 {
 		go func() {
 			r := storage.Room{Class: "c", Name: fmt.Sprint(i)}
-			done <- s.Commit(ctx, r, &storage.Batch{Puts: []storage.KV{{Key: "k", Value: []byte("v")}}})
+			done <- storage.CommitAndWait(ctx, s, r, &storage.Batch{Puts: []storage.KV{{Key: "k", Value: []byte("v")}}})
 		}()
 	}
 	time.Sleep(time.Millisecond)

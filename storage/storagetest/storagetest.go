@@ -39,7 +39,7 @@ var ctx = context.Background()
 
 func commit(t *testing.T, s storage.Store, r storage.Room, b storage.Batch) {
 	t.Helper()
-	if err := s.Commit(ctx, r, &b); err != nil {
+	if err := storage.CommitAndWait(ctx, s, r, &b); err != nil {
 		t.Fatalf("commit %v: %v", r, err)
 	}
 }
@@ -243,12 +243,12 @@ func testFencing(t *testing.T, s storage.Store) {
 	r := storage.Room{Class: "chat", Name: "fenced"}
 	commit(t, s, r, storage.Batch{Puts: puts("k", "owner 5"), Token: 5})
 	commit(t, s, r, storage.Batch{Puts: puts("k", "owner 5 again"), Token: 5})
-	err := s.Commit(ctx, r, &storage.Batch{Puts: puts("k", "stale owner"), Token: 4})
+	err := storage.CommitAndWait(ctx, s, r, &storage.Batch{Puts: puts("k", "stale owner"), Token: 4})
 	if !errors.Is(err, storage.ErrFenced) {
 		t.Fatalf("stale token: %v, want ErrFenced", err)
 	}
 	commit(t, s, r, storage.Batch{Puts: puts("k", "owner 6"), Token: 6})
-	if err := s.Commit(ctx, r, &storage.Batch{Puts: puts("k", "owner 5 late"), Token: 5}); !errors.Is(err, storage.ErrFenced) {
+	if err := storage.CommitAndWait(ctx, s, r, &storage.Batch{Puts: puts("k", "owner 5 late"), Token: 5}); !errors.Is(err, storage.ErrFenced) {
 		t.Fatalf("superseded token: %v, want ErrFenced", err)
 	}
 	got, _ := s.Get(ctx, r, "k")
@@ -268,7 +268,7 @@ func testConcurrent(t *testing.T, s storage.Store) {
 			r := storage.Room{Class: "load", Name: fmt.Sprint(i)}
 			for j := range commits {
 				b := storage.Batch{Puts: []storage.KV{{Key: fmt.Sprintf("k%03d", j), Value: []byte(fmt.Sprint(j))}}}
-				if err := s.Commit(ctx, r, &b); err != nil {
+				if err := storage.CommitAndWait(ctx, s, r, &b); err != nil {
 					errs <- err
 					return
 				}

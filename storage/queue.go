@@ -1,0 +1,100 @@
+package storage
+
+import (
+	"context"
+	"sync"
+)
+
+// Pending is a commit waiting in a CommitQueue.
+type Pending struct {
+	Ctx   context.Context
+	Room  Room
+	Batch *Batch
+	Done  func(error)
+}
+
+// CommitQueue is a store's group commit: Commit puts batches in, and the
+// store's flushers take out, each time, one batch (waiting for it) and
+// everything that queued up meanwhile, to apply with one fsync or one
+// round trip. Answers go back through callbacks, so a room waits for its
+// commit without a goroutine of its own, and is woken directly by the
+// flusher.
+type CommitQueue struct {
+	ch     chan *Pending
+	stop   chan struct{}
+	mu     sync.RWMutex // Put holds it shared while queueing, so Close sees every queued batch
+	closed bool
+}
+
+// NewCommitQueue makes a queue holding up to size batches; Put waits while
+// it is full.
+func NewCommitQueue(size int) *CommitQueue {
+	return &CommitQueue{ch: make(chan *Pending, size), stop: make(chan struct{})}
+}
+
+// Put queues p, or answers it at once: ErrClosed once the queue is
+// closed, ctx's error if ctx ends while the queue is full.
+func (q *CommitQueue) Put(p *Pending) {
+	q.mu.RLock()
+	defer q.mu.RUnlock()
+	if q.closed {
+		p.Done(ErrClosed)
+		return
+	}
+	select {
+	case q.ch <- p:
+	case <-p.Ctx.Done():
+		p.Done(p.Ctx.Err())
+	}
+}
+
+// Take waits for a batch and appends it to group with those queued behind
+// it, up to max in all. It returns false once the queue is closed.
+func (q *CommitQueue) Take(group []*Pending, max int) ([]*Pending, bool) {
+	select {
+	case p := <-q.ch:
+		group = append(group, p)
+	case <-q.stop:
+		return group, false
+	}
+	for len(group) < max {
+		select {
+		case p := <-q.ch:
+			group = append(group, p)
+		default:
+			return group, true
+		}
+	}
+	return group, true
+}
+
+// Close stops the queue: Put answers ErrClosed from now on, and Take
+// returns false. Call Fail once the flushers are done, to answer what
+// they left queued.
+func (q *CommitQueue) Close() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.closed {
+		q.closed = true
+		close(q.stop)
+	}
+}
+
+// Closed reports whether Close was called.
+func (q *CommitQueue) Closed() bool {
+	q.mu.RLock()
+	defer q.mu.RUnlock()
+	return q.closed
+}
+
+// Fail answers every batch still queued with ErrClosed: none was applied.
+func (q *CommitQueue) Fail() {
+	for {
+		select {
+		case p := <-q.ch:
+			p.Done(ErrClosed)
+		default:
+			return
+		}
+	}
+}
