@@ -41,17 +41,22 @@ func suite(args []string) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %s, Go %s; harness and servers on the same machine. Measured %s.\n\n",
 		runtime.NumCPU(), cpuModel(), kernel(), strings.TrimPrefix(runtime.Version(), "go"), time.Now().UTC().Format("2006-01-02"))
-	b.WriteString("The targets are set for one node (embedded store, harness on the same 2-core machine); the cluster column is for comparison.\n\n")
-	b.WriteString("| scenario | figure | target (one node) | one node, embedded store | three nodes on Redis |\n|---|---|---|---|---|\n")
+	b.WriteString("The targets are set for one node (embedded store, harness on the same 2-core machine). " +
+		"The baseline column is the bare floor: the same load against loadtest/baseline, which writes the same frames " +
+		"with nothing of Roomgate (no rooms, no storage), in the same run; the ratio is one node ÷ baseline. " +
+		"The cluster column is for comparison.\n\n")
+	b.WriteString("| scenario | figure | target (one node) | one node, embedded store | baseline | ratio | three nodes on Redis |\n|---|---|---|---|---|---|---|\n")
 	row := func(scenario, figure, target string, met func(float64) bool, f func(report) float64, format string) {
-		cells := []string{}
-		for _, setup := range []string{"node", "cluster"} {
+		cells := map[string]string{}
+		values := map[string]float64{}
+		for _, setup := range []string{"node", "floor", "cluster"} {
 			r, ok := reports[setup+"-"+scenario]
 			if !ok {
-				cells = append(cells, "not run")
+				cells[setup] = "not run"
 				continue
 			}
 			v := f(r)
+			values[setup] = v
 			cell := fmt.Sprintf(format, v)
 			if met != nil && setup == "node" { // the targets are set for one node
 				if met(v) {
@@ -60,9 +65,18 @@ func suite(args []string) {
 					cell += " ✗ missed"
 				}
 			}
-			cells = append(cells, cell)
+			cells[setup] = cell
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", scenario, figure, target, cells[0], cells[1])
+		ratio := "–"
+		if n, ok := values["node"]; ok {
+			if fl, ok := values["floor"]; ok && fl > 0 && strings.HasSuffix(format, "ms") {
+				ratio = fmt.Sprintf("%.1f×", n/fl)
+			}
+		}
+		if _, ok := reports["floor-"+scenario]; !ok {
+			cells["floor"] = "–"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", scenario, figure, target, cells["node"], cells["floor"], ratio, cells["cluster"])
 	}
 	row("idle", "server RSS per socket, 15,000 sockets", "≤ 1 KiB", func(v float64) bool { return v <= 1024 }, func(r report) float64 { return r.RSSPerSocket }, "%.0f B")
 	row("idle", "server goroutines per socket", "0", func(v float64) bool { return v < 0.01 }, func(r report) float64 { return r.GoroutinesPer }, "%.3f")
@@ -74,6 +88,9 @@ func suite(args []string) {
 	row("chat", "p99 from send to every receiver", "< 10 ms", func(v float64) bool { return v < 10 }, func(r report) float64 { return lat(r).P99 }, "%.2f ms")
 	row("chat", "deliveries per second", "100,000", nil, func(r report) float64 { return r.Achieved }, "%.0f /s")
 	row("chat", "deliveries lost", "0", func(v float64) bool { return v == 0 }, func(r report) float64 { return float64(r.Lost) }, "%.0f")
+	row("broadcast", "p50, one room of 5,000 sockets, one sender at 20 msg/s", "–", nil, func(r report) float64 { return lat(r).P50 }, "%.2f ms")
+	row("broadcast", "p99 from send to receive", "< 20 ms", func(v float64) bool { return v < 20 }, func(r report) float64 { return lat(r).P99 }, "%.2f ms")
+	row("broadcast", "deliveries lost", "0", func(v float64) bool { return v == 0 }, func(r report) float64 { return float64(r.Lost) }, "%.0f")
 	row("wake", "rooms hibernated before the storm", "5,000", nil, func(r report) float64 { return r.Hibernated }, "%.0f")
 	row("wake", "all 5,000 answered within", "≤ 2 s", func(v float64) bool { return v > 0 && v <= 2000 }, func(r report) float64 {
 		if r.Received < r.Sent || r.Sent == 0 {
@@ -83,7 +100,7 @@ func suite(args []string) {
 	}, "%.0f ms")
 	row("wake", "answer p50", "–", nil, func(r report) float64 { return lat(r).P50 }, "%.1f ms")
 	// A run with errors is not a measurement to trust, whatever its figures.
-	for _, scenario := range []string{"idle", "echo", "chat", "wake"} {
+	for _, scenario := range []string{"idle", "echo", "chat", "broadcast", "wake"} {
 		row(scenario, "errors (sockets refused, or closed or failing mid-run)", "0", func(v float64) bool { return v == 0 },
 			func(r report) float64 { return float64(r.Errors + r.ConnectErrors) }, "%.0f")
 	}
