@@ -1,17 +1,25 @@
-// Package filestore is the embedded storage.Store: one file under the data
-// directory, on go.etcd.io/bbolt, for a single node without Redis.
+// Package filestore is the embedded storage.Store: a directory under -data,
+// on github.com/cockroachdb/pebble, for a single node without Redis.
 //
-// bbolt gives ordered byte-keyed buckets with ACID transactions, and a
-// commit is durable (fsync) when it returns. Commits are grouped: while one
-// transaction is being written and synced, every commit that arrives waits,
-// and the next transaction applies all of them, so one fsync serves as many
-// events as the load brings and an idle store adds no delay.
+// Pebble is a log-structured store: a commit appends one record to its
+// write-ahead log and syncs it once, then lands in an in-memory table that
+// is flushed and compacted in the background. That suits what rooms do,
+// many small writes that each must be durable before the room may answer
+// (the output gate): a commit costs one sequential write and one fsync,
+// whatever it touches, where a B-tree rewrites every page it touches and
+// syncs twice. Commits are grouped on top: while one group is being synced,
+// every commit that arrives waits, and the next group carries all of them
+// in one batch, so one fsync serves as many events as the load brings and
+// an idle store adds no delay.
 //
-// Layout: bucket "data" holds one nested bucket per room with its keys;
-// "meta" holds each room's key count, bytes, alarm and member count (present while it has
-// any), which is the room index; "alarms" orders alarms by time; "members"
-// holds one nested bucket per room with its sockets' records, keyed by id;
-// "fence" keeps each room's highest fencing token.
+// Layout, one key space per leading byte (rk is class NUL name; names hold
+// no NUL, so every prefix below is one room's alone):
+//
+//	'd' rk NUL key        a room's keys, in byte order
+//	'm' rk                the room index: key count, bytes, alarm, members
+//	'a' at(8, BE) rk      alarms in time order
+//	'f' rk                the room's highest fencing token
+//	's' rk NUL id(8, BE)  the room's sockets' membership records
 package filestore
 
 import (
@@ -20,77 +28,87 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/roomgate/roomgate/storage"
 )
 
-var (
-	bucketData    = []byte("data")
-	bucketMeta    = []byte("meta")
-	bucketAlarms  = []byte("alarms")
-	bucketFence   = []byte("fence")
-	bucketMembers = []byte("members")
-)
-
-// maxGroup bounds how many commits share one transaction.
+// maxGroup bounds how many commits share one batch.
 const maxGroup = 1024
 
 // Store is the embedded storage.Store.
 type Store struct {
-	db      *bolt.DB
+	db      *pebble.DB
+	lock    *pebble.Lock
 	commits *storage.CommitQueue
 	done    chan struct{} // closed when the committer returns
-	once    sync.Once
+
+	mu     sync.RWMutex // readers hold it shared, so Close never pulls the DB from under one
+	closed bool
+	once   sync.Once
 }
+
+// legacyFile is the single bbolt file of Roomgate's first embedded store.
+const legacyFile = "roomgate.db"
 
 // Open opens or creates the store in dir.
 func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("filestore: %w", err)
 	}
-	db, err := bolt.Open(filepath.Join(dir, "roomgate.db"), 0o600, &bolt.Options{
-		Timeout:        2 * time.Second, // another process holds the file: say so instead of hanging
-		NoFreelistSync: true,            // rebuilt at open; saves a write per commit
-		FreelistType:   bolt.FreelistMapType,
-	})
+	if _, err := os.Stat(filepath.Join(dir, legacyFile)); err == nil {
+		return nil, fmt.Errorf("filestore: %s holds %s, the file store of an earlier Roomgate, which this one does not read: "+
+			"move it out of the directory (rooms then start empty) or point -data elsewhere", dir, legacyFile)
+	}
+	// Locked here rather than by Open, to say plainly who holds it.
+	lock, err := pebble.LockDirectory(dir, vfs.Default)
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			err = fmt.Errorf("%s is locked by another process", dir)
-		}
+		return nil, fmt.Errorf("filestore: %s is locked by another process: %w", dir, err)
+	}
+	o := &pebble.Options{
+		Lock:               lock,
+		Logger:             logger{},
+		FormatMajorVersion: pebble.FormatNewest,
+		// Sockets need the descriptors: the process limit is shared.
+		MaxOpenFiles: 256,
+		MemTableSize: 32 << 20,
+	}
+	// Every write reads its key first (a room's key count and bytes are
+	// kept exact), and most written keys are new: Bloom filters answer
+	// "absent" without reading a block.
+	for i := range o.Levels {
+		o.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	db, err := pebble.Open(dir, o)
+	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("filestore: open: %w", err)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketData, bucketMeta, bucketAlarms, bucketFence, bucketMembers} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("filestore: init: %w", err)
-	}
-	s := &Store{db: db, commits: storage.NewCommitQueue(maxGroup), done: make(chan struct{})}
+	s := &Store{db: db, lock: lock, commits: storage.NewCommitQueue(maxGroup), done: make(chan struct{})}
 	go s.committer()
 	return s, nil
 }
 
-// Close waits for the transaction in progress, fails the commits still
-// queued with ErrClosed, and closes the file.
+// Close waits for the batch in progress, fails the commits still queued
+// with ErrClosed, and closes the store.
 func (s *Store) Close() error {
 	var err error
 	s.once.Do(func() {
 		s.commits.Close()
 		<-s.done
 		s.commits.Fail()
-		err = s.db.Close()
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		err = errors.Join(s.db.Close(), s.lock.Close())
 	})
 	return err
 }
@@ -100,7 +118,7 @@ func (s *Store) Commit(ctx context.Context, r storage.Room, b *storage.Batch, do
 	s.commits.Put(&storage.Pending{Ctx: ctx, Room: r, Batch: b, Done: done})
 }
 
-// committer applies queued commits, as many per transaction as are waiting.
+// committer applies queued commits, as many per batch as are waiting.
 func (s *Store) committer() {
 	defer close(s.done)
 	group := make([]*storage.Pending, 0, maxGroup)
@@ -114,36 +132,31 @@ func (s *Store) committer() {
 	}
 }
 
-// applyGroup commits the group in one transaction. If that fails, each
-// commit is tried alone, so one bad batch (a stale token) fails only itself.
+// applyGroup writes the group in one synced batch. A commit with a stale
+// fencing token is left out (it writes nothing) and fails alone.
 func (s *Store) applyGroup(group []*storage.Pending) {
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		for _, c := range group {
-			if err := apply(tx, c.Room, c.Batch); err != nil {
-				return err
-			}
+	// Indexed, so a commit reads what the ones before it in the group wrote.
+	b := s.db.NewIndexedBatch()
+	defer b.Close()
+	errs := make([]error, len(group))
+	var failed error
+	for i, c := range group {
+		if errs[i] = apply(b, c.Room, c.Batch); errs[i] != nil && !errors.Is(errs[i], storage.ErrFenced) {
+			failed = errs[i] // a read or write failed half way: the batch is not whole
+			break
 		}
-		return nil
-	})
-	if err == nil || len(group) == 1 {
-		for _, c := range group {
-			c.Done(wrap(err))
+	}
+	if failed == nil && !b.Empty() {
+		failed = b.Commit(pebble.Sync)
+	}
+	for i, c := range group {
+		switch {
+		case failed != nil:
+			c.Done(fmt.Errorf("filestore: commit: %w", failed))
+		default:
+			c.Done(errs[i])
 		}
-		return
 	}
-	for _, c := range group {
-		c.Done(wrap(s.db.Update(func(tx *bolt.Tx) error { return apply(tx, c.Room, c.Batch) })))
-	}
-}
-
-func wrap(err error) error {
-	switch {
-	case err == nil, errors.Is(err, storage.ErrFenced):
-		return err
-	case errors.Is(err, bolt.ErrDatabaseNotOpen):
-		return storage.ErrClosed
-	}
-	return fmt.Errorf("filestore: commit: %w", err)
 }
 
 // roomKey orders rooms by class, then name: NUL sorts before every byte a
@@ -155,6 +168,27 @@ func parseRoomKey(k []byte) storage.Room {
 	return storage.Room{Class: string(class), Name: string(name)}
 }
 
+func key(space byte, rk []byte, tail ...byte) []byte {
+	k := make([]byte, 0, 1+len(rk)+len(tail))
+	return append(append(append(k, space), rk...), tail...)
+}
+
+// dataPrefix is what every key of the room starts with.
+func dataPrefix(rk []byte) []byte { return key('d', rk, 0) }
+
+func membersPrefix(rk []byte) []byte { return key('s', rk, 0) }
+
+func memberKey(rk []byte, id uint64) []byte {
+	return binary.BigEndian.AppendUint64(membersPrefix(rk), id)
+}
+
+func alarmKey(at int64, rk []byte) []byte {
+	return append(binary.BigEndian.AppendUint64([]byte{'a'}, uint64(at)), rk...)
+}
+
+// end is the exclusive upper bound of the keys starting with p.
+func end(p []byte) []byte { return []byte(storage.PrefixEnd(string(p))) }
+
 // meta is a room's index entry.
 type meta struct {
 	keys    uint64
@@ -163,21 +197,16 @@ type meta struct {
 	members uint64
 }
 
-// readMeta reads both layouts: files written before membership was
-// persisted hold 24 bytes.
 func readMeta(v []byte) meta {
-	if len(v) != 24 && len(v) != 32 {
+	if len(v) != 32 {
 		return meta{}
 	}
-	m := meta{
-		keys:  binary.BigEndian.Uint64(v),
-		bytes: binary.BigEndian.Uint64(v[8:]),
-		alarm: int64(binary.BigEndian.Uint64(v[16:])),
+	return meta{
+		keys:    binary.BigEndian.Uint64(v),
+		bytes:   binary.BigEndian.Uint64(v[8:]),
+		alarm:   int64(binary.BigEndian.Uint64(v[16:])),
+		members: binary.BigEndian.Uint64(v[24:]),
 	}
-	if len(v) == 32 {
-		m.members = binary.BigEndian.Uint64(v[24:])
-	}
-	return m
 }
 
 func (m meta) encode() []byte {
@@ -189,136 +218,200 @@ func (m meta) encode() []byte {
 	return b
 }
 
-func memberKey(id uint64) []byte { return binary.BigEndian.AppendUint64(nil, id) }
-
-// applyMembers writes b's membership records and returns the new count.
-func applyMembers(tx *bolt.Tx, rk []byte, ms []storage.Member, count uint64) (uint64, error) {
-	if len(ms) == 0 {
-		return count, nil
+// get returns a copy of k's value; ok is false when k is absent.
+func get(r pebble.Reader, k []byte) (v []byte, ok bool, err error) {
+	v, closer, err := r.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
 	}
-	all := tx.Bucket(bucketMembers)
-	mb, err := all.CreateBucketIfNotExists(rk)
 	if err != nil {
-		return count, err
+		return nil, false, err
 	}
-	for _, m := range ms {
-		k := memberKey(m.ID)
-		had := mb.Get(k) != nil
-		switch {
-		case m.Data == nil && had:
-			count--
-			err = mb.Delete(k)
-		case m.Data != nil:
-			if !had {
-				count++
-			}
-			err = mb.Put(k, m.Data)
-		}
-		if err != nil {
-			return count, err
-		}
-	}
-	if count == 0 {
-		return 0, all.DeleteBucket(rk)
-	}
-	return count, nil
+	v = bytes.Clone(v)
+	closer.Close()
+	return v, true, nil
 }
 
-func alarmKey(at int64, rk []byte) []byte {
-	return append(binary.BigEndian.AppendUint64(nil, uint64(at)), rk...)
+// size returns the length of k's value without copying it.
+func size(r pebble.Reader, k []byte) (n int, ok bool, err error) {
+	v, closer, err := r.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	n = len(v)
+	closer.Close()
+	return n, true, nil
 }
 
-func apply(tx *bolt.Tx, r storage.Room, b *storage.Batch) error {
+// apply adds one commit to the group's batch. It checks the fencing token
+// before it writes anything, so a fenced commit leaves the batch as it was.
+func apply(b *pebble.Batch, r storage.Room, c *storage.Batch) error {
 	rk := roomKey(r)
-	if b.Token != 0 {
-		fence := tx.Bucket(bucketFence)
-		if v := fence.Get(rk); len(v) == 8 && binary.BigEndian.Uint64(v) > b.Token {
+	if c.Token != 0 {
+		fk := key('f', rk)
+		v, _, err := get(b, fk)
+		if err != nil {
+			return err
+		}
+		held := uint64(0)
+		if len(v) == 8 {
+			held = binary.BigEndian.Uint64(v)
+		}
+		if held > c.Token {
 			return storage.ErrFenced
 		}
-		if err := fence.Put(rk, binary.BigEndian.AppendUint64(nil, b.Token)); err != nil {
-			return err
-		}
-	}
-	data, metas := tx.Bucket(bucketData), tx.Bucket(bucketMeta)
-	m := readMeta(metas.Get(rk))
-	rb := data.Bucket(rk)
-	if b.DeleteAll && rb != nil {
-		if err := data.DeleteBucket(rk); err != nil {
-			return err
-		}
-		rb, m.keys, m.bytes = nil, 0, 0
-	}
-	for _, k := range b.Deletes {
-		if rb == nil {
-			break
-		}
-		if old := rb.Get([]byte(k)); old != nil {
-			m.keys--
-			m.bytes -= uint64(len(k) + len(old))
-			if err := rb.Delete([]byte(k)); err != nil {
+		if held < c.Token {
+			if err := b.Set(fk, binary.BigEndian.AppendUint64(nil, c.Token), nil); err != nil {
 				return err
 			}
 		}
 	}
-	if len(b.Puts) > 0 && rb == nil {
-		var err error
-		if rb, err = data.CreateBucket(rk); err != nil {
+	if c.Empty() {
+		return nil
+	}
+	mk := key('m', rk)
+	mv, _, err := get(b, mk)
+	if err != nil {
+		return err
+	}
+	m := readMeta(mv)
+	before := m
+	var w writer
+	dp := dataPrefix(rk)
+	wiped := false // the old values are gone: none to read
+	if c.DeleteAll && m.keys > 0 {
+		w.do(b.DeleteRange(dp, end(dp), nil))
+		m.keys, m.bytes, wiped = 0, 0, true
+	}
+	for _, k := range c.Deletes {
+		if wiped {
+			break
+		}
+		dk := append(dp[:len(dp):len(dp)], k...)
+		n, had, err := size(b, dk)
+		if err != nil {
 			return err
 		}
+		if had {
+			m.keys--
+			m.bytes -= uint64(len(k) + n)
+			w.do(b.Delete(dk, nil))
+		}
 	}
-	for _, kv := range b.Puts {
-		if old := rb.Get([]byte(kv.Key)); old != nil {
-			m.bytes -= uint64(len(kv.Key) + len(old))
-		} else {
+	for _, kv := range c.Puts {
+		dk := append(dp[:len(dp):len(dp)], kv.Key...)
+		had := false
+		if !wiped {
+			var n int
+			if n, had, err = size(b, dk); err != nil {
+				return err
+			}
+			if had {
+				m.bytes -= uint64(len(kv.Key) + n)
+			}
+		}
+		if !had {
 			m.keys++
 		}
 		m.bytes += uint64(len(kv.Key) + len(kv.Value))
-		if err := rb.Put([]byte(kv.Key), kv.Value); err != nil {
-			return err
-		}
+		w.do(b.Set(dk, kv.Value, nil))
 	}
-	if b.Alarm != nil {
-		alarms := tx.Bucket(bucketAlarms)
+	if c.Alarm != nil {
 		if m.alarm != 0 {
-			if err := alarms.Delete(alarmKey(m.alarm, rk)); err != nil {
-				return err
-			}
+			w.do(b.Delete(alarmKey(m.alarm, rk), nil))
 		}
 		m.alarm = 0
-		if !b.Alarm.At.IsZero() {
-			m.alarm = max(b.Alarm.At.UnixNano(), 1)
-			if err := alarms.Put(alarmKey(m.alarm, rk), nil); err != nil {
-				return err
-			}
+		if !c.Alarm.At.IsZero() {
+			m.alarm = max(c.Alarm.At.UnixNano(), 1)
+			w.do(b.Set(alarmKey(m.alarm, rk), nil, nil))
 		}
 	}
-	if m.keys == 0 && rb != nil {
-		if err := data.DeleteBucket(rk); err != nil {
+	for _, mem := range c.Members {
+		k := memberKey(rk, mem.ID)
+		_, had, err := size(b, k)
+		if err != nil {
 			return err
 		}
+		switch {
+		case mem.Data == nil && had:
+			m.members--
+			w.do(b.Delete(k, nil))
+		case mem.Data != nil:
+			if !had {
+				m.members++
+			}
+			w.do(b.Set(k, mem.Data, nil))
+		}
 	}
-	var err error
-	if m.members, err = applyMembers(tx, rk, b.Members, m.members); err != nil {
-		return err
+	switch {
+	case m == before:
+	case m.keys == 0 && m.alarm == 0 && m.members == 0:
+		w.do(b.Delete(mk, nil))
+	default:
+		w.do(b.Set(mk, m.encode(), nil))
 	}
-	if m.keys == 0 && m.alarm == 0 && m.members == 0 {
-		return metas.Delete(rk)
+	return w.err
+}
+
+// writer keeps the first error of a run of batch writes.
+type writer struct{ err error }
+
+func (w *writer) do(err error) {
+	if w.err == nil {
+		w.err = err
 	}
-	return metas.Put(rk, m.encode())
+}
+
+// read runs f unless the store is closed.
+func (s *Store) read(f func() error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return storage.ErrClosed
+	}
+	return f()
+}
+
+// scan calls f with each key and value in [lo, hi), last first when
+// reverse, until f returns false. The slices are valid only during f.
+func (s *Store) scan(lo, hi []byte, reverse bool, f func(k, v []byte) bool) error {
+	return s.read(func() error {
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+		if err != nil {
+			return err
+		}
+		ok, next := it.First(), it.Next
+		if reverse {
+			ok, next = it.Last(), it.Prev
+		}
+		for ; ok; ok = next() {
+			v, err := it.ValueAndErr()
+			if err != nil {
+				it.Close()
+				return err
+			}
+			if !f(it.Key(), v) {
+				break
+			}
+		}
+		return it.Close()
+	})
 }
 
 // Get implements storage.Store.
 func (s *Store) Get(ctx context.Context, r storage.Room, keys ...string) ([][]byte, error) {
 	out := make([][]byte, len(keys))
-	err := s.view(func(tx *bolt.Tx) error {
-		rb := tx.Bucket(bucketData).Bucket(roomKey(r))
-		if rb == nil {
-			return nil
-		}
+	err := s.read(func() error {
+		dp := dataPrefix(roomKey(r))
 		for i, k := range keys {
-			if v := rb.Get([]byte(k)); v != nil {
-				out[i] = bytes.Clone(v)
+			v, _, err := get(s.db, append(dp[:len(dp):len(dp)], k...))
+			if err != nil {
+				return err
 			}
+			out[i] = v
 		}
 		return nil
 	})
@@ -327,60 +420,36 @@ func (s *Store) Get(ctx context.Context, r storage.Room, keys ...string) ([][]by
 
 // List implements storage.Store.
 func (s *Store) List(ctx context.Context, r storage.Room, o storage.ListOptions) ([]storage.KV, error) {
+	dp := dataPrefix(roomKey(r))
+	lo := max(o.Start, o.Prefix) // keys with the prefix sort at or after it
+	hi := o.End
+	if ub := storage.PrefixEnd(o.Prefix); ub != "" && (hi == "" || ub < hi) {
+		hi = ub
+	}
+	if hi != "" && hi <= lo {
+		return nil, s.read(func() error { return nil })
+	}
+	upper := end(dp)
+	if hi != "" {
+		upper = append(dp[:len(dp):len(dp)], hi...)
+	}
 	var out []storage.KV
-	err := s.view(func(tx *bolt.Tx) error {
-		rb := tx.Bucket(bucketData).Bucket(roomKey(r))
-		if rb == nil {
-			return nil
-		}
-		lo := max(o.Start, o.Prefix) // keys with the prefix sort at or after it
-		hi := o.End
-		if ub := storage.PrefixEnd(o.Prefix); ub != "" && (hi == "" || ub < hi) {
-			hi = ub
-		}
-		in := func(k []byte) bool {
-			return string(k) >= lo && (hi == "" || string(k) < hi)
-		}
-		c := rb.Cursor()
-		var k, v []byte
-		next := c.Next
-		if o.Reverse {
-			next = c.Prev
-			if hi == "" {
-				k, v = c.Last()
-			} else if k, _ = c.Seek([]byte(hi)); k == nil {
-				k, v = c.Last()
-			} else {
-				k, v = c.Prev()
-			}
-		} else {
-			k, v = c.Seek([]byte(lo))
-		}
-		for ; k != nil && in(k); k, v = next() {
-			out = append(out, storage.KV{Key: string(k), Value: bytes.Clone(v)})
-			if o.Limit > 0 && len(out) == o.Limit {
-				break
-			}
-		}
-		return nil
+	err := s.scan(append(dp[:len(dp):len(dp)], lo...), upper, o.Reverse, func(k, v []byte) bool {
+		out = append(out, storage.KV{Key: string(k[len(dp):]), Value: bytes.Clone(v)})
+		return o.Limit <= 0 || len(out) < o.Limit
 	})
 	return out, err
 }
 
 // Members implements storage.Store.
 func (s *Store) Members(ctx context.Context, r storage.Room) ([]storage.Member, error) {
+	p := membersPrefix(roomKey(r))
 	var out []storage.Member
-	err := s.view(func(tx *bolt.Tx) error {
-		mb := tx.Bucket(bucketMembers).Bucket(roomKey(r))
-		if mb == nil {
-			return nil
+	err := s.scan(p, end(p), false, func(k, v []byte) bool {
+		if id := k[len(p):]; len(id) == 8 {
+			out = append(out, storage.Member{ID: binary.BigEndian.Uint64(id), Data: bytes.Clone(v)})
 		}
-		return mb.ForEach(func(k, v []byte) error {
-			if len(k) == 8 {
-				out = append(out, storage.Member{ID: binary.BigEndian.Uint64(k), Data: bytes.Clone(v)})
-			}
-			return nil
-		})
+		return true
 	})
 	return out, err
 }
@@ -389,13 +458,12 @@ func (s *Store) Members(ctx context.Context, r storage.Room) ([]storage.Member, 
 func (s *Store) Stat(ctx context.Context, r storage.Room) (storage.Stat, bool, error) {
 	var st storage.Stat
 	var ok bool
-	err := s.view(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketMeta).Get(roomKey(r))
-		if v == nil {
-			return nil
+	err := s.read(func() error {
+		v, found, err := get(s.db, key('m', roomKey(r)))
+		if found {
+			st, ok = statOf(r, readMeta(v)), true
 		}
-		st, ok = statOf(r, readMeta(v)), true
-		return nil
+		return err
 	})
 	return st, ok, err
 }
@@ -410,35 +478,26 @@ func statOf(r storage.Room, m meta) storage.Stat {
 
 // Rooms implements storage.Store.
 func (s *Store) Rooms(ctx context.Context, class, prefix string, after storage.Room, limit int) ([]storage.Stat, error) {
+	from := []byte{'m'}
+	if class != "" {
+		from = key('m', roomKey(storage.Room{Class: class, Name: prefix}))
+	}
+	if after != (storage.Room{}) {
+		if ak := key('m', roomKey(after), 0); bytes.Compare(ak, from) > 0 {
+			from = ak // strictly after: the smallest key greater than after's
+		}
+	}
 	var out []storage.Stat
-	err := s.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketMeta).Cursor()
-		var from []byte
-		if class != "" {
-			from = roomKey(storage.Room{Class: class, Name: prefix})
+	err := s.scan(from, []byte{'m' + 1}, false, func(k, v []byte) bool {
+		r := parseRoomKey(k[1:])
+		if class != "" && r.Class != class {
+			return false
 		}
-		if after != (storage.Room{}) {
-			if ak := append(roomKey(after), 0); bytes.Compare(ak, from) > 0 {
-				from = ak // strictly after: the smallest key greater than after's
-			}
+		if len(r.Name) < len(prefix) || r.Name[:len(prefix)] != prefix {
+			return class == "" // names of one class are contiguous and sorted
 		}
-		for k, v := c.Seek(from); k != nil; k, v = c.Next() {
-			r := parseRoomKey(k)
-			if class != "" && r.Class != class {
-				break
-			}
-			if len(r.Name) < len(prefix) || r.Name[:len(prefix)] != prefix {
-				if class != "" {
-					break // names of one class are contiguous and sorted
-				}
-				continue
-			}
-			out = append(out, statOf(r, readMeta(v)))
-			if limit > 0 && len(out) == limit {
-				break
-			}
-		}
-		return nil
+		out = append(out, statOf(r, readMeta(v)))
+		return limit <= 0 || len(out) < limit
 	})
 	return out, err
 }
@@ -446,16 +505,13 @@ func (s *Store) Rooms(ctx context.Context, class, prefix string, after storage.R
 // DueAlarms implements storage.Store.
 func (s *Store) DueAlarms(ctx context.Context, now time.Time, limit int) ([]storage.Due, error) {
 	var out []storage.Due
-	err := s.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketAlarms).Cursor()
-		for k, _ := c.First(); k != nil; k, _ = c.Next() {
-			at := int64(binary.BigEndian.Uint64(k))
-			if at > now.UnixNano() || (limit > 0 && len(out) == limit) {
-				break
-			}
-			out = append(out, storage.Due{Room: parseRoomKey(k[8:]), At: time.Unix(0, at)})
+	err := s.scan([]byte{'a'}, alarmKey(now.UnixNano()+1, nil), false, func(k, _ []byte) bool {
+		if len(k) < 9 {
+			return true
 		}
-		return nil
+		at := int64(binary.BigEndian.Uint64(k[1:]))
+		out = append(out, storage.Due{Room: parseRoomKey(k[9:]), At: time.Unix(0, at)})
+		return limit <= 0 || len(out) < limit
 	})
 	return out, err
 }
@@ -464,25 +520,29 @@ func (s *Store) DueAlarms(ctx context.Context, now time.Time, limit int) ([]stor
 func (s *Store) NextAlarm(ctx context.Context) (time.Time, bool, error) {
 	var at time.Time
 	var ok bool
-	err := s.view(func(tx *bolt.Tx) error {
-		if k, _ := tx.Bucket(bucketAlarms).Cursor().First(); k != nil {
-			at, ok = time.Unix(0, int64(binary.BigEndian.Uint64(k))), true
+	err := s.scan([]byte{'a'}, []byte{'a' + 1}, false, func(k, _ []byte) bool {
+		if len(k) >= 9 {
+			at, ok = time.Unix(0, int64(binary.BigEndian.Uint64(k[1:]))), true
 		}
-		return nil
+		return false
 	})
 	return at, ok, err
 }
 
 // Ping implements storage.Store.
-func (s *Store) Ping(ctx context.Context) error { return s.view(func(*bolt.Tx) error { return nil }) }
+func (s *Store) Ping(ctx context.Context) error { return s.read(func() error { return nil }) }
 
-func (s *Store) view(f func(tx *bolt.Tx) error) error {
-	if s.commits.Closed() {
-		return storage.ErrClosed
-	}
-	err := s.db.View(f)
-	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
-		return storage.ErrClosed
-	}
-	return err
+// logger keeps Pebble's routine news (WAL recovery, flushes) out of the
+// node's log and passes its errors on.
+type logger struct{}
+
+func (logger) Infof(string, ...any) {}
+
+func (logger) Errorf(format string, args ...any) {
+	slog.Error("filestore: " + fmt.Sprintf(format, args...))
+}
+
+func (logger) Fatalf(format string, args ...any) {
+	slog.Error("filestore: " + fmt.Sprintf(format, args...))
+	os.Exit(1)
 }
