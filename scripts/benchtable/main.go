@@ -59,17 +59,7 @@ func main() {
 		key := parts[0] + " " + parts[1]
 		runs[key] = append(runs[key], r)
 	}
-	median := func(key string, f func(report) float64) (float64, []float64) {
-		var v []float64
-		for _, r := range runs[key] {
-			v = append(v, f(r))
-		}
-		sort.Float64s(v)
-		if len(v) == 0 {
-			return 0, nil
-		}
-		return v[len(v)/2], v
-	}
+	median := func(key string, f func(report) float64) (float64, []float64) { return medianOf(runs[key], f) }
 	row := func(name, unit, scenario string, lowerBetter bool, f func(report) float64) {
 		us, usAll := median("roomgate "+scenario, f)
 		base, baseAll := median("baseline "+scenario, f)
@@ -100,6 +90,19 @@ func main() {
 	row("echo p99", "ms", "echo", true, func(r report) float64 { return lat(r).P99 })
 	row("echo p99.9", "ms", "echo", true, func(r report) float64 { return lat(r).P999 })
 	row("echo messages lost", "", "echo", true, func(r report) float64 { return float64(r.Lost) })
+}
+
+// medianOf returns the median of f over runs, and every value in order.
+func medianOf(runs []report, f func(report) float64) (float64, []float64) {
+	var v []float64
+	for _, r := range runs {
+		v = append(v, f(r))
+	}
+	sort.Float64s(v)
+	if len(v) == 0 {
+		return 0, nil
+	}
+	return v[len(v)/2], v
 }
 
 func lat(r report) latency {

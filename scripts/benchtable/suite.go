@@ -26,7 +26,7 @@ func suite(args []string) {
 	doc := fs.String("doc", "", "markdown file whose suite section is replaced; empty: print the table")
 	note := fs.String("note", "", "a line printed under the table, e.g. the commands")
 	fs.Parse(args)
-	reports := map[string]report{}
+	reports := map[string][]report{} // SETUP-SCENARIO → its runs
 	for _, path := range fs.Args() {
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -36,26 +36,30 @@ func suite(args []string) {
 		if err := json.Unmarshal(b, &r); err != nil {
 			fail("%s: %v", path, err)
 		}
-		reports[strings.TrimSuffix(filepath.Base(path), ".json")] = r
+		key := strings.TrimSuffix(filepath.Base(path), ".json")
+		if i := strings.LastIndexByte(key, '-'); i > 0 && strings.Trim(key[i+1:], "0123456789") == "" {
+			key = key[:i] // SETUP-SCENARIO-RUN
+		}
+		reports[key] = append(reports[key], r)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %s, Go %s; harness and servers on the same machine. Measured %s.\n\n",
 		runtime.NumCPU(), cpuModel(), kernel(), strings.TrimPrefix(runtime.Version(), "go"), time.Now().UTC().Format("2006-01-02"))
 	b.WriteString("The targets are set for one node (embedded store, harness on the same 2-core machine). " +
 		"The baseline column is the bare floor: the same load against loadtest/baseline, which writes the same frames " +
-		"with nothing of Roomgate (no rooms, no storage), in the same run; the ratio is one node ÷ baseline. " +
+		"with nothing of Roomgate (no rooms, no storage), in the same run; the ratio is one node ÷ baseline, so below 1× Roomgate is faster than the bare floor. " +
 		"The cluster column is for comparison.\n\n")
 	b.WriteString("| scenario | figure | target (one node) | one node, embedded store | baseline | ratio | three nodes on Redis |\n|---|---|---|---|---|---|---|\n")
 	row := func(scenario, figure, target string, met func(float64) bool, f func(report) float64, format string) {
 		cells := map[string]string{}
 		values := map[string]float64{}
 		for _, setup := range []string{"node", "floor", "cluster"} {
-			r, ok := reports[setup+"-"+scenario]
+			runs, ok := reports[setup+"-"+scenario]
 			if !ok {
 				cells[setup] = "not run"
 				continue
 			}
-			v := f(r)
+			v, all := medianOf(runs, f)
 			values[setup] = v
 			cell := fmt.Sprintf(format, v)
 			if met != nil && setup == "node" { // the targets are set for one node
@@ -64,6 +68,13 @@ func suite(args []string) {
 				} else {
 					cell += " ✗ missed"
 				}
+			}
+			if len(all) > 1 {
+				each := make([]string, len(all))
+				for i, x := range all {
+					each[i] = strings.Fields(fmt.Sprintf(format, x))[0]
+				}
+				cell += " (" + strings.Join(each, " · ") + ")"
 			}
 			cells[setup] = cell
 		}
