@@ -66,12 +66,14 @@ func startServer(tb testing.TB, o Options) *testServer {
 // o.Store is set here; o.Metrics too when it is nil.
 func newRuntime(tb testing.TB, o rooms.Options, extra map[string]func() rooms.Handler) *rooms.Runtime {
 	tb.Helper()
-	store, err := filestore.Open(tb.TempDir())
-	if err != nil {
-		tb.Fatal(err)
+	if o.Store == nil {
+		store, err := filestore.Open(tb.TempDir())
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { store.Close() })
+		o.Store = store
 	}
-	tb.Cleanup(func() { store.Close() })
-	o.Store = store
 	if o.Metrics == nil {
 		o.Metrics = prometheus.NewRegistry()
 	}

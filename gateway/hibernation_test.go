@@ -21,6 +21,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/roomgate/roomgate/rooms"
+	"github.com/roomgate/roomgate/storage"
+	"github.com/roomgate/roomgate/storage/redisstore"
+	"github.com/roomgate/roomgate/storage/redisstore/redistest"
 )
 
 // TestMain lets this test binary double as the client process of the
@@ -68,8 +71,25 @@ type hibernationServer struct {
 
 func startHibernationServer(tb testing.TB) *hibernationServer {
 	tb.Helper()
+	// The store is Redis, in its own process: the embedded store keeps
+	// buffers and caches on this process's heap that grow with what it
+	// writes, and would blur the rooms' own memory this test measures.
+	// (Without a Coordinator the runtime is still one node.)
+	// ROOMGATE_HIBERNATION_STORE=file measures wakes from the embedded
+	// store instead; its heap figures then include the store's.
+	var store storage.Store
+	if os.Getenv("ROOMGATE_HIBERNATION_STORE") != "file" {
+		redis := redistest.Start(tb)
+		rs, err := redisstore.Open(context.Background(), redisstore.Options{URL: redis.URL()})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { rs.Close() })
+		store = rs
+	}
 	hs := &hibernationServer{reg: prometheus.NewRegistry()}
 	hs.rt = newRuntime(tb, rooms.Options{
+		Store:          store,
 		Metrics:        hs.reg,
 		HibernateAfter: time.Hour,
 		Clock:          func() time.Time { return time.Now().Add(time.Duration(hs.ahead.Load())) },
