@@ -124,7 +124,8 @@ type instance struct {
 	inflight  *writeSet
 	inOut     []output
 	inFrom    []*Conn
-	done      chan error // the commit in flight finished
+	done      chan error  // the commit in flight finished
+	onCommit  func(error) // commitDone, made once: a method value allocates
 	alarm     alarmState
 	active    time.Time
 }
@@ -146,6 +147,7 @@ func newInstance(rt *Runtime, a Addr, cls *class) *instance {
 		born:   time.Now(),
 	}
 	in.r = Room{inst: in, storage: Storage{inst: in}, alarm: Alarm{inst: in}}
+	in.onCommit = in.commitDone
 	return in
 }
 
@@ -494,7 +496,7 @@ func (in *instance) pump(ctx context.Context) {
 	in.pending, in.penOut, in.penFrom, in.penEvents = writeSet{}, nil, nil, 0
 	b := w.batch()
 	b.Token = in.lease.Token
-	in.rt.commit(ctx, in.room, b, in.commitDone)
+	in.rt.commit(ctx, in.room, b, in.onCommit)
 }
 
 // commitDone takes the store's answer to the commit in flight, on the

@@ -26,25 +26,50 @@ type CommitQueue struct {
 	closed bool
 }
 
-// NewCommitQueue makes a queue holding up to size batches; Put waits while
-// it is full.
+// NewCommitQueue makes a queue holding up to size batches.
 func NewCommitQueue(size int) *CommitQueue {
 	return &CommitQueue{ch: make(chan *Pending, size), stop: make(chan struct{})}
 }
 
-// Put queues p, or answers it at once: ErrClosed once the queue is
-// closed, ctx's error if ctx ends while the queue is full.
+// Put queues p and returns without waiting: when the queue is full, a
+// goroutine waits to queue it (a room must keep serving its loop). A batch
+// refused at once (the queue is closed, or ctx ended while the queue was
+// full) is answered with ErrClosed or ctx's error, possibly before Put
+// returns.
 func (q *CommitQueue) Put(p *Pending) {
+	if err := q.put(p, false); err != nil {
+		p.Done(err) // outside the lock: Done may commit again
+	}
+}
+
+// put queues p; when the queue is full it waits only if wait is set, and
+// otherwise hands the wait to a goroutine.
+func (q *CommitQueue) put(p *Pending, wait bool) error {
 	q.mu.RLock()
 	defer q.mu.RUnlock()
 	if q.closed {
-		p.Done(ErrClosed)
-		return
+		return ErrClosed
 	}
 	select {
 	case q.ch <- p:
+		return nil
+	default:
+	}
+	if !wait {
+		go q.putWaiting(p)
+		return nil
+	}
+	select {
+	case q.ch <- p:
+		return nil
 	case <-p.Ctx.Done():
-		p.Done(p.Ctx.Err())
+		return p.Ctx.Err()
+	}
+}
+
+func (q *CommitQueue) putWaiting(p *Pending) {
+	if err := q.put(p, true); err != nil {
+		p.Done(err)
 	}
 }
 

@@ -123,11 +123,13 @@ type Store interface {
 	Get(ctx context.Context, r Room, keys ...string) ([][]byte, error)
 	// List returns the keys o selects with their values.
 	List(ctx context.Context, r Room, o ListOptions) ([]KV, error)
-	// Commit queues b and returns; the store applies it atomically and
-	// durably and then calls done, exactly once, on a goroutine of its
-	// own: with nil when the batch survives a crash of the process and of
-	// the machine, or with the error (ErrFenced, ErrClosed, ctx's error if
-	// it ended before the batch was queued or sent). done must not block.
+	// Commit queues b and returns without waiting; the store applies it
+	// atomically and durably and then calls done, exactly once: with nil
+	// when the batch survives a crash of the process and of the machine,
+	// or with the error (ErrFenced, ErrClosed, ctx's error if it ended
+	// before the batch was queued or applied). done runs on the store's
+	// goroutine, or on the caller's before Commit returns when the batch
+	// is refused at once; it must not block.
 	Commit(ctx context.Context, r Room, b *Batch, done func(error))
 	// Members returns the room's membership records in id order.
 	Members(ctx context.Context, r Room) ([]Member, error)

@@ -71,12 +71,15 @@ func Open(dir string) (*Store, error) {
 	// Locked here rather than by Open, to say plainly who holds it.
 	lock, err := pebble.LockDirectory(dir, vfs.Default)
 	if err != nil {
-		return nil, fmt.Errorf("filestore: %s is locked by another process: %w", dir, err)
+		return nil, fmt.Errorf("filestore: cannot lock %s (is another roomgate using it?): %w", dir, err)
 	}
 	o := &pebble.Options{
-		Lock:               lock,
-		Logger:             logger{},
-		FormatMajorVersion: pebble.FormatNewest,
+		Lock:   lock,
+		Logger: logger{},
+		// Pinned: a newer Pebble must not rewrite the files into a format an
+		// older Roomgate cannot open; raising it is a deliberate change.
+		FormatMajorVersion: pebble.FormatValueSeparation,
+		EventListener:      events(),
 		// Sockets need the descriptors: the process limit is shared.
 		MaxOpenFiles: 256,
 		MemTableSize: 32 << 20,
@@ -123,8 +126,8 @@ func (s *Store) committer() {
 	defer close(s.done)
 	group := make([]*storage.Pending, 0, maxGroup)
 	for {
-		group, ok := s.commits.Take(group[:0], maxGroup)
-		if !ok {
+		var ok bool
+		if group, ok = s.commits.Take(group[:0], maxGroup); !ok {
 			return
 		}
 		s.applyGroup(group)
@@ -133,30 +136,53 @@ func (s *Store) committer() {
 }
 
 // applyGroup writes the group in one synced batch. A commit with a stale
-// fencing token is left out (it writes nothing) and fails alone.
+// fencing token is left out (it writes nothing) and fails alone; so does
+// one whose context ended before it was applied. Should a read or the
+// write fail, each commit is tried again in a batch of its own, so one
+// bad commit fails only itself.
 func (s *Store) applyGroup(group []*storage.Pending) {
-	// Indexed, so a commit reads what the ones before it in the group wrote.
+	errs := make([]error, len(group))
+	if err := s.applyBatch(group, errs); err != nil && len(group) > 1 {
+		for i := range group {
+			errs[i] = nil
+			if err := s.applyBatch(group[i:i+1], errs[i:i+1]); err != nil {
+				errs[i] = err
+			}
+		}
+	} else if err != nil {
+		errs[0] = err
+	}
+	for i, c := range group {
+		c.Done(errs[i])
+	}
+}
+
+// applyBatch writes group in one batch, setting errs[i] for the commits it
+// leaves out (fenced, or given up by their caller). It returns an error
+// when nothing was written.
+func (s *Store) applyBatch(group []*storage.Pending, errs []error) error {
+	// Indexed, so a commit reads what the ones before it in the batch wrote.
 	b := s.db.NewIndexedBatch()
 	defer b.Close()
-	errs := make([]error, len(group))
-	var failed error
 	for i, c := range group {
-		if errs[i] = apply(b, c.Room, c.Batch); errs[i] != nil && !errors.Is(errs[i], storage.ErrFenced) {
-			failed = errs[i] // a read or write failed half way: the batch is not whole
-			break
+		if err := c.Ctx.Err(); err != nil {
+			errs[i] = err // not applied, and its caller is told so
+			continue
+		}
+		switch err := apply(b, c.Room, c.Batch); {
+		case errors.Is(err, storage.ErrFenced):
+			errs[i] = err
+		case err != nil:
+			return fmt.Errorf("filestore: commit %s: %w", c.Room, err) // the batch is not whole
 		}
 	}
-	if failed == nil && !b.Empty() {
-		failed = b.Commit(pebble.Sync)
+	if b.Empty() {
+		return nil
 	}
-	for i, c := range group {
-		switch {
-		case failed != nil:
-			c.Done(fmt.Errorf("filestore: commit: %w", failed))
-		default:
-			c.Done(errs[i])
-		}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("filestore: commit: %w", err)
 	}
+	return nil
 }
 
 // roomKey orders rooms by class, then name: NUL sorts before every byte a
@@ -542,7 +568,22 @@ func (logger) Errorf(format string, args ...any) {
 	slog.Error("filestore: " + fmt.Sprintf(format, args...))
 }
 
+// Fatalf is how Pebble reports what it cannot go on from, such as
+// corruption: a panic keeps the stack for whoever has to look.
 func (logger) Fatalf(format string, args ...any) {
-	slog.Error("filestore: " + fmt.Sprintf(format, args...))
-	os.Exit(1)
+	panic("filestore: " + fmt.Sprintf(format, args...))
+}
+
+// events logs what an operator must see: the disk getting slow, and writes
+// held back while compactions catch up (commits, and so every room's
+// answers, wait then).
+func events() *pebble.EventListener {
+	return &pebble.EventListener{
+		BackgroundError: func(err error) { slog.Error("filestore: background", "err", err) },
+		DiskSlow: func(i pebble.DiskSlowInfo) {
+			slog.Warn("filestore: disk slow", "path", i.Path, "op", i.OpType.String(), "for", i.Duration)
+		},
+		WriteStallBegin: func(i pebble.WriteStallBeginInfo) { slog.Warn("filestore: writes stalled", "reason", i.Reason) },
+		WriteStallEnd:   func() { slog.Info("filestore: writes resumed") },
+	}
 }

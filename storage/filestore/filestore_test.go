@@ -119,3 +119,23 @@ func TestFencedCommitFailsAloneInItsGroup(t *testing.T) {
 		}
 	}
 }
+
+// A commit whose caller gave up before it was applied is not applied, and
+// its caller hears why.
+func TestCommitGivenUpIsNotApplied(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r := storage.Room{Class: "c", Name: "late"}
+	err = storage.CommitAndWait(ctx, s, r, &storage.Batch{Puts: []storage.KV{{Key: "k", Value: []byte("v")}}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("commit with an ended context: %v, want context.Canceled", err)
+	}
+	if got, _ := s.Get(context.Background(), r, "k"); got[0] != nil {
+		t.Fatalf("the given-up commit was written: %q", got[0])
+	}
+}

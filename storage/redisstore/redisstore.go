@@ -239,8 +239,8 @@ func (s *Store) Commit(ctx context.Context, r storage.Room, b *storage.Batch, do
 func (s *Store) flush() {
 	group := make([]*storage.Pending, 0, maxPipeline)
 	for {
-		group, ok := s.queue.Take(group[:0], maxPipeline)
-		if !ok {
+		var ok bool
+		if group, ok = s.queue.Take(group[:0], maxPipeline); !ok {
 			return
 		}
 		s.commitGroup(group)
