@@ -54,6 +54,19 @@ func clusterNode(t *testing.T, redisURL, id string, register func(*Runtime)) *Ru
 	return rt
 }
 
+// startRedisStore starts a redis-server and opens a store on it, closed
+// when the test ends.
+func startRedisStore(t *testing.T) (*redistest.Server, *redisstore.Store) {
+	t.Helper()
+	redis := redistest.Start(t)
+	rs, err := redisstore.Open(context.Background(), redisstore.Options{URL: redis.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rs.Close() })
+	return redis, rs
+}
+
 // responder answers requests with what they asked for, from whichever node
 // runs the room.
 type responder struct{ node string }
@@ -142,12 +155,7 @@ func TestLinksOnlyFromNodes(t *testing.T) {
 // A drained node releases the leases of every room it ran, running or
 // parked, so other nodes take them at once instead of after the TTL.
 func TestDrainReleasesEveryLease(t *testing.T) {
-	redis := redistest.Start(t)
-	rs, err := redisstore.Open(context.Background(), redisstore.Options{URL: redis.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rs.Close()
+	_, rs := startRedisStore(t)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	defer ln.Close()
 	rt, err := New(Options{Store: rs, Coordinator: rs, Metrics: prometheus.NewRegistry(), NodeID: "a", Address: ln.Addr().String()})
@@ -213,12 +221,7 @@ func (broadcaster) OnRequest(ctx context.Context, r *Room, w http.ResponseWriter
 // sends there are queued while the link is dialed, and its other work
 // goes on.
 func TestFrozenEdgeDoesNotHoldUpTheRoom(t *testing.T) {
-	redis := redistest.Start(t)
-	rs, err := redisstore.Open(context.Background(), redisstore.Options{URL: redis.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rs.Close()
+	redis, rs := startRedisStore(t)
 	frozenNode(t, rs, "frozen")
 	a := Addr{Class: "b", Room: "r"}
 	rec := hibernation.Member{ID: 42, Edge: "frozen", UserID: "u", ConnectedAt: time.Now().UnixNano()}
@@ -280,12 +283,7 @@ func TestSimultaneousFirstContact(t *testing.T) {
 // A cluster node is ready only once the registry lists it: before that,
 // other nodes refuse its links, so clients sent to it would be stranded.
 func TestReadyWaitsForTheNodeRegistry(t *testing.T) {
-	redis := redistest.Start(t)
-	rs, err := redisstore.Open(context.Background(), redisstore.Options{URL: redis.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rs.Close()
+	redis, rs := startRedisStore(t)
 	rt, err := New(Options{Store: rs, Coordinator: rs, Metrics: prometheus.NewRegistry(), NodeID: "late",
 		Address: "127.0.0.1:1", LeaseTTL: time.Second})
 	if err != nil {
