@@ -32,10 +32,9 @@ func NewCommitQueue(size int) *CommitQueue {
 }
 
 // Put queues p and returns without waiting: when the queue is full, a
-// goroutine waits to queue it (a room must keep serving its loop). A batch
-// refused at once (the queue is closed, or ctx ended while the queue was
-// full) is answered with ErrClosed or ctx's error, possibly before Put
-// returns.
+// goroutine waits to queue it (a room must keep serving its loop). A
+// closed queue answers ErrClosed, before Put returns; a batch whose ctx
+// ends while it waits for room is answered with ctx's error.
 func (q *CommitQueue) Put(p *Pending) {
 	if err := q.put(p, false); err != nil {
 		p.Done(err) // outside the lock: Done may commit again
