@@ -78,7 +78,7 @@ func runBroadcast(ctx context.Context, o *Options, r *Report, conns []*wsConn) e
 		return err
 	}
 	want := sent.Load() * int64(len(conns))
-	awaitDeliveries(&received, want, 10*time.Second)
+	awaitDeliveries(ctx, &received, want, 10*time.Second)
 	stopProgress()
 	hist := rs.stop()
 	r.Sent, r.Received = sent.Load(), received.Load()

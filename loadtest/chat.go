@@ -62,11 +62,11 @@ func runChat(ctx context.Context, o *Options, r *Report, conns []*wsConn) error 
 	}
 	want := sent.Load() * members
 	if o.worker == nil {
-		awaitDeliveries(&received, want, 10*time.Second)
+		awaitDeliveries(ctx, &received, want, 10*time.Second)
 	} else {
 		// Other workers' messages reach these sockets too, so this
 		// worker cannot count what it still awaits: it waits for quiet.
-		awaitQuiet(&received, 500*time.Millisecond, 10*time.Second)
+		awaitQuiet(ctx, &received, 500*time.Millisecond, 10*time.Second)
 	}
 	stopProgress()
 	hist := rs.stop()

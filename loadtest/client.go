@@ -186,7 +186,14 @@ func (w *wsConn) next() (ws.OpCode, []byte, error) {
 	}
 }
 
+// close says goodbye (1000) and closes; a target that stopped reading
+// gets a second to take the close frame.
 func (w *wsConn) close() {
+	w.c.SetWriteDeadline(time.Now().Add(time.Second))
 	w.write(ws.OpClose, []byte{0x03, 0xe8}) // 1000
 	w.c.Close()
 }
+
+// abort closes the socket without a word: it ends a write blocked on a
+// target that stopped reading.
+func (w *wsConn) abort() { w.c.Close() }

@@ -59,7 +59,7 @@ func runEcho(ctx context.Context, o *Options, r *Report, conns []*wsConn) error 
 	if err != nil {
 		errs.Add(1)
 	}
-	awaitDeliveries(&received, sent.Load(), 5*time.Second) // the last echoes
+	awaitDeliveries(ctx, &received, sent.Load(), 5*time.Second) // the last echoes
 	stopProgress()
 	hist := rs.stop()
 

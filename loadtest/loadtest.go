@@ -43,8 +43,21 @@ type Options struct {
 	localIP     net.IP    // the source address of this worker's sockets; nil: the system's choice
 	targets     []string  // Target, split
 	metricsURLs []string
-	members     int       // chat: sockets per room, over all workers
-	worker      *workerIO // set in a worker process: it reports to its parent instead of scraping
+	members     int           // chat: sockets per room, over all workers
+	worker      *workerIO     // set in a worker process: it reports to its parent instead of scraping
+	grace       time.Duration // beyond the run's own times, before it is cut short; default 2m
+}
+
+// bound is the longest a run may take: its ramp, settle (idle and wake
+// only), warm-up and measured time, and grace for the connects, the last
+// deliveries and the scrapes. A target that stops reading would otherwise
+// hold a send forever.
+func (o *Options) bound() time.Duration {
+	d := o.Ramp + o.Warmup + o.Duration + o.grace
+	if o.Scenario == "idle" || o.Scenario == "wake" {
+		d += o.Settle
+	}
+	return d
 }
 
 func (o *Options) init() error {
@@ -123,6 +136,9 @@ func (o *Options) init() error {
 	}
 	if o.DialTimeout == 0 {
 		o.DialTimeout = 10 * time.Second
+	}
+	if o.grace == 0 {
+		o.grace = 2 * time.Minute
 	}
 	switch {
 	case o.Sockets < 0 || o.Rooms < 0 || o.Rate < 0 || o.ConnectConcurrency < 0:
@@ -227,6 +243,17 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Workers > 1 && o.worker == nil {
 		return runWorkers(ctx, o)
 	}
+	overrun := fmt.Errorf("loadtest: the run did not end within %s, its bound: the target stopped reading or answering, and its sockets were closed", o.bound())
+	ctx, cancel := context.WithTimeoutCause(ctx, o.bound(), overrun)
+	defer cancel()
+	r, err := run(ctx, o)
+	if context.Cause(ctx) == overrun {
+		err = overrun
+	}
+	return r, err
+}
+
+func run(ctx context.Context, o Options) (*Report, error) {
 	var before serverStats
 	var err error
 	if o.worker == nil {
@@ -247,6 +274,13 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			c.close()
 		}
 	}()
+	// Past the bound, a send blocked on a target that stopped reading
+	// ends with its socket.
+	defer context.AfterFunc(ctx, func() {
+		for _, c := range conns {
+			c.abort()
+		}
+	})()
 	if err != nil {
 		return r, err
 	}

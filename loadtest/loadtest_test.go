@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -205,5 +206,50 @@ func TestRefusedTokenIsAClearError(t *testing.T) {
 	_, err = Run(context.Background(), Options{Scenario: "echo", Target: "http://" + ln.Addr().String(), JWTSecret: "wrong"})
 	if err == nil || !strings.Contains(err.Error(), "refused the token") {
 		t.Fatalf("got %v, want an error saying the token was refused", err)
+	}
+}
+
+// A target that takes the sockets and then stops reading fills their
+// buffers until sends block; the run still ends, at its bound, with an
+// error that says so.
+func TestTargetThatStopsReadingEndsTheRun(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var mu sync.Mutex
+	var held []net.Conn
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if _, err := ws.Upgrade(c); err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			held = append(held, c) // upgraded, and never read again
+			mu.Unlock()
+		}
+	}()
+	o := Options{Scenario: "echo", Target: "http://" + ln.Addr().String(), MetricsURL: delayEcho(t, 0) + "/metrics",
+		Sockets: 2, Rate: 100, Size: 256 << 10, Warmup: 100 * time.Millisecond, Duration: time.Second, grace: time.Second}
+	start := time.Now()
+	_, err = Run(context.Background(), o)
+	if err == nil || !strings.Contains(err.Error(), "did not end within") {
+		t.Fatalf("run against a target that stopped reading: %v, want the bound's error", err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("the run took %s", took)
 	}
 }

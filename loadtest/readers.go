@@ -1,6 +1,7 @@
 package loadtest
 
 import (
+	"context"
 	"fmt"
 	"runtime"
 	"sync"
@@ -160,19 +161,21 @@ func (rs *readers) stop() *hdrhistogram.Histogram {
 	return rs.hist
 }
 
-// awaitDeliveries waits up to d for received to reach want.
-func awaitDeliveries(received *atomic.Int64, want int64, d time.Duration) {
+// awaitDeliveries waits up to d for received to reach want, or until ctx
+// ends.
+func awaitDeliveries(ctx context.Context, received *atomic.Int64, want int64, d time.Duration) {
 	deadline := time.Now().Add(d)
-	for received.Load() < want && time.Now().Before(deadline) {
+	for received.Load() < want && time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
 
-// awaitQuiet waits until received has not moved for quiet, at most d.
-func awaitQuiet(received *atomic.Int64, quiet, d time.Duration) {
+// awaitQuiet waits until received has not moved for quiet, at most d, or
+// until ctx ends.
+func awaitQuiet(ctx context.Context, received *atomic.Int64, quiet, d time.Duration) {
 	deadline := time.Now().Add(d)
 	last, since := received.Load(), time.Now()
-	for time.Now().Before(deadline) && time.Since(since) < quiet {
+	for time.Now().Before(deadline) && time.Since(since) < quiet && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond)
 		if n := received.Load(); n != last {
 			last, since = n, time.Now()

@@ -48,7 +48,7 @@ func runWake(ctx context.Context, o *Options, r *Report, conns []*wsConn) error 
 		sent.Add(1)
 		lag.RecordValue(max(time.Since(start).Microseconds(), 1))
 	}
-	awaitDeliveries(&received, sent.Load(), max(o.Duration, 10*time.Second))
+	awaitDeliveries(ctx, &received, sent.Load(), max(o.Duration, 10*time.Second))
 	hist := rs.stop()
 	r.Rate = float64(len(conns))
 	r.Sent, r.Received = sent.Load(), received.Load()
