@@ -40,6 +40,7 @@ const (
 	askBroadcast
 	askDelete
 	askRequest
+	askKinds // one past the last
 )
 
 // linkMsg is one link frame, decoded.
@@ -143,6 +144,9 @@ func decodeLinkMsg(body []byte) (linkMsg, error) {
 		}
 	}
 	if (m.typ == tMessage || m.typ == tDeliver) && m.op != Text && m.op != Binary {
+		return linkMsg{}, errLinkFrame
+	}
+	if m.typ == tAsk && (m.kind == 0 || m.kind >= askKinds) {
 		return linkMsg{}, errLinkFrame
 	}
 	return m, nil

@@ -45,6 +45,8 @@ func TestLinkFramesAreChecked(t *testing.T) {
 		{typ: tConnect, addr: Addr{Class: "Chat", Room: "a"}},
 		{typ: tDeliver, addr: Addr{Class: "chat", Room: "a"}, op: 9},
 		{typ: tMessage, addr: Addr{}, op: Text},
+		{typ: tAsk, addr: Addr{Class: "chat", Room: "a"}, kind: askKinds},
+		{typ: tAsk, addr: Addr{Class: "chat", Room: "a"}},
 	} {
 		if _, err := decodeLinkMsg(appendLinkMsg(nil, &m)[4:]); err == nil {
 			t.Errorf("%+v was accepted", m)
