@@ -18,6 +18,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/roomgate/roomgate/hibernation"
+	"github.com/roomgate/roomgate/storage"
 	"github.com/roomgate/roomgate/storage/filestore"
 	"github.com/roomgate/roomgate/storage/redisstore"
 	"github.com/roomgate/roomgate/storage/redisstore/redistest"
@@ -329,5 +331,55 @@ func TestAlarmTakenOverAfterOwnerDies(t *testing.T) {
 	runs := alarmRuns(t, dir, 2)
 	if runs[1] != "on b" {
 		t.Fatalf("alarm runs %q, want one on node b", runs)
+	}
+}
+
+// After a restart, the rooms whose sockets died with the last run are woken
+// to hear of it, but no more than startupWakes at a time: a node that held
+// many rooms must not start them all in one burst.
+func TestRestartWakesLostRoomsPaced(t *testing.T) {
+	old := startupWakes
+	startupWakes = 50
+	defer func() { startupWakes = old }()
+	const rooms = 150 // three rounds: a woken room runs for a second before it parks
+	store, err := filestore.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	for i := range rooms {
+		rec := hibernation.Member{ID: uint64(i + 1), Edge: "", UserID: "u", ConnectedAt: time.Now().UnixNano()}
+		b := &storage.Batch{Members: []storage.Member{{ID: rec.ID, Data: rec.Encode()}}}
+		if err := storage.CommitAndWait(context.Background(), store, storage.Room{Class: "rec", Name: fmt.Sprint("r", i)}, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rt, err := New(Options{Store: store, Metrics: prometheus.NewRegistry(), HibernateAfter: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan string, rooms)
+	rt.Register("rec", func() Handler { return &closeRecorder{probe{starts: new(atomic.Int32)}, closed} })
+	rt.Attach(&testEdge{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { rt.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	var most int64
+	deadline := time.After(30 * time.Second)
+	for n := 0; n < rooms; {
+		select {
+		case <-closed:
+			n++
+		case <-time.After(time.Millisecond):
+		case <-deadline:
+			t.Fatalf("%d of %d rooms heard of their lost socket", n, rooms)
+		}
+		most = max(most, rt.nrun.Load())
+	}
+	// A room counts from its wake until it parks; the scan checks before
+	// each wake, so the count may pass the bound by a wake or two at most.
+	if most > startupWakes+2 {
+		t.Fatalf("%d rooms ran at once during the start-up wakes, want at most %d", most, startupWakes)
 	}
 }

@@ -196,7 +196,10 @@ const parkAfter = time.Second
 func (in *instance) run(ctx context.Context) {
 	defer in.rt.wg.Done()
 	in.rt.m.running.Inc()
-	defer in.rt.m.running.Dec()
+	defer func() {
+		in.rt.m.running.Dec()
+		in.rt.nrun.Add(-1) // added where the goroutine was started
+	}()
 	// in.active moves only with the events below: a restart for evSave
 	// must not make an idle room look used.
 	wait := min(parkAfter, in.rt.o.HibernateAfter)

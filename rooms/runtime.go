@@ -108,6 +108,7 @@ type Runtime struct {
 	seed   maphash.Seed
 	shards [64]shard
 	nrooms atomic.Int64            // instances in memory
+	nrun   atomic.Int64            // instances with a goroutine (roomgate_rooms_running)
 	edge   atomic.Pointer[Sockets] // set by Attach
 	nsocks atomic.Int64            // sockets accepted and not yet closed
 	policy hibernation.Policy
@@ -294,6 +295,7 @@ func (rt *Runtime) sendWith(a Addr, ev event, bounded bool, lease *heldLease) er
 			}
 		}
 		rt.wg.Add(1)
+		rt.nrun.Add(1) // counted from here, so a burst of wakes sees itself
 		go in.run(rt.life)
 	case in.parked:
 		if sh.draining {
@@ -301,6 +303,7 @@ func (rt *Runtime) sendWith(a Addr, ev event, bounded bool, lease *heldLease) er
 		}
 		in.parked = false
 		rt.wg.Add(1)
+		rt.nrun.Add(1) // counted from here, so a burst of wakes sees itself
 		go in.run(rt.life)
 	}
 	err := in.push(ev, bounded)
@@ -507,6 +510,12 @@ func (rt *Runtime) evict(sh *shard, in *instance, reason string) {
 	}
 }
 
+// startupWakes bounds the rooms closeLostMembers keeps running at once. A
+// node that stopped with 100,000 rooms holding sockets would otherwise
+// start 100,000 goroutines and their commits in one burst; paced, it wakes
+// about this many a second (a room parks a second after its last event).
+var startupWakes int64 = 1024
+
 // closeLostMembers wakes, once at start, every room with persisted members:
 // this node has just started, so those of its sockets are gone, and each
 // room must hear of them (OnClose with 1006) instead of keeping them for
@@ -526,6 +535,13 @@ func (rt *Runtime) closeLostMembers(ctx context.Context) {
 			a := Addr{Class: st.Room.Class, Room: st.Room.Name}
 			if st.Members == 0 || !rt.HasClass(a.Class) {
 				continue
+			}
+			for rt.nrun.Load() >= startupWakes {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
 			}
 			if err := rt.send(a, event{kind: evWake}, false); err != nil {
 				return // draining
