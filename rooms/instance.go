@@ -106,7 +106,7 @@ type instance struct {
 	auto      *AutoResponse
 	dirty     []*Conn      // sockets whose membership record the current event changed
 	dirtyWas  []*connExtra // their tags and attachment before it, restored if it fails
-	nunsaved  int          // sockets whose record changed since the last save (recUnsaved)
+	unsaved   []*Conn      // sockets whose record changed since the last save (recUnsaved); some may have left since
 	left      []SocketID   // sockets gone since the last save whose record is stored
 	r         Room
 	conns     map[SocketID]*Conn
@@ -389,10 +389,7 @@ func (in *instance) removeConn(c *Conn) {
 	in.list[len(in.list)-1] = nil
 	in.list = in.list[:len(in.list)-1]
 	c.gone = true
-	if c.rec&recUnsaved != 0 {
-		c.rec &^= recUnsaved
-		in.nunsaved--
-	}
+	c.rec &^= recUnsaved // it stays in in.unsaved, skipped there
 	in.nconns.Store(int32(len(in.list)))
 }
 
@@ -783,11 +780,11 @@ func (in *instance) markUnsaved(c *Conn) {
 		}
 	case c.rec&recUnsaved == 0:
 		c.rec |= recUnsaved
-		in.nunsaved++
+		in.unsaved = append(in.unsaved, c)
 	}
 }
 
-func (in *instance) hasUnsaved() bool { return in.nunsaved > 0 || len(in.left) > 0 }
+func (in *instance) hasUnsaved() bool { return len(in.unsaved) > 0 || len(in.left) > 0 }
 
 // saveMembers commits the membership records that changed since the last
 // save. Records are needed only once the instance leaves memory, so they
@@ -804,19 +801,24 @@ func (in *instance) saveMembers(ctx context.Context) {
 }
 
 // collectUnsaved adds the records that changed since the last save to w.
+// It visits only those sockets, not the room's: in a cluster it runs after
+// every connect, and a room filling with thousands of sockets must not
+// cost the square of their number.
 func (in *instance) collectUnsaved(w *writeSet) {
-	if in.nunsaved > 0 {
-		for _, c := range in.list {
-			if c.rec&recUnsaved != 0 {
-				w.member(c.id, c.record())
-				c.rec = recStored
-			}
+	for _, c := range in.unsaved {
+		if !c.gone && c.rec&recUnsaved != 0 {
+			w.member(c.id, c.record())
+			c.rec = recStored
 		}
 	}
 	for _, id := range in.left {
 		w.member(id, nil)
 	}
-	in.nunsaved, in.left = 0, nil
+	clear(in.unsaved)
+	in.unsaved, in.left = in.unsaved[:0], nil
+	if cap(in.unsaved) > 256 {
+		in.unsaved = nil // a burst of connects is over: do not keep its array
+	}
 }
 
 // load reads the room's members when the instance is new: after a wake, a
