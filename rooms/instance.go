@@ -564,12 +564,26 @@ func (in *instance) committed(ctx context.Context, err error) {
 	}
 }
 
+// release sends what committed events produced, in order. In a cluster,
+// sends to sockets on other nodes go one link frame per node and output,
+// whatever the number of sockets there; all carry the lease's token, so an
+// edge drops frames of a former owner once it has heard from a newer one.
+// This node's own sockets are held to the same fence.
 func (in *instance) release(outs []output) {
-	if cl := in.rt.cl; cl != nil {
-		in.releaseClustered(cl, outs)
-		return
-	}
+	cl := in.rt.cl
+	checked, fenced := false, false // once per release: the token is the instance's
 	for _, o := range outs {
+		if cl != nil && len(o.to) > 0 {
+			if !checked {
+				checked, fenced = true, !cl.fenceOK(in.addr, in.lease.Token)
+			}
+			if fenced {
+				if o.done != nil {
+					o.done(errMoved)
+				}
+				continue
+			}
+		}
 		switch {
 		case o.close:
 			for _, c := range o.to {
@@ -577,10 +591,16 @@ func (in *instance) release(outs []output) {
 					c.sock.Close(o.code, o.reason)
 				}
 			}
-		case len(o.to) >= fanoutMin:
-			fanout(o.to, o.frame)
-		default:
-			send(o.to, o.frame)
+		case len(o.to) > 0:
+			local := o.to
+			if cl != nil {
+				local = in.deliverRemote(cl, o)
+			}
+			if len(local) >= fanoutMin {
+				fanout(local, o.frame)
+			} else {
+				send(local, o.frame)
+			}
 		}
 		if o.done != nil {
 			o.done(nil)
@@ -1091,59 +1111,26 @@ func (in *instance) deleteRoom(ctx context.Context, ev *event) {
 	in.accept(ctx, &writeSet{deleteAll: true, alarm: &storage.AlarmChange{}}, outs, nil)
 }
 
-// releaseClustered is release in cluster mode. Sends to sockets on other
-// nodes go one link frame per node and output, whatever the number of
-// sockets there; all carry the lease's token, so an edge drops frames of a
-// former owner once it has heard from a newer one. This node's own
-// sockets are held to the same fence.
-func (in *instance) releaseClustered(cl *cluster, outs []output) {
-	token := in.lease.Token
-	checked, fenced := false, false // once per release: the token is the instance's
-	for _, o := range outs {
-		if len(o.to) > 0 && !checked {
-			checked, fenced = true, !cl.fenceOK(in.addr, token)
-		}
-		if fenced && len(o.to) > 0 {
-			if o.done != nil {
-				o.done(errMoved)
+// deliverRemote sends o's frame to its sockets at other edges, one frame
+// per edge, and returns those held here.
+func (in *instance) deliverRemote(cl *cluster, o output) (local []*Conn) {
+	var byEdge map[string][]SocketID
+	for _, c := range o.to {
+		switch rs, remote := c.sock.(*remoteSocket); {
+		case c.gone:
+		case remote:
+			if byEdge == nil {
+				byEdge = make(map[string][]SocketID, 2)
 			}
-			continue
-		}
-		switch {
-		case o.close:
-			for _, c := range o.to {
-				if !c.gone {
-					c.sock.Close(o.code, o.reason)
-				}
-			}
-		case len(o.to) > 0:
-			var local []*Conn
-			var byEdge map[string][]SocketID
-			for _, c := range o.to {
-				switch rs, remote := c.sock.(*remoteSocket); {
-				case c.gone:
-				case remote:
-					if byEdge == nil {
-						byEdge = make(map[string][]SocketID, 2)
-					}
-					byEdge[rs.edge] = append(byEdge[rs.edge], c.id)
-				default:
-					local = append(local, c)
-				}
-			}
-			for edge, ids := range byEdge {
-				cl.deliver(edge, in.addr, token, ids, o.frame)
-			}
-			if len(local) >= fanoutMin {
-				fanout(local, o.frame)
-			} else {
-				send(local, o.frame)
-			}
-		}
-		if o.done != nil {
-			o.done(nil)
+			byEdge[rs.edge] = append(byEdge[rs.edge], c.id)
+		default:
+			local = append(local, c)
 		}
 	}
+	for edge, ids := range byEdge {
+		cl.deliver(edge, in.addr, in.lease.Token, ids, o.frame)
+	}
+	return local
 }
 
 // abandon ends an instance whose room this node no longer holds. Events
