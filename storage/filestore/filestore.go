@@ -82,6 +82,9 @@ func Open(dir string) (*Store, error) {
 		EventListener:      events(),
 		// Sockets need the descriptors: the process limit is shared.
 		MaxOpenFiles: 256,
+		// Recent keys answer the read every write makes from memory; Pebble
+		// grows a memtable to this size in doubling steps from 256 KiB, so
+		// a quiet node does not hold it all.
 		MemTableSize: 32 << 20,
 	}
 	// Every write reads its key first (a room's key count and bytes are
