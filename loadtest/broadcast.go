@@ -16,9 +16,6 @@ import (
 // yields value base+k, so each delivery's latency runs from the intended
 // send time of the inc that made it.
 func runBroadcast(ctx context.Context, o *Options, r *Report, conns []*wsConn) error {
-	if len(conns) == 0 {
-		return fmt.Errorf("loadtest: no sockets open")
-	}
 	r.Rate = o.Rate
 	// Every socket got the current value on connect; with no other writer
 	// they all agree on it.
@@ -30,9 +27,7 @@ func runBroadcast(ctx context.Context, o *Options, r *Report, conns []*wsConn) e
 		}
 		base = max(base, v)
 	}
-	start := o.startAt()
-	measureFrom := start.Add(o.Warmup)
-	end := measureFrom.Add(o.Duration)
+	start, measureFrom, end := o.window()
 	interval := time.Duration(float64(time.Second) / o.Rate)
 	total := int(end.Sub(start) / interval)
 	intended := make([]atomic.Int64, total+1) // UnixNano of inc k, written before it is sent

@@ -18,14 +18,9 @@ import (
 // the sender too, receives it, and each delivery's latency runs from that
 // time. Fan-out is Rate × members deliveries a second.
 func runChat(ctx context.Context, o *Options, r *Report, conns []*wsConn) error {
-	if len(conns) == 0 {
-		return fmt.Errorf("loadtest: no sockets open")
-	}
 	r.Rate = o.Rate
 	members := int64(o.members)
-	start := o.startAt()
-	measureFrom := start.Add(o.Warmup)
-	end := measureFrom.Add(o.Duration)
+	start, measureFrom, end := o.window()
 
 	var received, errs, sent atomic.Int64
 	rs := startReaders(conns, &errs, func(p []byte, rec *recorder) {

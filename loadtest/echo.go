@@ -16,14 +16,9 @@ import (
 // carrying its intended send time, and records the time from then until
 // the echo arrives. Messages due during Warmup are sent but not recorded.
 func runEcho(ctx context.Context, o *Options, r *Report, conns []*wsConn) error {
-	if len(conns) == 0 {
-		return fmt.Errorf("loadtest: no sockets open")
-	}
 	r.Rate = o.Rate
 	var sent, received, errs atomic.Int64
-	start := o.startAt()
-	measureFrom := start.Add(o.Warmup)
-	end := measureFrom.Add(o.Duration)
+	start, measureFrom, end := o.window()
 
 	rs := startReaders(conns, &errs, func(p []byte, rec *recorder) {
 		if len(p) < 8 {

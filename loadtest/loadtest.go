@@ -181,6 +181,14 @@ func (o *Options) startAt() time.Time {
 	return time.Now().Add(100 * time.Millisecond)
 }
 
+// window is when a scenario sends: from start, measured from measureFrom
+// (after the warm-up) until end.
+func (o *Options) window() (start, measureFrom, end time.Time) {
+	start = o.startAt()
+	measureFrom = start.Add(o.Warmup)
+	return start, measureFrom, measureFrom.Add(o.Duration)
+}
+
 // Latency summarizes a histogram in milliseconds.
 type Latency struct {
 	Count int64   `json:"count"`
@@ -296,6 +304,9 @@ func run(ctx context.Context, o Options) (*Report, error) {
 			return r, err
 		}
 	}
+	if len(conns) == 0 && o.Scenario != "idle" {
+		return r, errors.New("loadtest: no sockets open")
+	}
 	switch o.Scenario {
 	case "idle":
 		err = runIdle(ctx, &o, r)
@@ -316,14 +327,21 @@ func run(ctx context.Context, o Options) (*Report, error) {
 	if o.worker != nil {
 		return r, o.worker.finish(r) // the parent reads the server's figures while these sockets are open
 	}
+	return r, o.scrapeAfter(ctx, r)
+}
+
+// scrapeAfter reads the target's figures once the run is over and divides
+// their change by the sockets.
+func (o *Options) scrapeAfter(ctx context.Context, r *Report) error {
+	var err error
 	if r.After, err = o.scrape(ctx); err != nil {
-		return r, err
+		return err
 	}
 	if r.Sockets > 0 {
 		r.RSSPerSocket = (r.After.RSSBytes - r.Before.RSSBytes) / float64(r.Sockets)
 		r.GoroutinesPer = (r.After.Goroutines - r.Before.Goroutines) / float64(r.Sockets)
 	}
-	return r, nil
+	return nil
 }
 
 // connectAll opens o.Sockets sockets, ConnectConcurrency at a time, paced

@@ -219,14 +219,7 @@ func runWorkers(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	r.Before = before
-	if r.After, err = o.scrape(ctx); err != nil {
-		return r, err
-	}
-	if r.Sockets > 0 {
-		r.RSSPerSocket = (r.After.RSSBytes - r.Before.RSSBytes) / float64(r.Sockets)
-		r.GoroutinesPer = (r.After.Goroutines - r.Before.Goroutines) / float64(r.Sockets)
-	}
-	return r, nil
+	return r, o.scrapeAfter(ctx, r)
 }
 
 // mergeResults adds the workers' counts and histograms into one report.

@@ -92,6 +92,20 @@ func (q *CommitQueue) Take(group []*Pending, max int) ([]*Pending, bool) {
 	return group, true
 }
 
+// Serve is a flusher's loop: it takes groups of up to max batches and
+// hands each to apply, which answers every batch, until the queue closes.
+func (q *CommitQueue) Serve(max int, apply func(group []*Pending)) {
+	group := make([]*Pending, 0, max)
+	for {
+		var ok bool
+		if group, ok = q.Take(group[:0], max); !ok {
+			return
+		}
+		apply(group)
+		clear(group)
+	}
+}
+
 // Close stops the queue: Put answers ErrClosed from now on, and Take
 // returns false. Call Fail once the flushers are done, to answer what
 // they left queued.

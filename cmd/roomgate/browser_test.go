@@ -103,8 +103,7 @@ func say(text string) chromedp.Action[chromedp.Void] {
 }
 
 func TestBrowserChatTwoTabs(t *testing.T) {
-	addr := freeAddr(t)
-	start(t, addr, nil, "-addr", addr, "-data", t.TempDir())
+	addr := startNode(t)
 	b := browser(t)
 	alice := tab(t, b, "http://"+addr+"/chat/?room=e2e&name=alice")
 	bob := tab(t, b, "http://"+addr+"/chat/?room=e2e&name=bob")
@@ -149,8 +148,7 @@ func TestBrowserChatSurvivesRestart(t *testing.T) {
 }
 
 func TestBrowserCanvasPaintReachesTheOtherTab(t *testing.T) {
-	addr := freeAddr(t)
-	start(t, addr, nil, "-addr", addr, "-data", t.TempDir())
+	addr := startNode(t)
 	b := browser(t)
 	painter := tab(t, b, "http://"+addr+"/canvas/?room=art&name=painter")
 	viewer := tab(t, b, "http://"+addr+"/canvas/?room=art&name=viewer")
@@ -170,8 +168,7 @@ func TestBrowserCanvasPaintReachesTheOtherTab(t *testing.T) {
 }
 
 func TestBrowserAdminListsRoomsAndKicks(t *testing.T) {
-	addr := freeAddr(t)
-	start(t, addr, nil, "-addr", addr, "-data", t.TempDir())
+	addr := startNode(t)
 	b := browser(t)
 	chat := tab(t, b, "http://"+addr+"/chat/?room=watched&name=erin")
 	run(t, chat, waitJS(`document.querySelectorAll('[data-testid=members] li').length === 1`))
@@ -191,8 +188,7 @@ func TestBrowserAdminListsRoomsAndKicks(t *testing.T) {
 // it, it only checks that every page renders.
 func TestPageScreenshots(t *testing.T) {
 	dir := os.Getenv("ROOMGATE_SCREENSHOTS")
-	addr := freeAddr(t)
-	start(t, addr, nil, "-addr", addr, "-data", t.TempDir())
+	addr := startNode(t)
 	b := browser(t)
 	// Some life in the rooms first.
 	friend := dialChat(t, addr, "lobby", "grace")
@@ -228,8 +224,7 @@ func TestPageScreenshots(t *testing.T) {
 // TestBrowserPagesFitAPhone loads every page at a phone's width: nothing is
 // wider than the screen, and every form control has a label.
 func TestBrowserPagesFitAPhone(t *testing.T) {
-	addr := freeAddr(t)
-	start(t, addr, nil, "-addr", addr, "-data", t.TempDir())
+	addr := startNode(t)
 	b := browser(t)
 	for _, path := range []string{"/", "/chat/?room=phone&name=pat", "/canvas/?room=phone&name=pat", "/admin/"} {
 		page := tab(t, b, "about:blank")

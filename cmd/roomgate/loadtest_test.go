@@ -14,8 +14,7 @@ import (
 // real node.
 
 func TestLoadtestChat(t *testing.T) {
-	addr := freeAddr(t)
-	start(t, addr, nil, "-addr", addr, "-data", t.TempDir())
+	addr := startNode(t)
 	r, err := loadtest.Run(context.Background(), loadtest.Options{
 		Scenario: "chat", Target: "http://" + addr, Sockets: 40, Rooms: 4, Rate: 100,
 		Warmup: 300 * time.Millisecond, Duration: time.Second, Seed: 7,
@@ -29,8 +28,7 @@ func TestLoadtestChat(t *testing.T) {
 }
 
 func TestLoadtestBroadcast(t *testing.T) {
-	addr := freeAddr(t)
-	start(t, addr, nil, "-addr", addr, "-data", t.TempDir())
+	addr := startNode(t)
 	r, err := loadtest.Run(context.Background(), loadtest.Options{
 		Scenario: "broadcast", Target: "http://" + addr, Sockets: 50, Rate: 20,
 		Warmup: 300 * time.Millisecond, Duration: time.Second,
@@ -78,8 +76,7 @@ func TestLoadtestWakeStorm(t *testing.T) {
 // TestLoadtestWorkersFromTheCommandLine runs the binary's harness with two
 // worker processes (copies of itself) and reads its JSON report.
 func TestLoadtestWorkersFromTheCommandLine(t *testing.T) {
-	addr := freeAddr(t)
-	start(t, addr, nil, "-addr", addr, "-data", t.TempDir())
+	addr := startNode(t)
 	out, err := exec.Command(binary, "loadtest", "-scenario", "echo", "-target", "http://"+addr,
 		"-sockets", "40", "-rate", "400", "-warmup", "200ms", "-duration", "1s", "-workers", "2", "-source-ips", "2", "-json").Output()
 	if err != nil {

@@ -79,6 +79,15 @@ func start(tb testing.TB, addr string, env []string, args ...string) *exec.Cmd {
 	}
 }
 
+// startNode starts one node on its own data directory and returns its
+// address once it is ready.
+func startNode(t *testing.T) string {
+	t.Helper()
+	addr := freeAddr(t)
+	start(t, addr, nil, "-addr", addr, "-data", t.TempDir())
+	return addr
+}
+
 func TestSIGTERMClosesSocketsWith1012AndExits(t *testing.T) {
 	addr := freeAddr(t)
 	cmd := start(t, addr, nil, "-addr", addr, "-data", t.TempDir())

@@ -48,16 +48,8 @@ func main() {
 		if len(parts) != 3 {
 			fail("bad file name %s: want SERVER-SCENARIO-RUN.json", path)
 		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			fail("%v", err)
-		}
-		var r report
-		if err := json.Unmarshal(b, &r); err != nil {
-			fail("%s: %v", path, err)
-		}
 		key := parts[0] + " " + parts[1]
-		runs[key] = append(runs[key], r)
+		runs[key] = append(runs[key], readReport(path))
 	}
 	median := func(key string, f func(report) float64) (float64, []float64) { return medianOf(runs[key], f) }
 	row := func(name, unit, scenario string, lowerBetter bool, f func(report) float64) {
@@ -90,6 +82,19 @@ func main() {
 	row("echo p99", "ms", "echo", true, func(r report) float64 { return lat(r).P99 })
 	row("echo p99.9", "ms", "echo", true, func(r report) float64 { return lat(r).P999 })
 	row("echo messages lost", "", "echo", true, func(r report) float64 { return float64(r.Lost) })
+}
+
+// readReport reads one `roomgate loadtest -json` report.
+func readReport(path string) report {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		fail("%v", err)
+	}
+	var r report
+	if err := json.Unmarshal(b, &r); err != nil {
+		fail("%s: %v", path, err)
+	}
+	return r
 }
 
 // medianOf returns the median of f over runs, and every value in order.

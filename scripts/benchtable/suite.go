@@ -6,7 +6,6 @@ package main
 // targets and writes the table between the suite's markers.
 
 import (
-	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -28,14 +27,7 @@ func suite(args []string) {
 	fs.Parse(args)
 	reports := map[string][]report{} // SETUP-SCENARIO → its runs
 	for _, path := range fs.Args() {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			fail("%v", err)
-		}
-		var r report
-		if err := json.Unmarshal(b, &r); err != nil {
-			fail("%s: %v", path, err)
-		}
+		r := readReport(path)
 		key := strings.TrimSuffix(filepath.Base(path), ".json")
 		if i := strings.LastIndexByte(key, '-'); i > 0 && strings.Trim(key[i+1:], "0123456789") == "" {
 			key = key[:i] // SETUP-SCENARIO-RUN

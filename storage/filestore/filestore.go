@@ -99,7 +99,10 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("filestore: open: %w", err)
 	}
 	s := &Store{db: db, lock: lock, commits: storage.NewCommitQueue(maxGroup), done: make(chan struct{})}
-	go s.committer()
+	go func() { // the committer: one group at a time, as many per batch as are waiting
+		defer close(s.done)
+		s.commits.Serve(maxGroup, s.applyGroup)
+	}()
 	return s, nil
 }
 
@@ -122,20 +125,6 @@ func (s *Store) Close() error {
 // Commit implements storage.Store.
 func (s *Store) Commit(ctx context.Context, r storage.Room, b *storage.Batch, done func(error)) {
 	s.commits.Put(&storage.Pending{Ctx: ctx, Room: r, Batch: b, Done: done})
-}
-
-// committer applies queued commits, as many per batch as are waiting.
-func (s *Store) committer() {
-	defer close(s.done)
-	group := make([]*storage.Pending, 0, maxGroup)
-	for {
-		var ok bool
-		if group, ok = s.commits.Take(group[:0], maxGroup); !ok {
-			return
-		}
-		s.applyGroup(group)
-		clear(group)
-	}
 }
 
 // applyGroup writes the group in one synced batch. A commit with a stale

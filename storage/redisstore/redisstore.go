@@ -83,7 +83,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	}
 	s := &Store{c: c, prefix: o.Prefix, queue: storage.NewCommitQueue(4096)}
 	for range flushers {
-		s.wg.Go(s.flush)
+		s.wg.Go(func() { s.queue.Serve(maxPipeline, s.commitGroup) })
 	}
 	return s, nil
 }
@@ -234,18 +234,6 @@ func (s *Store) Commit(ctx context.Context, r storage.Room, b *storage.Batch, do
 	// that, but for a batch whose ctx ended before it was sent (skipped by
 	// the flusher, not applied); the flusher's own timeout bounds the rest.
 	s.queue.Put(&storage.Pending{Ctx: ctx, Room: r, Batch: b, Done: done})
-}
-
-func (s *Store) flush() {
-	group := make([]*storage.Pending, 0, maxPipeline)
-	for {
-		var ok bool
-		if group, ok = s.queue.Take(group[:0], maxPipeline); !ok {
-			return
-		}
-		s.commitGroup(group)
-		clear(group)
-	}
 }
 
 // commitGroup sends the group's scripts in one pipeline, then the index
