@@ -151,6 +151,10 @@ func (o *Options) init() error {
 		return fmt.Errorf("loadtest: rate %g/s is past what one harness can schedule (1,000,000/s)", o.Rate)
 	case o.SourceIPs > 253:
 		return errors.New("loadtest: at most 253 source addresses (127.0.0.2 to 127.0.0.254)")
+	case o.SourceIPs > 0 && o.worker == nil && o.Workers < 2:
+		return errors.New("loadtest: source addresses are given out per worker process: use them with 2 or more workers")
+	case o.SourceIPs > 0 && !allLoopback(o.targets):
+		return errors.New("loadtest: source addresses 127.0.0.x reach only loopback targets")
 	case o.worker == nil && o.Workers > o.Sockets:
 		return fmt.Errorf("loadtest: %d workers for %d sockets: every worker needs one", o.Workers, o.Sockets)
 	case o.Scenario == "broadcast" && o.Workers > 1:
@@ -159,6 +163,20 @@ func (o *Options) init() error {
 		return fmt.Errorf("loadtest: %d sockets in %d process(es) exceed what one process may hold here (~19,000 each): add -workers", o.Sockets, o.Workers)
 	}
 	return nil
+}
+
+// allLoopback reports whether every target is on this machine's loopback.
+func allLoopback(targets []string) bool {
+	for _, t := range targets {
+		u, err := url.Parse(t)
+		if err != nil {
+			return false
+		}
+		if ip := net.ParseIP(u.Hostname()); !(ip != nil && ip.IsLoopback() || u.Hostname() == "localhost") {
+			return false
+		}
+	}
+	return true
 }
 
 // wsURL is socket i's URL: room lt-(i mod Rooms), user lt-i (dev mode), and

@@ -112,10 +112,18 @@ func TestBadOptions(t *testing.T) {
 		{Scenario: "echo", Target: "http://x", Rate: 1e9},
 		{Scenario: "echo", Target: "http://x", Duration: -time.Second},
 		{Scenario: "echo", Target: "http://x", SourceIPs: 300},
+		{Scenario: "echo", Target: "http://127.0.0.1:1", SourceIPs: 2},
+		{Scenario: "echo", Target: "http://127.0.0.1:1,http://10.0.0.1:1", SourceIPs: 2, Workers: 2},
 	} {
-		if _, err := Run(context.Background(), o); err == nil {
-			t.Errorf("Run(%+v) accepted bad options", o)
+		// init alone: Run would also fail on the unreachable targets,
+		// and so pass whatever init did.
+		if err := o.init(); err == nil {
+			t.Errorf("options %+v were accepted", o)
 		}
+	}
+	good := Options{Scenario: "echo", Target: "http://127.0.0.1:1,http://localhost:2", SourceIPs: 2, Workers: 2}
+	if err := good.init(); err != nil {
+		t.Errorf("options %+v refused: %v", good, err)
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"time"
@@ -150,12 +149,6 @@ func runWorkers(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	loopback := false
-	if u, err := url.Parse(o.targets[0]); err == nil {
-		if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsLoopback() || u.Hostname() == "localhost" {
-			loopback = true
-		}
-	}
 	workers := make([]*worker, o.Workers)
 	defer func() {
 		for _, wk := range workers {
@@ -173,7 +166,7 @@ func runWorkers(ctx context.Context, o Options) (*Report, error) {
 			spec.Options.Sockets++
 		}
 		spec.Options.Rate = o.Rate / float64(o.Workers)
-		if o.SourceIPs > 0 && loopback {
+		if o.SourceIPs > 0 { // init checked the targets are on loopback
 			spec.LocalIP = fmt.Sprintf("127.0.0.%d", 2+i%o.SourceIPs)
 		}
 		first += spec.Options.Sockets

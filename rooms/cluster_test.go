@@ -115,7 +115,7 @@ func TestRequestForwardedToTheOwner(t *testing.T) {
 func TestLinksOnlyFromNodes(t *testing.T) {
 	redis := redistest.Start(t)
 	rt := clusterNode(t, redis.URL(), "a", func(*Runtime) {})
-	dial := func(node, secret string) int {
+	dial := func(node, secret string, headers ...string) int {
 		t.Helper()
 		c, err := net.Dial("tcp", rt.o.Address)
 		if err != nil {
@@ -126,6 +126,10 @@ func TestLinksOnlyFromNodes(t *testing.T) {
 		req.Header.Set("Connection", "Upgrade")
 		req.Header.Set("Upgrade", linkProtocol)
 		req.Header.Set(hdrNode, node)
+		req.Header.Set(hdrIncarnation, "7")
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Set(headers[i], headers[i+1])
+		}
 		if secret != "" {
 			req.Header.Set(hdrSecret, secret)
 		}
@@ -136,12 +140,30 @@ func TestLinksOnlyFromNodes(t *testing.T) {
 		}
 		return resp.StatusCode
 	}
+	// Two more registered nodes: one at an address this test does not
+	// dial from, one on loopback like the test.
+	rs, err := redisstore.Open(context.Background(), redisstore.Options{URL: redis.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	for id, addr := range map[string]string{"elsewhere": "10.0.0.1:1", "near": "127.0.0.1:1"} {
+		if err := rs.Heartbeat(context.Background(), storage.NodeRecord{ID: id, Address: addr}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
 	rt.cl.heartbeat(context.Background())
 	if code := dial("evil", ""); code != http.StatusForbidden {
 		t.Fatalf("link from an unregistered node: %d, want 403", code)
 	}
-	if code := dial("a-twin", ""); code != http.StatusForbidden {
-		t.Fatalf("link from an unregistered node id: %d, want 403", code)
+	if code := dial("elsewhere", ""); code != http.StatusForbidden {
+		t.Fatalf("link claiming a node registered at another address: %d, want 403", code)
+	}
+	if code := dial("near", "", hdrIncarnation, "not a number"); code != http.StatusBadRequest {
+		t.Fatalf("link without a readable incarnation: %d, want 400", code)
+	}
+	if code := dial("near", ""); code != http.StatusSwitchingProtocols {
+		t.Fatalf("link from a registered node at its address: %d, want 101", code)
 	}
 	rt.cl.secret = "s3cret"
 	if code := dial("evil", "wrong"); code != http.StatusForbidden {

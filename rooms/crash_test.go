@@ -335,12 +335,10 @@ func TestAlarmTakenOverAfterOwnerDies(t *testing.T) {
 }
 
 // After a restart, the rooms whose sockets died with the last run are woken
-// to hear of it, but no more than startupWakes at a time: a node that held
+// to hear of it, but no more than StartupWakes at a time: a node that held
 // many rooms must not start them all in one burst.
 func TestRestartWakesLostRoomsPaced(t *testing.T) {
-	old := startupWakes
-	startupWakes = 50
-	defer func() { startupWakes = old }()
+	const wakes = 50
 	const rooms = 150 // three rounds: a woken room runs for a second before it parks
 	store, err := filestore.Open(t.TempDir())
 	if err != nil {
@@ -354,7 +352,7 @@ func TestRestartWakesLostRoomsPaced(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rt, err := New(Options{Store: store, Metrics: prometheus.NewRegistry(), HibernateAfter: time.Hour})
+	rt, err := New(Options{Store: store, Metrics: prometheus.NewRegistry(), HibernateAfter: time.Hour, StartupWakes: wakes})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,7 +377,7 @@ func TestRestartWakesLostRoomsPaced(t *testing.T) {
 	}
 	// A room counts from its wake until it parks; the scan checks before
 	// each wake, so the count may pass the bound by a wake or two at most.
-	if most > startupWakes+2 {
-		t.Fatalf("%d rooms ran at once during the start-up wakes, want at most %d", most, startupWakes)
+	if most > wakes+2 {
+		t.Fatalf("%d rooms ran at once during the start-up wakes, want at most %d", most, wakes)
 	}
 }

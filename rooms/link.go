@@ -190,6 +190,7 @@ func (l *link) readLoop(r *bufio.Reader) {
 		}
 		n := binary.BigEndian.Uint32(hdr[:])
 		if n > maxLinkFrame {
+			l.cl.rt.m.linkErrors.WithLabelValues("malformed").Inc()
 			l.close(fmt.Errorf("link frame of %d bytes", n))
 			return
 		}
@@ -276,7 +277,14 @@ func (cl *cluster) dialLink(ctx context.Context, node, address string) (*link, e
 		c.Close()
 		return nil, fmt.Errorf("link to %s: node there is %q, not %q", address, got, node)
 	}
-	inc, _ := strconv.ParseUint(resp.Header.Get(hdrIncarnation), 10, 64)
+	inc, err := strconv.ParseUint(resp.Header.Get(hdrIncarnation), 10, 64)
+	if err != nil {
+		// Without it a restart of that node could not be told from a
+		// reconnect, and its sockets' rooms would never hear of the loss.
+		c.Close()
+		cl.rt.m.linkErrors.WithLabelValues("refused").Inc()
+		return nil, fmt.Errorf("link to %s: no incarnation in the answer", address)
+	}
 	c.SetDeadline(time.Time{})
 	l := newLink(cl, c, node)
 	cl.peerSeen(node, inc)
@@ -292,7 +300,8 @@ func (cl *cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	peer := r.Header.Get(hdrNode)
-	if r.Header.Get("Upgrade") != linkProtocol || peer == "" || peer == cl.self {
+	inc, incErr := strconv.ParseUint(r.Header.Get(hdrIncarnation), 10, 64)
+	if r.Header.Get("Upgrade") != linkProtocol || peer == "" || peer == cl.self || incErr != nil {
 		cl.rt.m.linkErrors.WithLabelValues("refused").Inc()
 		http.Error(w, `{"error":{"code":"bad_request","message":"not a cluster link upgrade"}}`, http.StatusBadRequest)
 		return
@@ -304,7 +313,6 @@ func (cl *cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"error":{"code":"forbidden","message":"not a registered node of this cluster"}}`, http.StatusForbidden)
 		return
 	}
-	inc, _ := strconv.ParseUint(r.Header.Get(hdrIncarnation), 10, 64)
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		http.Error(w, "cannot hijack", http.StatusInternalServerError)

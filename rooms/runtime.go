@@ -40,6 +40,7 @@ type Options struct {
 	MaxQueuedEvents int                   // per room; past it a socket's message closes it with 1008; default 10000
 	CommitTimeout   time.Duration         // for one commit; default 10s
 	AlarmRetryBase  time.Duration         // first retry of a failed OnAlarm, doubling after; default 2s
+	StartupWakes    int                   // rooms running at once while a restart wakes those whose sockets died with the last run; default 1024
 	Clock           func() time.Time      // the time eviction judges idleness by; default time.Now. Tests move it ahead
 
 	// Cluster mode, when Coordinator is set: each room runs on the node
@@ -72,6 +73,9 @@ func (o *Options) init() error {
 	if o.CommitTimeout == 0 {
 		o.CommitTimeout = 10 * time.Second
 	}
+	if o.StartupWakes == 0 {
+		o.StartupWakes = 1024
+	}
 	if o.AlarmRetryBase == 0 {
 		o.AlarmRetryBase = alarmBackoff
 	}
@@ -84,7 +88,7 @@ func (o *Options) init() error {
 	if o.Coordinator != nil && o.Address == "" {
 		return errors.New("rooms: cluster mode needs Options.Address, where other nodes reach this one")
 	}
-	if o.HibernateAfter < 0 || o.LeaseTTL < 0 || o.MaxActiveRooms < 0 || o.MaxQueuedEvents < 0 || o.CommitTimeout < 0 || o.AlarmRetryBase < 0 {
+	if o.HibernateAfter < 0 || o.LeaseTTL < 0 || o.MaxActiveRooms < 0 || o.MaxQueuedEvents < 0 || o.CommitTimeout < 0 || o.AlarmRetryBase < 0 || o.StartupWakes < 0 {
 		return errors.New("rooms: negative option")
 	}
 	return nil
@@ -510,16 +514,14 @@ func (rt *Runtime) evict(sh *shard, in *instance, reason string) {
 	}
 }
 
-// startupWakes bounds the rooms closeLostMembers keeps running at once. A
-// node that stopped with 100,000 rooms holding sockets would otherwise
-// start 100,000 goroutines and their commits in one burst; paced, it wakes
-// about this many a second (a room parks a second after its last event).
-var startupWakes int64 = 1024
-
 // closeLostMembers wakes, once at start, every room with persisted members:
 // this node has just started, so those of its sockets are gone, and each
 // room must hear of them (OnClose with 1006) instead of keeping them for
-// good. The wake loads the members and closes those that are lost.
+// good. The wake loads the members and closes those that are lost. At most
+// StartupWakes rooms run at once: a node that stopped with 100,000 such
+// rooms would otherwise start 100,000 goroutines and their commits in one
+// burst; paced, it wakes about that many a second (a room parks a second
+// after its last event).
 func (rt *Runtime) closeLostMembers(ctx context.Context) {
 	var after storage.Room
 	for ctx.Err() == nil {
@@ -536,7 +538,7 @@ func (rt *Runtime) closeLostMembers(ctx context.Context) {
 			if st.Members == 0 || !rt.HasClass(a.Class) {
 				continue
 			}
-			for rt.nrun.Load() >= startupWakes {
+			for rt.nrun.Load() >= int64(rt.o.StartupWakes) {
 				select {
 				case <-ctx.Done():
 					return

@@ -146,7 +146,7 @@ func decodeLinkMsg(body []byte) (linkMsg, error) {
 	if (m.typ == tMessage || m.typ == tDeliver) && m.op != Text && m.op != Binary {
 		return linkMsg{}, errLinkFrame
 	}
-	if m.typ == tAsk && (m.kind == 0 || m.kind >= askKinds) {
+	if m.typ == tAsk && (m.kind == 0 || m.kind >= askKinds || m.kind == askBroadcast && m.op != Text && m.op != Binary) {
 		return linkMsg{}, errLinkFrame
 	}
 	return m, nil

@@ -47,6 +47,7 @@ func TestLinkFramesAreChecked(t *testing.T) {
 		{typ: tMessage, addr: Addr{}, op: Text},
 		{typ: tAsk, addr: Addr{Class: "chat", Room: "a"}, kind: askKinds},
 		{typ: tAsk, addr: Addr{Class: "chat", Room: "a"}},
+		{typ: tAsk, addr: Addr{Class: "chat", Room: "a"}, kind: askBroadcast, op: 9},
 	} {
 		if _, err := decodeLinkMsg(appendLinkMsg(nil, &m)[4:]); err == nil {
 			t.Errorf("%+v was accepted", m)

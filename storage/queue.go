@@ -118,13 +118,6 @@ func (q *CommitQueue) Close() {
 	}
 }
 
-// Closed reports whether Close was called.
-func (q *CommitQueue) Closed() bool {
-	q.mu.RLock()
-	defer q.mu.RUnlock()
-	return q.closed
-}
-
 // Fail answers every batch still queued with ErrClosed: none was applied.
 func (q *CommitQueue) Fail() {
 	for {

@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -237,5 +239,21 @@ func TestBrowserPagesFitAPhone(t *testing.T) {
 		if len(unlabeled) > 0 {
 			t.Errorf("%s has controls without a label: %v", path, unlabeled)
 		}
+	}
+}
+
+// A name the server would refuse (over 64 bytes of UTF-8, though under the
+// field's 64 characters) is reported on the form; the page does not open a
+// socket that could only ever reconnect.
+func TestBrowserNameTooLongIsReported(t *testing.T) {
+	addr := startNode(t)
+	b := browser(t)
+	long := strings.Repeat("🙂", 17) // 68 bytes, 34 UTF-16 units
+	refused := tab(t, b, "http://"+addr+"/chat/?room=names&name="+url.QueryEscape(long))
+	run(t, refused, waitJS(`document.getElementById('name').validity.customError`))
+	joined := tab(t, b, "http://"+addr+"/chat/?room=names&name=short")
+	run(t, joined, waitJS(`document.querySelector('[data-testid=members]').innerText.includes('short')`))
+	if !value[bool](t, refused, `document.getElementById('chat').hidden`) {
+		t.Fatal("the page joined the room with a name the server refuses")
 	}
 }

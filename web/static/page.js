@@ -13,14 +13,24 @@ export const userId = (() => {
   return id;
 })();
 
+// The server refuses a name over 64 bytes of UTF-8 (400); maxlength counts
+// UTF-16 units, so a name of emoji passes it.
+const nameBytes = 64;
+function checkName() {
+  const over = new TextEncoder().encode($("name").value.trim()).length > nameBytes;
+  $("name").setCustomValidity(over ? `At most ${nameBytes} bytes: use a shorter name.` : "");
+}
+
 // setupJoin fills the join form from ?room= and ?name= (or the last name
 // used), calls join(name, room) when it is sent, and joins at once when
-// the URL names both. A room name the server would refuse (400) is
+// the URL names both. A room or user name the server would refuse (400) is
 // reported instead: the socket would only ever reconnect.
 export function setupJoin(join) {
   const params = new URLSearchParams(location.search);
   $("name").value = params.get("name") ?? localStorage.getItem("roomgate.name") ?? "";
   if (params.get("room")) $("room").value = params.get("room");
+  $("name").addEventListener("input", checkName);
+  checkName();
   const go = (name, room) => {
     localStorage.setItem("roomgate.name", name);
     history.replaceState(null, "", `?room=${encodeURIComponent(room)}&name=${encodeURIComponent(name)}`);
@@ -31,7 +41,7 @@ export function setupJoin(join) {
     go($("name").value.trim(), $("room").value.trim());
   });
   if (params.get("name") && $("room").value) {
-    if ($("room").checkValidity()) go(params.get("name"), $("room").value);
-    else $("room").reportValidity();
+    if ($("room").checkValidity() && $("name").checkValidity()) go($("name").value.trim(), $("room").value);
+    else $("join-form").reportValidity();
   }
 }
