@@ -282,7 +282,7 @@ func (cl *cluster) release(in *instance) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), cl.ttl)
 		defer cancel()
-		cl.coord.Release(ctx, in.room, in.lease)
+		cl.coord.Release(ctx, []storage.Room{in.room}, []storage.Lease{in.lease})
 	}()
 }
 
@@ -1122,10 +1122,15 @@ func (cl *cluster) request(ctx context.Context, a Addr, w http.ResponseWriter, r
 func (cl *cluster) leave(held []*instance) {
 	ctx, cancel := context.WithTimeout(context.Background(), cl.ttl)
 	defer cancel()
+	var rooms []storage.Room
+	var leases []storage.Lease
 	for _, in := range held {
 		if !in.lost.Load() {
-			cl.coord.Release(ctx, in.room, in.lease)
+			rooms, leases = append(rooms, in.room), append(leases, in.lease)
 		}
+	}
+	if err := cl.coord.Release(ctx, rooms, leases); err != nil {
+		cl.rt.log.Warn("release leases on drain", "err", err) // they expire within the TTL
 	}
 	cl.coord.Leave(ctx, cl.self)
 	cl.mu.Lock()

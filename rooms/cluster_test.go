@@ -194,15 +194,15 @@ func TestDrainReleasesEveryLease(t *testing.T) {
 		if err := rt.Request(context.Background(), a, httptest.NewRecorder(), req); err != nil {
 			t.Fatal(err)
 		}
-		if _, ok, _ := rs.Owner(context.Background(), a.storageRoom()); !ok {
+		if l, _ := rs.Owners(context.Background(), []storage.Room{a.storageRoom()}); l[0].Node == "" {
 			t.Fatalf("%s has no lease while it runs", a)
 		}
 	}
 	cancel() // drain, with both rooms still running (they park only after a second)
 	<-done
 	for _, a := range rooms {
-		if l, ok, _ := rs.Owner(context.Background(), a.storageRoom()); ok {
-			t.Errorf("%s still leased to %+v after the drain", a, l)
+		if l, _ := rs.Owners(context.Background(), []storage.Room{a.storageRoom()}); l[0].Node != "" {
+			t.Errorf("%s still leased to %+v after the drain", a, l[0])
 		}
 	}
 }

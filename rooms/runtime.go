@@ -671,13 +671,16 @@ type NodeInfo struct {
 	StartedAt   time.Time `json:"started_at"`
 }
 
-func (rt *Runtime) info(ctx context.Context, a Addr, st storage.Stat, stored bool, in *instance) RoomInfo {
+// info describes a room from what the caller looked up: its stat, its
+// instance here, and in a cluster the lease on it when it runs elsewhere
+// (the zero Lease: nowhere).
+func (rt *Runtime) info(a Addr, st storage.Stat, stored bool, in *instance, owner storage.Lease) RoomInfo {
 	ri := RoomInfo{Class: a.Class, Room: a.Room, State: "stored", Owner: rt.o.NodeID}
 	if rt.cl != nil && in == nil {
 		ri.Owner = ""
-		if l, ok, err := rt.o.Coordinator.Owner(ctx, a.storageRoom()); err == nil && ok {
+		if owner.Node != "" {
 			// Running on another node: its connections are those persisted.
-			ri.Owner, ri.State = l.Node, "active"
+			ri.Owner, ri.State = owner.Node, "active"
 			ri.Connections = st.Members
 		}
 	}
@@ -711,15 +714,16 @@ func (rt *Runtime) Room(ctx context.Context, a Addr) (RoomInfo, error) {
 		return RoomInfo{}, fmt.Errorf("rooms: stat %s: %w", a, err)
 	}
 	in := rt.active(a)
-	if !stored && in == nil {
-		if rt.cl == nil {
-			return RoomInfo{}, ErrRoomNotFound
-		}
-		if _, ok, err := rt.o.Coordinator.Owner(ctx, a.storageRoom()); err != nil || !ok {
-			return RoomInfo{}, ErrRoomNotFound
+	var owner storage.Lease
+	if rt.cl != nil && in == nil {
+		if owners, err := rt.o.Coordinator.Owners(ctx, []storage.Room{a.storageRoom()}); err == nil {
+			owner = owners[0]
 		}
 	}
-	return rt.info(ctx, a, st, stored, in), nil
+	if !stored && in == nil && owner.Node == "" {
+		return RoomInfo{}, ErrRoomNotFound
+	}
+	return rt.info(a, st, stored, in, owner), nil
 }
 
 // Rooms lists rooms that have storage or an instance, in (class, room)
@@ -769,10 +773,25 @@ func (rt *Runtime) Rooms(ctx context.Context, class, prefix, cursor string, limi
 		addrs = addrs[:limit]
 		next = addrs[limit-1].String()
 	}
+	// In a cluster, the owners of the rooms not running here, in one round
+	// trip; a lease that cannot be read shows as no owner.
+	owners := map[Addr]storage.Lease{}
+	if rt.cl != nil {
+		var elsewhere []storage.Room
+		for _, a := range addrs {
+			if live[a] == nil {
+				elsewhere = append(elsewhere, a.storageRoom())
+			}
+		}
+		leases, _ := rt.o.Coordinator.Owners(ctx, elsewhere)
+		for i, l := range leases {
+			owners[Addr{Class: elsewhere[i].Class, Room: elsewhere[i].Name}] = l
+		}
+	}
 	out := make([]RoomInfo, 0, len(addrs))
 	for _, a := range addrs {
 		st, ok := byAddr[a]
-		out = append(out, rt.info(ctx, a, st, ok, live[a]))
+		out = append(out, rt.info(a, st, ok, live[a], owners[a]))
 	}
 	return out, next, nil
 }

@@ -179,10 +179,14 @@ type Coordinator interface {
 	// Renew extends the leases of rooms that node still holds, all in one
 	// round trip; held[i] reports whether rooms[i]'s lease was renewed.
 	Renew(ctx context.Context, node string, ttl time.Duration, rooms []Room, tokens []uint64) (held []bool, err error)
-	// Release gives r's lease up if l still holds it.
-	Release(ctx context.Context, r Room, l Lease) error
-	// Owner returns the node holding r's lease; ok is false when none does.
-	Owner(ctx context.Context, r Room) (l Lease, ok bool, err error)
+	// Release gives up each of rooms' leases that leases[i] still holds,
+	// all in one round trip (a draining node releases every room it ran).
+	Release(ctx context.Context, rooms []Room, leases []Lease) error
+	// Owners returns the lease held on each of rooms, all in one round trip;
+	// a room nobody holds gets the zero Lease. A lease that cannot be read
+	// leaves its room's zero and makes the call return an error, with the
+	// other rooms' leases.
+	Owners(ctx context.Context, rooms []Room) ([]Lease, error)
 	// Heartbeat records n as alive until now+ttl.
 	Heartbeat(ctx context.Context, n NodeRecord, ttl time.Duration) error
 	// Nodes returns the nodes whose last heartbeat has not expired, by id.

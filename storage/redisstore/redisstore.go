@@ -665,30 +665,62 @@ func (s *Store) Renew(ctx context.Context, node string, ttl time.Duration, rooms
 }
 
 // Release implements storage.Coordinator.
-func (s *Store) Release(ctx context.Context, r storage.Room, l storage.Lease) error {
-	if err := s.check(); err != nil {
+func (s *Store) Release(ctx context.Context, rooms []storage.Room, leases []storage.Lease) error {
+	if err := s.check(); err != nil || len(rooms) == 0 {
 		return err
 	}
-	return releaseScript.Run(ctx, s.c, []string{s.key(r, "lease")}, leaseValue(l)).Err()
+	pipe := s.c.Pipeline()
+	cmds := make([]*redis.Cmd, len(rooms))
+	for i, r := range rooms {
+		cmds[i] = releaseScript.EvalSha(ctx, pipe, []string{s.key(r, "lease")}, leaseValue(leases[i]))
+	}
+	pipe.Exec(ctx)
+	var errs []error
+	for i, r := range rooms {
+		err := cmds[i].Err()
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			err = releaseScript.Run(ctx, s.c, []string{s.key(r, "lease")}, leaseValue(leases[i])).Err()
+		}
+		if err != nil && !errors.Is(err, redis.Nil) {
+			errs = append(errs, fmt.Errorf("redisstore: release %s: %w", r, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
-// Owner implements storage.Coordinator.
-func (s *Store) Owner(ctx context.Context, r storage.Room) (storage.Lease, bool, error) {
+// Owners implements storage.Coordinator.
+func (s *Store) Owners(ctx context.Context, rooms []storage.Room) ([]storage.Lease, error) {
 	if err := s.check(); err != nil {
-		return storage.Lease{}, false, err
+		return nil, err
 	}
-	v, err := s.c.Get(ctx, s.key(r, "lease")).Result()
-	if errors.Is(err, redis.Nil) {
-		return storage.Lease{}, false, nil
+	out := make([]storage.Lease, len(rooms))
+	if len(rooms) == 0 {
+		return out, nil
 	}
-	if err != nil {
-		return storage.Lease{}, false, fmt.Errorf("redisstore: owner of %s: %w", r, err)
+	// GETs in a pipeline, not one MGET: a room's lease lives on its own
+	// shard in Redis Cluster.
+	pipe := s.c.Pipeline()
+	cmds := make([]*redis.StringCmd, len(rooms))
+	for i, r := range rooms {
+		cmds[i] = pipe.Get(ctx, s.key(r, "lease"))
 	}
-	l, ok := parseLease(v)
-	if !ok || l.Node == "" {
-		return storage.Lease{}, false, fmt.Errorf("redisstore: owner of %s: lease value %q is not \"token node\"", r, v)
+	pipe.Exec(ctx)
+	var errs []error
+	for i, r := range rooms {
+		v, err := cmds[i].Result()
+		switch {
+		case errors.Is(err, redis.Nil):
+		case err != nil:
+			errs = append(errs, fmt.Errorf("redisstore: owner of %s: %w", r, err))
+		default:
+			if l, ok := parseLease(v); ok && l.Node != "" {
+				out[i] = l
+			} else {
+				errs = append(errs, fmt.Errorf("redisstore: owner of %s: lease value %q is not \"token node\"", r, v))
+			}
+		}
 	}
-	return l, true, nil
+	return out, errors.Join(errs...)
 }
 
 // Heartbeat implements storage.Coordinator. Expiry is kept by Redis's

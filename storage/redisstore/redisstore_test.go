@@ -78,15 +78,15 @@ func TestLeases(t *testing.T) {
 	if ok, _ := s.Renew(ctx, "node-a", time.Second, []storage.Room{r}, []uint64{a.Token}); ok[0] {
 		t.Fatal("the former owner renewed a lease taken over")
 	}
-	s.Release(ctx, r, a) // not its lease any more: nothing happens
-	if l, ok, _ := s.Owner(ctx, r); !ok || l != b {
-		t.Fatalf("owner = %+v %v, want %+v", l, ok, b)
+	s.Release(ctx, []storage.Room{r}, []storage.Lease{a}) // not its lease any more: nothing happens
+	if l := owner(t, s, r); l != b {
+		t.Fatalf("owner = %+v, want %+v", l, b)
 	}
-	if err := s.Release(ctx, r, b); err != nil {
+	if err := s.Release(ctx, []storage.Room{r}, []storage.Lease{b}); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok, _ := s.Owner(ctx, r); ok {
-		t.Fatal("released lease still held")
+	if l := owner(t, s, r); l.Node != "" {
+		t.Fatalf("released lease still held by %+v", l)
 	}
 	c, _ := s.Acquire(ctx, r, "node-a", time.Second)
 	if c.Token <= b.Token {
@@ -176,8 +176,50 @@ func TestCorruptLeaseIsAnError(t *testing.T) {
 		if l, err := s.Acquire(ctx, r, "n1", time.Second); err == nil || errors.Is(err, storage.ErrLeaseHeld) {
 			t.Errorf("Acquire over lease %q = %+v, %v; want a plain error", v, l, err)
 		}
-		if _, _, err := s.Owner(ctx, r); err == nil {
-			t.Errorf("Owner with lease %q: no error", v)
+		if _, err := s.Owners(ctx, []storage.Room{r}); err == nil {
+			t.Errorf("Owners with lease %q: no error", v)
 		}
 	}
+}
+
+// A draining node releases all its leases in one call; a lease that is no
+// longer the caller's stays with its holder.
+func TestReleaseMany(t *testing.T) {
+	srv := redistest.Start(t)
+	s := open(t, redisstore.Options{URL: srv.URL()})
+	var rooms []storage.Room
+	var leases []storage.Lease
+	for i := range 5 {
+		r := storage.Room{Class: "c", Name: fmt.Sprint("r", i)}
+		l, err := s.Acquire(ctx, r, "node-a", time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rooms, leases = append(rooms, r), append(leases, l)
+	}
+	stale := leases[4]
+	stale.Token-- // as if node-a's lease had been taken over since
+	leases[4] = stale
+	if err := s.Release(ctx, rooms, leases); err != nil {
+		t.Fatal(err)
+	}
+	owners, err := s.Owners(ctx, rooms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range owners {
+		if held := l.Node != ""; held != (i == 4) {
+			t.Fatalf("room %d: held %v after the release", i, held)
+		}
+	}
+}
+
+// owner returns the lease on r, the zero Lease when nobody holds it.
+func owner(t *testing.T, s *redisstore.Store, r storage.Room) storage.Lease {
+	t.Helper()
+	l, err := s.Owners(ctx, []storage.Room{r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l[0]
 }
