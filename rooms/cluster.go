@@ -207,6 +207,19 @@ func (cl *cluster) inRegistry() error {
 	return nil
 }
 
+// node returns id's registry record, reading the registry again when the
+// cached copy does not have it: it may have just joined.
+func (cl *cluster) node(ctx context.Context, id string) (storage.NodeRecord, bool) {
+	if rec, ok := (*cl.nodes.Load())[id]; ok {
+		return rec, true
+	}
+	cl.hbMu.Lock()
+	cl.readNodes(ctx)
+	cl.hbMu.Unlock()
+	rec, ok := (*cl.nodes.Load())[id]
+	return rec, ok
+}
+
 // alive reports whether node is in the registry.
 func (cl *cluster) alive(node string) bool {
 	_, ok := (*cl.nodes.Load())[node]
@@ -462,14 +475,7 @@ func (cl *cluster) linkTo(ctx context.Context, node string) (*link, error) {
 	cl.dials[node] = d
 	cl.mu.Unlock()
 
-	rec, ok := (*cl.nodes.Load())[node]
-	if !ok {
-		cl.hbMu.Lock() // it may have just joined
-		cl.readNodes(ctx)
-		cl.hbMu.Unlock()
-		rec, ok = (*cl.nodes.Load())[node]
-	}
-	if ok {
+	if rec, ok := cl.node(ctx, node); ok {
 		d.l, d.err = cl.dialLink(ctx, node, rec.Address)
 		if d.err != nil {
 			cl.rt.m.linkErrors.WithLabelValues("dial").Inc()

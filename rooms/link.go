@@ -338,14 +338,9 @@ func (cl *cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // fromRegisteredNode reports whether a link's caller, claiming to be node,
 // is in the registry and connects from its registered host (by IP).
 func (cl *cluster) fromRegisteredNode(ctx context.Context, node, remote string) bool {
-	rec, ok := (*cl.nodes.Load())[node]
+	rec, ok := cl.node(ctx, node)
 	if !ok {
-		cl.hbMu.Lock() // it may have just joined
-		cl.readNodes(ctx)
-		cl.hbMu.Unlock()
-		if rec, ok = (*cl.nodes.Load())[node]; !ok {
-			return false
-		}
+		return false
 	}
 	rhost, _, err := net.SplitHostPort(remote)
 	if err != nil {
