@@ -23,6 +23,7 @@ type latency struct {
 }
 
 type report struct {
+	Rate          float64  `json:"rate_target"`
 	Sockets       int      `json:"sockets"`
 	ConnectErrors int64    `json:"connect_errors"`
 	ConnectRate   float64  `json:"connects_per_second"`
