@@ -290,12 +290,24 @@ func (cl *cluster) lose(in *instance) {
 	}
 }
 
-// release gives up a lease this node no longer needs.
-func (cl *cluster) release(in *instance) {
+// release gives up leases this node no longer needs, all in one round
+// trip: a sweep may evict thousands of rooms at once, and a goroutine and a
+// pool connection for each would crowd out the rooms still running. One
+// not released expires within the TTL.
+func (cl *cluster) release(ins ...*instance) {
+	if len(ins) == 0 {
+		return
+	}
+	rooms, leases := make([]storage.Room, len(ins)), make([]storage.Lease, len(ins))
+	for i, in := range ins {
+		rooms[i], leases[i] = in.room, in.lease
+	}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), cl.ttl)
 		defer cancel()
-		cl.coord.Release(ctx, []storage.Room{in.room}, []storage.Lease{in.lease})
+		if err := cl.coord.Release(ctx, rooms, leases); err != nil && ctx.Err() == nil {
+			cl.rt.log.Warn("release leases", "rooms", len(rooms), "err", err)
+		}
 	}()
 }
 

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,7 +25,8 @@ import (
 // clusterNode is an in-process cluster node: a Runtime on Redis whose
 // links are served on a port of its own. (The gateway is not needed to
 // exercise what rooms do between nodes.)
-func clusterNode(t *testing.T, redisURL, id string, register func(*Runtime)) *Runtime {
+// tune, when given, adjusts the node's options before it starts.
+func clusterNode(t *testing.T, redisURL, id string, register func(*Runtime), tune ...func(*Options)) *Runtime {
 	t.Helper()
 	rs, err := redisstore.Open(context.Background(), redisstore.Options{URL: redisURL})
 	if err != nil {
@@ -33,7 +36,11 @@ func clusterNode(t *testing.T, redisURL, id string, register func(*Runtime)) *Ru
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, err := New(Options{Store: rs, Coordinator: rs, Metrics: prometheus.NewRegistry(), NodeID: id, Address: ln.Addr().String()})
+	o := Options{Store: rs, Coordinator: rs, Metrics: prometheus.NewRegistry(), NodeID: id, Address: ln.Addr().String()}
+	for _, f := range tune {
+		f(&o)
+	}
+	rt, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,6 +211,83 @@ func TestDrainReleasesEveryLease(t *testing.T) {
 		if l, _ := rs.Owners(context.Background(), []storage.Room{a.storageRoom()}); l[0].Node != "" {
 			t.Errorf("%s still leased to %+v after the drain", a, l[0])
 		}
+	}
+}
+
+// releaseCounter is a coordinator that counts its Release calls and the
+// leases they carry.
+type releaseCounter struct {
+	storage.Coordinator
+	calls, leases atomic.Int64
+}
+
+func (c *releaseCounter) Release(ctx context.Context, rooms []storage.Room, leases []storage.Lease) error {
+	c.calls.Add(1)
+	c.leases.Add(int64(len(leases)))
+	return c.Coordinator.Release(ctx, rooms, leases)
+}
+
+// Rooms that fall idle give up their leases, so their next event may start
+// them on any node; the rooms one sweep evicts are released together, not
+// with a goroutine and a round trip each.
+func TestIdleRoomsGiveUpTheirLeases(t *testing.T) {
+	redis := redistest.Start(t)
+	var counter *releaseCounter
+	a := clusterNode(t, redis.URL(), "a", func(rt *Runtime) {
+		rt.Register("responder", func() Handler { return &responder{node: "a"} })
+	}, func(o *Options) {
+		o.HibernateAfter = 2 * time.Second // a sweep every 500 ms
+		counter = &releaseCounter{Coordinator: o.Coordinator}
+		o.Coordinator = counter
+	})
+	b := clusterNode(t, redis.URL(), "b", func(rt *Runtime) {
+		rt.Register("responder", func() Handler { return &responder{node: "b"} })
+	})
+	ask := func(rt *Runtime, room Addr) string {
+		w := httptest.NewRecorder()
+		if err := rt.Request(context.Background(), room, w, httptest.NewRequest(http.MethodGet, "/", nil)); err != nil {
+			t.Error(err)
+		}
+		return w.Header().Get("X-Answered-By")
+	}
+	const n = 400
+	addrs := make([]Addr, n)
+	rooms := make([]storage.Room, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		addrs[i] = Addr{Class: "responder", Room: fmt.Sprintf("r%03d", i)}
+		rooms[i] = addrs[i].storageRoom()
+		wg.Go(func() { ask(a, addrs[i]) })
+	}
+	wg.Wait()
+	deadline := time.Now().Add(15 * time.Second)
+	for a.nrooms.Load() > 0 || counter.leases.Load() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d rooms still in memory, %d of %d leases released", a.nrooms.Load(), counter.leases.Load(), n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if calls := counter.calls.Load(); calls > 10 {
+		t.Errorf("%d leases released in %d calls; want one call per sweep", n, calls)
+	}
+	for held := n; held > 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d rooms still leased after their eviction", held, n)
+		}
+		owners, err := counter.Owners(context.Background(), rooms)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = 0
+		for _, l := range owners {
+			if l.Node != "" {
+				held++
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if by := ask(b, addrs[0]); by != "b" {
+		t.Fatalf("after its eviction from a, the room's next event through b was answered by %q; want b", by)
 	}
 }
 

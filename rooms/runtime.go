@@ -459,6 +459,12 @@ func (rt *Runtime) evictIdle(ctx context.Context) {
 func (rt *Runtime) sweep(now time.Time) (more bool) {
 	var idle []hibernation.Candidate[*instance]
 	var save []Addr
+	var evicted []*instance
+	defer func() {
+		if rt.cl != nil {
+			rt.cl.release(evicted...)
+		}
+	}()
 	excess := rt.policy.Excess(int(rt.nrooms.Load()))
 	for i := range rt.shards {
 		sh := &rt.shards[i]
@@ -474,6 +480,7 @@ func (rt *Runtime) sweep(now time.Time) (more bool) {
 				}
 			case rt.policy.Idle(in.active, now):
 				rt.evict(sh, in, "idle")
+				evicted = append(evicted, in)
 			case excess > 0:
 				idle = append(idle, hibernation.Candidate[*instance]{Room: in, LastActive: in.active.UnixNano()})
 			}
@@ -492,6 +499,7 @@ func (rt *Runtime) sweep(now time.Time) (more bool) {
 		sh.mu.Lock()
 		if c.Room.parked && sh.rooms[c.Room.addr] == c.Room {
 			rt.evict(sh, c.Room, "pressure")
+			evicted = append(evicted, c.Room)
 		}
 		sh.mu.Unlock()
 	}
@@ -501,13 +509,11 @@ func (rt *Runtime) sweep(now time.Time) (more bool) {
 // maxSavesPerSweep bounds the rooms a sweep wakes to save their records.
 const maxSavesPerSweep = 1024
 
-// evict drops a parked instance; the caller holds sh.mu. In a cluster its
-// lease goes too: the room wakes wherever its next event starts.
+// evict drops a parked instance; the caller holds sh.mu, and in a cluster
+// releases its lease afterwards (with the sweep's others), so the room
+// wakes wherever its next event starts.
 func (rt *Runtime) evict(sh *shard, in *instance, reason string) {
 	rt.remove(sh, in)
-	if rt.cl != nil {
-		rt.cl.release(in)
-	}
 	rt.m.evictions.WithLabelValues(reason).Inc()
 	if in.nconns.Load() > 0 {
 		rt.m.rooms.WithLabelValues("hibernated").Inc()

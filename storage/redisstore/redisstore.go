@@ -675,17 +675,25 @@ func (s *Store) Release(ctx context.Context, rooms []storage.Room, leases []stor
 		cmds[i] = releaseScript.EvalSha(ctx, pipe, []string{s.key(r, "lease")}, leaseValue(leases[i]))
 	}
 	pipe.Exec(ctx)
-	var errs []error
+	// One error says enough: a drain may release thousands of leases, and
+	// when Redis is away every one fails the same way.
+	var first error
+	failed := 0
 	for i, r := range rooms {
 		err := cmds[i].Err()
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 			err = releaseScript.Run(ctx, s.c, []string{s.key(r, "lease")}, leaseValue(leases[i])).Err()
 		}
 		if err != nil && !errors.Is(err, redis.Nil) {
-			errs = append(errs, fmt.Errorf("redisstore: release %s: %w", r, err))
+			if failed++; first == nil {
+				first = fmt.Errorf("redisstore: release %s: %w", r, err)
+			}
 		}
 	}
-	return errors.Join(errs...)
+	if failed > 1 {
+		return fmt.Errorf("%w (and %d more leases not released)", first, failed-1)
+	}
+	return first
 }
 
 // Owners implements storage.Coordinator.
