@@ -402,17 +402,22 @@ func TestHealthReadyMetrics(t *testing.T) {
 	if resp, _ := httpGet(t, ts.http+"/readyz"); resp.StatusCode != 200 {
 		t.Errorf("readyz: %d", resp.StatusCode)
 	}
-	_, body := httpGet(t, ts.http+"/metrics")
-	for _, want := range []string{
-		"roomgate_sockets_open 1",
-		"roomgate_frames_in_total 1",
-		"roomgate_frames_out_total 1",
-		`roomgate_bad_input_total{kind="protocol"} 0`,
-	} {
-		if !strings.Contains(body, want) {
-			t.Errorf("/metrics lacks %q", want)
+	// The reader counts a read's frames once it has handed them all on,
+	// so the echo may arrive a moment before its frame is counted.
+	eventually(t, 5*time.Second, func() error {
+		_, body := httpGet(t, ts.http+"/metrics")
+		for _, want := range []string{
+			"roomgate_sockets_open 1",
+			"roomgate_frames_in_total 1",
+			"roomgate_frames_out_total 1",
+			`roomgate_bad_input_total{kind="protocol"} 0`,
+		} {
+			if !strings.Contains(body, want) {
+				return fmt.Errorf("/metrics lacks %q", want)
+			}
 		}
-	}
+		return nil
+	})
 }
 
 func TestPublicErrorsTable(t *testing.T) {
