@@ -257,3 +257,49 @@ func TestBrowserNameTooLongIsReported(t *testing.T) {
 		t.Fatal("the page joined the room with a name the server refuses")
 	}
 }
+
+// A handshake the server refuses reaches a browser only as 1006; the
+// client asks why over plain HTTP, reports the refusal and stops, where it
+// used to reconnect forever in silence.
+func TestBrowserRefusedHandshakeIsReported(t *testing.T) {
+	addr := startNode(t)
+	page := tab(t, browser(t), "http://"+addr+"/")
+	value[bool](t, page, `(() => {
+		window.events = [];
+		import("/client.js").then(({ RoomSocket }) => {
+			for (const [cls, room] of [["nope", "x"], ["echo", "bad name"], ["echo", "fine"]]) {
+				const s = new RoomSocket({ class: cls, room, minDelay: 50 });
+				for (const type of ["open", "close", "reconnecting", "refused"]) {
+					s.addEventListener(type, (e) => window.events.push({ room: cls + "/" + room, type, refusal: type === "refused" ? e.detail : null }));
+				}
+			}
+		});
+		return true;
+	})()`)
+	run(t, page, waitJS(`window.events.filter((e) => e.type === "refused").length === 2 && window.events.some((e) => e.type === "open")`))
+	time.Sleep(time.Second) // twenty reconnect delays of 50 ms: enough to see one
+	type event struct {
+		Room, Type string
+		Refusal    struct {
+			Status  int
+			Code    string
+			Message string
+		}
+	}
+	events := value[[]event](t, page, `window.events`)
+	got := map[string][]string{}
+	for _, e := range events {
+		got[e.Room] = append(got[e.Room], e.Type)
+		if e.Type == "refused" {
+			want := map[string]string{"nope/x": "404 unknown_class", "echo/bad name": "400 bad_name"}[e.Room]
+			if have := fmt.Sprintf("%d %s", e.Refusal.Status, e.Refusal.Code); have != want || e.Refusal.Message == "" {
+				t.Errorf("%s refused with %s %q; want %s and a message", e.Room, have, e.Refusal.Message, want)
+			}
+		}
+	}
+	for room, want := range map[string]string{"nope/x": "close refused", "echo/bad name": "close refused", "echo/fine": "open"} {
+		if have := strings.Join(got[room], " "); have != want {
+			t.Errorf("%s: events %q; want %q", room, have, want)
+		}
+	}
+}

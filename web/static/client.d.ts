@@ -51,12 +51,22 @@ export interface RoomReconnectingDetail {
   code: number;
 }
 
+export interface RoomRefusedDetail {
+  /** The HTTP status the handshake was refused with: 400, 403 or 404. */
+  status: number;
+  /** The error code, e.g. "unknown_class", "bad_name", "origin_refused". */
+  code: string;
+  message: string;
+}
+
 export interface RoomSocketEventMap {
   open: CustomEvent<void>;
   message: CustomEvent<RoomMessageDetail>;
   close: CustomEvent<RoomCloseDetail>;
   reconnecting: CustomEvent<RoomReconnectingDetail>;
   tokenexpired: CustomEvent<{ code: number; reason: string }>;
+  /** The server refuses the handshake itself (bad name, forbidden, unknown class): no more attempts. */
+  refused: CustomEvent<RoomRefusedDetail>;
 }
 
 /**
@@ -64,8 +74,9 @@ export interface RoomSocketEventMap {
  * jitter, buffers sends while disconnected, and (resume: "chat") resumes
  * with ?since=. It stops for good after close(), 1000, 1002 (protocol
  * error), 1003, 1007 (invalid UTF-8), 1009 (too big), 4403 (kicked or
- * forbidden) and 4404 (room deleted); after 4401 it retries only with
- * getToken.
+ * forbidden) and 4404 (room deleted), and after a handshake the server
+ * refuses (400, 403, 404: the "refused" event); after 4401, or a handshake
+ * refused with 401, it retries only with getToken.
  */
 export declare class RoomSocket extends EventTarget {
   constructor(options: RoomSocketOptions);

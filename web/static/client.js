@@ -107,8 +107,10 @@ export class RoomSocket extends EventTarget {
     const ws = new WebSocket(url);
     this.#ws = ws;
     ws.binaryType = "arraybuffer";
+    let opened = false;
     ws.onopen = () => {
       if (ws !== this.#ws) return;
+      opened = true;
       this.#attempt = 0;
       // What waited goes first: a listener that sends on "open" comes after it.
       const pending = this.#buffer;
@@ -129,8 +131,42 @@ export class RoomSocket extends EventTarget {
       if (ws !== this.#ws) return;
       this.#ws = null;
       this.dispatchEvent(new CustomEvent("close", { detail: { code: e.code, reason: e.reason, wasClean: e.wasClean } }));
-      this.#retry(e);
+      if (opened || e.code !== 1006) {
+        this.#retry(e);
+        return;
+      }
+      this.#refusal(url).then((refused) => {
+        if (this.#closed || generation !== this.#generation) return;
+        if (!refused) {
+          this.#retry(e);
+        } else if (refused.status === 401) {
+          this.#retry({ code: 4401, reason: refused.code }); // a fresh token may pass
+        } else {
+          this.#closed = true;
+          this.dispatchEvent(new CustomEvent("refused", { detail: refused }));
+        }
+      });
     };
+  }
+
+  // #refusal asks the server over plain HTTP why a handshake failed: a
+  // browser reports a refused upgrade only as 1006, without its status, and
+  // retrying a refusal forever would hide it. The same URL without the
+  // upgrade goes through the same admission. It resolves to the refusal
+  // ({status, code, message}) when trying again would be refused again, or
+  // to null: the server would admit the socket (it answers bad_handshake,
+  // as the request is no upgrade), is draining (503), or cannot be asked
+  // (down, or another origin without CORS).
+  async #refusal(url) {
+    try {
+      const res = await fetch(url.replace(/^ws/, "http"), { cache: "no-store" });
+      if (![400, 401, 403, 404].includes(res.status)) return null;
+      const { error } = await res.json();
+      if (!error || error.code === "bad_handshake") return null;
+      return { status: res.status, code: error.code, message: error.message };
+    } catch {
+      return null;
+    }
   }
 
   // #track remembers the newest chat seq delivered and reports whether m
