@@ -188,12 +188,15 @@ func sweep(b *strings.Builder, reports map[string][]report, scenario, what strin
 		}{{"node", pt.node}, {"floor", pt.floor}} {
 			c50, _, _ := cell(s.runs, p50)
 			c99, v, ok := cell(s.runs, p99)
-			if ok && v < targetMs && !broken[s.name] {
-				holds[s.name] = rate
+			switch {
+			case ok && v < targetMs:
 				c99 += " ✓"
-			} else if ok {
-				broken[s.name] = true
+				if !broken[s.name] {
+					holds[s.name] = rate
+				}
+			case ok:
 				c99 += " ✗"
+				broken[s.name] = true
 			}
 			row = append(row, c50, c99)
 		}
