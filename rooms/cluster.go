@@ -254,6 +254,9 @@ func (cl *cluster) renew(ctx context.Context) {
 		switch {
 		case err == nil && held[i]:
 			in.leaseUntil.Store(cl.deadline(start))
+		case !cl.rt.holds(in):
+			// Evicted while the renewal was on its way: its lease was
+			// given up on purpose, not taken.
 		case err == nil:
 			cl.rt.log.Warn("room lease taken over", "room", in.addr.String())
 			cl.lose(in)
@@ -305,7 +308,8 @@ func (cl *cluster) release(ins ...*instance) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), cl.ttl)
 		defer cancel()
-		if err := cl.coord.Release(ctx, rooms, leases); err != nil && ctx.Err() == nil {
+		err := cl.coord.Release(ctx, rooms, leases)
+		if err != nil && ctx.Err() == nil && !errors.Is(err, storage.ErrClosed) { // closed: the node is stopping
 			cl.rt.log.Warn("release leases", "rooms", len(rooms), "err", err)
 		}
 	}()

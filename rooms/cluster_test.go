@@ -232,17 +232,20 @@ func (c *releaseCounter) Release(ctx context.Context, rooms []storage.Room, leas
 // with a goroutine and a round trip each.
 func TestIdleRoomsGiveUpTheirLeases(t *testing.T) {
 	redis := redistest.Start(t)
+	// Leases that outlive the test: only a release can free them.
+	const ttl = time.Minute
 	var counter *releaseCounter
 	a := clusterNode(t, redis.URL(), "a", func(rt *Runtime) {
 		rt.Register("responder", func() Handler { return &responder{node: "a"} })
 	}, func(o *Options) {
 		o.HibernateAfter = 2 * time.Second // a sweep every 500 ms
+		o.LeaseTTL = ttl
 		counter = &releaseCounter{Coordinator: o.Coordinator}
 		o.Coordinator = counter
 	})
 	b := clusterNode(t, redis.URL(), "b", func(rt *Runtime) {
 		rt.Register("responder", func() Handler { return &responder{node: "b"} })
-	})
+	}, func(o *Options) { o.LeaseTTL = ttl })
 	ask := func(rt *Runtime, room Addr) string {
 		w := httptest.NewRecorder()
 		if err := rt.Request(context.Background(), room, w, httptest.NewRequest(http.MethodGet, "/", nil)); err != nil {

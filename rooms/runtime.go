@@ -408,6 +408,14 @@ func (rt *Runtime) lookup(id SocketID) Socket {
 	return nil
 }
 
+// holds reports whether in still runs its room here.
+func (rt *Runtime) holds(in *instance) bool {
+	sh := rt.shard(in.addr)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.rooms[in.addr] == in
+}
+
 // remove takes in out of its shard's map; the caller holds sh.mu.
 func (rt *Runtime) remove(sh *shard, in *instance) {
 	if sh.rooms[in.addr] == in {
