@@ -257,6 +257,9 @@ func (s *Store) commitGroup(group []*storage.Pending) {
 		return
 	}
 	pipe.Exec(ctx) // each command carries its own error
+	s.resend(ctx, commitScript, cmds, func(i int) ([]string, []any) {
+		return s.commitKeys(group[i].Room), commitArgs(group[i].Batch)
+	})
 	var tidy []indexOp
 	applied := make([]bool, len(group))
 	for i, p := range group {
@@ -264,9 +267,6 @@ func (s *Store) commitGroup(group []*storage.Pending) {
 			continue
 		}
 		res, err := cmds[i].Int()
-		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") { // Redis restarted and lost its script cache
-			res, err = commitScript.Run(ctx, s.c, s.commitKeys(p.Room), commitArgs(p.Batch)...).Int()
-		}
 		switch {
 		case err != nil:
 			p.Done(fmt.Errorf("redisstore: commit %s: %w", p.Room, err))
@@ -645,17 +645,11 @@ func (s *Store) Renew(ctx context.Context, node string, ttl time.Duration, rooms
 	if len(rooms) == 0 {
 		return held, nil
 	}
-	pipe := s.c.Pipeline()
-	cmds := make([]*redis.Cmd, len(rooms))
-	for i, r := range rooms {
-		cmds[i] = renewScript.EvalSha(ctx, pipe, []string{s.key(r, "lease")}, leaseValue(storage.Lease{Node: node, Token: tokens[i]}), ttl.Milliseconds())
-	}
-	pipe.Exec(ctx)
-	for i, r := range rooms {
+	cmds := s.evalAll(ctx, renewScript, len(rooms), func(i int) ([]string, []any) {
+		return []string{s.key(rooms[i], "lease")}, []any{leaseValue(storage.Lease{Node: node, Token: tokens[i]}), ttl.Milliseconds()}
+	})
+	for i := range rooms {
 		n, err := cmds[i].Int()
-		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			n, err = renewScript.Run(ctx, s.c, []string{s.key(r, "lease")}, leaseValue(storage.Lease{Node: node, Token: tokens[i]}), ttl.Milliseconds()).Int()
-		}
 		if err != nil {
 			return nil, fmt.Errorf("redisstore: renew: %w", err)
 		}
@@ -669,22 +663,15 @@ func (s *Store) Release(ctx context.Context, rooms []storage.Room, leases []stor
 	if err := s.check(); err != nil || len(rooms) == 0 {
 		return err
 	}
-	pipe := s.c.Pipeline()
-	cmds := make([]*redis.Cmd, len(rooms))
-	for i, r := range rooms {
-		cmds[i] = releaseScript.EvalSha(ctx, pipe, []string{s.key(r, "lease")}, leaseValue(leases[i]))
-	}
-	pipe.Exec(ctx)
+	cmds := s.evalAll(ctx, releaseScript, len(rooms), func(i int) ([]string, []any) {
+		return []string{s.key(rooms[i], "lease")}, []any{leaseValue(leases[i])}
+	})
 	// One error says enough: a drain may release thousands of leases, and
 	// when Redis is away every one fails the same way.
 	var first error
 	failed := 0
 	for i, r := range rooms {
-		err := cmds[i].Err()
-		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			err = releaseScript.Run(ctx, s.c, []string{s.key(r, "lease")}, leaseValue(leases[i])).Err()
-		}
-		if err != nil && !errors.Is(err, redis.Nil) {
+		if err := cmds[i].Err(); err != nil && !errors.Is(err, redis.Nil) {
 			if failed++; first == nil {
 				first = fmt.Errorf("redisstore: release %s: %w", r, err)
 			}
@@ -694,6 +681,43 @@ func (s *Store) Release(ctx context.Context, rooms []storage.Room, leases []stor
 		return fmt.Errorf("%w (and %d more leases not released)", first, failed-1)
 	}
 	return first
+}
+
+// evalAll runs script n times in one pipeline, the i-th time with args(i)
+// as its keys and arguments; each command carries its own result.
+func (s *Store) evalAll(ctx context.Context, script *redis.Script, n int, args func(i int) ([]string, []any)) []*redis.Cmd {
+	pipe := s.c.Pipeline()
+	cmds := make([]*redis.Cmd, n)
+	for i := range n {
+		keys, argv := args(i)
+		cmds[i] = script.EvalSha(ctx, pipe, keys, argv...)
+	}
+	pipe.Exec(ctx)
+	s.resend(ctx, script, cmds, args)
+	return cmds
+}
+
+// resend runs again, in one pipeline, the commands of cmds that Redis
+// refused with NOSCRIPT, once the script is loaded: Redis forgets its
+// scripts when it restarts, and one round trip per command would undo the
+// pipeline. args(i) rebuilds the i-th command's keys and arguments; nil
+// commands (never sent) are left alone.
+func (s *Store) resend(ctx context.Context, script *redis.Script, cmds []*redis.Cmd, args func(i int) ([]string, []any)) {
+	var again []int
+	for i, c := range cmds {
+		if c != nil && c.Err() != nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+			again = append(again, i)
+		}
+	}
+	if len(again) == 0 || script.Load(ctx, s.c).Err() != nil {
+		return // a failed load leaves them their NOSCRIPT error
+	}
+	pipe := s.c.Pipeline()
+	for _, i := range again {
+		keys, argv := args(i)
+		cmds[i] = script.EvalSha(ctx, pipe, keys, argv...)
+	}
+	pipe.Exec(ctx)
 }
 
 // Owners implements storage.Coordinator.

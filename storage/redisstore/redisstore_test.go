@@ -214,6 +214,48 @@ func TestReleaseMany(t *testing.T) {
 	}
 }
 
+// Redis forgets its scripts when it restarts: commits, renewals and
+// releases that meet NOSCRIPT load the script and are sent again.
+func TestScriptsLoadedAgainAfterAFlush(t *testing.T) {
+	srv := redistest.Start(t)
+	s := open(t, redisstore.Options{URL: srv.URL()})
+	var rooms []storage.Room
+	var leases []storage.Lease
+	var tokens []uint64
+	for i := range 3 {
+		r := storage.Room{Class: "c", Name: fmt.Sprint("r", i)}
+		l, err := s.Acquire(ctx, r, "node-a", time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rooms, leases, tokens = append(rooms, r), append(leases, l), append(tokens, l.Token)
+	}
+	flush := func() {
+		t.Helper()
+		if err := s.Client().ScriptFlush(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flush()
+	if err := storage.CommitAndWait(ctx, s, rooms[0], &storage.Batch{Puts: []storage.KV{{Key: "k", Value: []byte("v")}}, Token: tokens[0]}); err != nil {
+		t.Fatalf("commit after a script flush: %v", err)
+	}
+	flush()
+	held, err := s.Renew(ctx, "node-a", time.Minute, rooms, tokens)
+	if err != nil || !held[0] || !held[1] || !held[2] {
+		t.Fatalf("renew after a script flush: %v, %v", held, err)
+	}
+	flush()
+	if err := s.Release(ctx, rooms, leases); err != nil {
+		t.Fatalf("release after a script flush: %v", err)
+	}
+	for _, r := range rooms {
+		if l := owner(t, s, r); l.Node != "" {
+			t.Fatalf("%s still leased to %+v", r, l)
+		}
+	}
+}
+
 // owner returns the lease on r, the zero Lease when nobody holds it.
 func owner(t *testing.T, s *redisstore.Store, r storage.Room) storage.Lease {
 	t.Helper()
