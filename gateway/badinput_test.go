@@ -420,6 +420,21 @@ func TestHealthReadyMetrics(t *testing.T) {
 	})
 }
 
+func TestErrorMessagesLeaveOutThePackage(t *testing.T) {
+	for in, want := range map[string]string{
+		"gateway: origin not allowed":         "origin not allowed",
+		"rooms: unknown class":                "unknown class",
+		"rooms: failed: redisstore: timeout":  "failed: redisstore: timeout",
+		"Room full: try later":                "Room full: try later",
+		"room 'a b': not a valid name, sorry": "room 'a b': not a valid name, sorry",
+		"no package here":                     "no package here",
+	} {
+		if got := withoutPackage(in); got != want {
+			t.Errorf("withoutPackage(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 func TestPublicErrorsTable(t *testing.T) {
 	for _, row := range publicErrors {
 		t.Run(row.code, func(t *testing.T) {

@@ -196,8 +196,12 @@ func (e *handshakeError) Error() string {
 func (e *handshakeError) Unwrap() error { return errBadHandshake }
 
 // refuse answers a refused handshake with its status and a JSON error, then
-// closes. The Upgrader read every header first, so no unread request bytes
-// turn the close into a reset that could eat the answer.
+// closes. The Upgrader stops at the first header it refuses (a browser's
+// plain GET: Connection: keep-alive), so a long request may leave bytes
+// unread, and the close then resets the connection. A Linux client still
+// reads the answer first (TestRefusalsAgreeOnBothPaths, and a 64 KiB
+// cookie tried by hand); a client that drops its input on a reset sees a
+// failed request, which client.js treats as no answer and reconnects.
 func (s *Server) refuse(c net.Conn, err error) {
 	s.countRefusal(err)
 	_, status, _, _ := publicError(err)
@@ -227,9 +231,19 @@ func errorBody(code string, err error) []byte {
 		} `json:"error"`
 	}
 	body.Error.Code = code
-	body.Error.Message = strings.TrimPrefix(err.Error(), "gateway: ")
+	body.Error.Message = withoutPackage(err.Error())
 	b, _ := json.Marshal(body)
 	return b
+}
+
+// withoutPackage drops the "pkg: " that starts a Go error's text: the
+// message is for the client, to whom the package means nothing.
+func withoutPackage(msg string) string {
+	pkg, rest, ok := strings.Cut(msg, ": ")
+	if !ok || pkg == "" || strings.Trim(pkg, "abcdefghijklmnopqrstuvwxyz") != "" {
+		return msg
+	}
+	return rest
 }
 
 // WriteError writes err as the contract's JSON error with its status.

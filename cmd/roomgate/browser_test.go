@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -277,7 +278,7 @@ func TestBrowserRefusedHandshakeIsReported(t *testing.T) {
 		return true;
 	})()`)
 	run(t, page, waitJS(`window.events.filter((e) => e.type === "refused").length === 2 && window.events.some((e) => e.type === "open")`))
-	time.Sleep(time.Second) // twenty reconnect delays of 50 ms: enough to see one
+	time.Sleep(time.Second) // several backoff steps from 50 ms: a retry would have shown
 	type event struct {
 		Room, Type string
 		Refusal    struct {
@@ -301,5 +302,28 @@ func TestBrowserRefusedHandshakeIsReported(t *testing.T) {
 		if have := strings.Join(got[room], " "); have != want {
 			t.Errorf("%s: events %q; want %q", room, have, want)
 		}
+	}
+}
+
+// When the probe finds nothing to report, the client reconnects as before.
+func TestBrowserUnexplainedHandshakeFailureReconnects(t *testing.T) {
+	// The node refuses this page's Origin, which the probe cannot see: a
+	// same-origin GET carries none, so it is admitted (bad_handshake).
+	addr := freeAddr(t)
+	start(t, addr, nil, "-addr", addr, "-data", t.TempDir(), "-allowed-origins", "http://elsewhere.example")
+	page := tab(t, browser(t), "http://"+addr+"/")
+	value[bool](t, page, `(() => {
+		window.events = [];
+		import("/client.js").then(({ RoomSocket }) => {
+			const s = new RoomSocket({ class: "echo", room: "retried", minDelay: 50 });
+			for (const type of ["open", "close", "reconnecting", "refused"]) {
+				s.addEventListener(type, () => window.events.push(type));
+			}
+		});
+		return true;
+	})()`)
+	run(t, page, waitJS(`window.events.filter((e) => e === "reconnecting").length >= 2`))
+	if events := value[[]string](t, page, `window.events`); slices.Contains(events, "refused") || slices.Contains(events, "open") {
+		t.Fatalf("events %q: want close and reconnecting only", events)
 	}
 }

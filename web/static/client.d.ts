@@ -54,7 +54,7 @@ export interface RoomReconnectingDetail {
 export interface RoomRefusedDetail {
   /** The HTTP status the handshake was refused with: 400, 403 or 404. */
   status: number;
-  /** The error code, e.g. "unknown_class", "bad_name", "origin_refused". */
+  /** The error code: "unknown_class", "bad_name" or "bad_query". */
   code: string;
   message: string;
 }

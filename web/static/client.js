@@ -14,6 +14,10 @@
 // Close codes after which reconnecting would only repeat the refusal.
 const FINAL = new Set([1000, 1002, 1003, 1007, 1009, 4403, 4404]);
 
+// The server's error codes for a handshake it refuses for good (400, 403,
+// 404); any other answer to the probe (#refusal) is no reason to stop.
+const REFUSALS = new Set(["bad_name", "bad_query", "origin_refused", "forbidden", "unknown_class"]);
+
 export const CloseCodes = Object.freeze({
   NORMAL: 1000, GOING_AWAY: 1001, INVALID_UTF8: 1007, POLICY: 1008, TOO_BIG: 1009,
   ROOM_FAILED: 1011, DRAINING: 1012, TOKEN_EXPIRED: 4401, FORBIDDEN: 4403, ROOM_DELETED: 4404,
@@ -131,6 +135,7 @@ export class RoomSocket extends EventTarget {
       if (ws !== this.#ws) return;
       this.#ws = null;
       this.dispatchEvent(new CustomEvent("close", { detail: { code: e.code, reason: e.reason, wasClean: e.wasClean } }));
+      if (this.#closed || generation !== this.#generation) return; // a listener closed or reconnected
       if (opened || e.code !== 1006) {
         this.#retry(e);
         return;
@@ -155,15 +160,17 @@ export class RoomSocket extends EventTarget {
   // upgrade goes through the same admission. It resolves to the refusal
   // ({status, code, message}) when trying again would be refused again, or
   // to null: the server would admit the socket (it answers bad_handshake,
-  // as the request is no upgrade), is draining (503), or cannot be asked
-  // (down, or another origin without CORS).
+  // as the request is no upgrade), is draining (503), cannot be asked
+  // (down, slow, or another origin without CORS), or is not Roomgate (a
+  // proxy's own error page).
   async #refusal(url) {
     try {
-      const res = await fetch(url.replace(/^ws/, "http"), { cache: "no-store" });
+      const res = await fetch(url.replace(/^ws/, "http"), { cache: "no-store", signal: AbortSignal.timeout(5000) });
       if (![400, 401, 403, 404].includes(res.status)) return null;
       const { error } = await res.json();
-      if (!error || error.code === "bad_handshake") return null;
-      return { status: res.status, code: error.code, message: error.message };
+      if (typeof error?.code !== "string") return null;
+      if (res.status !== 401 && !REFUSALS.has(error.code)) return null;
+      return { status: res.status, code: error.code, message: String(error.message ?? "") };
     } catch {
       return null;
     }
