@@ -285,6 +285,43 @@ func TestUpgradeOnKeepAliveConnection(t *testing.T) {
 	}
 }
 
+// A client that reuses a keep-alive connection and sends its first frame
+// right behind the upgrade request, before the 101 (RFC 6455 asks it to
+// wait, some do not), is answered: net/http had read the frame with the
+// request, and it is parsed before the socket is read at all.
+func TestFrameSentWithTheUpgradeIsAnswered(t *testing.T) {
+	ts := startServer(t, Options{MessageTimeout: time.Second})
+	c, err := net.Dial("tcp", ts.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("healthz: %v %v", resp, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	upgrade := "GET /ws/echo/eager HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+	c.Write(append([]byte(upgrade), masked(ws.OpText, true, []byte("eager"))...))
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	h, err := ws.ReadHeader(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := make([]byte, h.Length)
+	io.ReadFull(br, payload)
+	if h.OpCode != ws.OpText || string(payload) != "eager" {
+		t.Fatalf("first frame back: %v %q; want the echo of the frame sent with the upgrade", h.OpCode, payload)
+	}
+}
+
 // smallBufferDialer dials with a 4 KiB receive buffer so a client that stops
 // reading fills the path quickly.
 func smallBufferDialer() ws.Dialer {

@@ -170,6 +170,49 @@ func TestOversizedHandshakeIsCut(t *testing.T) {
 	echoWorks(t, ts)
 }
 
+// A client streaming messages whose writes never end on a frame boundary
+// (each write the end of one frame and the start of the next) keeps
+// finishing messages, and is not cut off as if it had stalled.
+func TestStreamingAcrossFrameBoundariesIsNotAStall(t *testing.T) {
+	ts := startServer(t, Options{MessageTimeout: 300 * time.Millisecond})
+	c := dial(t, ts, "/ws/echo/stream")
+	const n = 200 // 5 ms apart: a second, three timeouts
+	var stream []byte
+	for i := range n {
+		stream = append(stream, masked(ws.OpText, true, []byte(fmt.Sprintf("message %03d", i)))...)
+	}
+	done := make(chan error, 1)
+	go func() {
+		// Every write but the last ends half-way into a frame.
+		frame := len(stream) / n
+		for from := 0; from < len(stream); {
+			to := min(from+frame, len(stream))
+			if from == 0 {
+				to = frame / 2
+			}
+			if _, err := c.Write(stream[from:to]); err != nil {
+				done <- err
+				return
+			}
+			from = to
+			time.Sleep(5 * time.Millisecond)
+		}
+		done <- nil
+	}()
+	for i := range n {
+		got, _, err := readData(t, c)
+		if want := fmt.Sprintf("message %03d", i); err != nil || string(got) != want {
+			t.Fatalf("echo %d: %q %v; want %q", i, got, err, want)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if ts.badInput("incomplete") != 0 {
+		t.Fatal("a socket that kept finishing messages was counted as incomplete")
+	}
+}
+
 func TestIncompleteMessageTimesOut(t *testing.T) {
 	ts := startServer(t, Options{MessageTimeout: 300 * time.Millisecond})
 	for _, tc := range []struct {

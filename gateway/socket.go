@@ -336,9 +336,9 @@ func (s *socket) readTurn(ctx context.Context, w *worker) {
 		if !s.acquire() {
 			continue // ended meanwhile: finish on the next pass
 		}
-		more := s.readAvailable(ctx, w)
+		more, finished := s.readAvailable(ctx, w)
 		s.release()
-		s.markPartial()
+		s.markPartial(finished)
 		if more {
 			s.srv.pollerOf(s).push(task{s}) // budget spent: to the back of the line, reader role kept
 			return
@@ -350,8 +350,9 @@ func (s *socket) readTurn(ctx context.Context, w *worker) {
 }
 
 // readAvailable reads until EAGAIN, EOF or the per-turn budget, and reports
-// whether input may remain. Only the reader calls it, holding a reference.
-func (s *socket) readAvailable(ctx context.Context, w *worker) (more bool) {
+// whether input may remain and whether a message was finished. Only the
+// reader calls it, holding a reference.
+func (s *socket) readAvailable(ctx context.Context, w *worker) (more, finished bool) {
 	w.in = inbound{}
 	if s.in != nil {
 		w.in = *s.in
@@ -365,7 +366,14 @@ func (s *socket) readAvailable(ctx context.Context, w *worker) (more bool) {
 		putSmallBuffer(small)
 	}
 	w.sink = sink{ctx: ctx, s: s}
-	defer func() { w.sink = sink{} }()
+	defer func() { finished = w.sink.messages > 0; w.sink = sink{} }()
+	// What is kept between turns is unfinished input, but for frames a
+	// client sent with its upgrade request: those are parsed before any
+	// read, as the socket may stay silent until they are answered. (For
+	// unfinished input the parse stops at once, at the same frame.)
+	if len(buf) > 0 && !s.lingering {
+		buf = s.parse(w, buf)
+	}
 	for range maxReadsPerTurn {
 		if len(buf) == cap(buf) {
 			buf = grow(buf, 2*cap(buf))
@@ -376,34 +384,39 @@ func (s *socket) readAvailable(ctx context.Context, w *worker) (more bool) {
 		}
 		if err == unix.EAGAIN {
 			s.keepInput(w, buf)
-			return false
+			return false, false
 		}
 		if n <= 0 {
 			putReadBuffer(buf)
 			s.terminate(closeAbnormal, "connection lost")
-			return false
+			return false, false
 		}
 		if s.lingering {
 			continue // a failed connection: the rest of its input means nothing
 		}
-		buf = buf[:len(buf)+n]
-		consumed, want, frames, perr := parseFrames(buf, &w.in, s.srv.o.MaxMessageBytes, &w.sink)
-		s.srv.m.framesIn.Add(float64(frames))
-		if perr != nil {
-			s.fail(perr)
-			buf = buf[:0]
-			continue
-		}
-		rest := copy(buf, buf[consumed:])
-		buf = buf[:rest]
-		if want > cap(buf) {
-			// Grow toward the frame's declared size as its bytes arrive,
-			// never ahead of them: a peer cannot make us allocate by lying.
-			buf = grow(buf, min(want, 2*cap(buf)))
-		}
+		buf = s.parse(w, buf[:len(buf)+n])
 	}
 	s.keepInput(w, buf)
-	return true
+	return true, false
+}
+
+// parse hands every complete frame in buf on and returns what is left of
+// it, at the front, grown toward the next frame's size as its bytes
+// arrive (never ahead of them: a peer cannot make us allocate by lying).
+// After a protocol error nothing is left.
+func (s *socket) parse(w *worker, buf []byte) []byte {
+	consumed, want, frames, perr := parseFrames(buf, &w.in, s.srv.o.MaxMessageBytes, &w.sink)
+	s.srv.m.framesIn.Add(float64(frames))
+	if perr != nil {
+		s.fail(perr)
+		return buf[:0]
+	}
+	rest := copy(buf, buf[consumed:])
+	buf = buf[:rest]
+	if want > cap(buf) {
+		buf = grow(buf, min(want, 2*cap(buf)))
+	}
+	return buf
 }
 
 // smallLeftover is the most unfinished input a socket keeps in an exactly
@@ -453,12 +466,16 @@ func (s *socket) fail(perr *protocolError) {
 	s.wmu.Unlock()
 }
 
-// markPartial tells the janitor since when the socket has held unfinished
-// input. Without that watch a client could start messages it never
-// finishes and pin their buffers for as long as it stays connected.
-func (s *socket) markPartial() {
+// markPartial tells the janitor since when the socket has held the
+// message it has not finished: a turn that finished one and ended part-way
+// into the next starts the clock again. Without that watch a client could
+// start messages it never finishes and pin their buffers for as long as it
+// stays connected; with a clock that only stops on empty input, a client
+// streaming messages whose reads never happen to end on a frame boundary
+// would be cut off mid-stream.
+func (s *socket) markPartial(finished bool) {
 	switch since := s.partial.Load(); {
-	case s.in != nil && since == 0:
+	case s.in != nil && (since == 0 || finished):
 		s.partial.Store(time.Now().UnixNano())
 	case s.in == nil && since != 0:
 		s.partial.Store(0)
@@ -484,12 +501,14 @@ func (s *socket) finish(w *worker) {
 
 // sink delivers parsed frames for one read turn.
 type sink struct {
-	ctx context.Context
-	s   *socket
+	ctx      context.Context
+	s        *socket
+	messages int // finished this turn
 }
 
 func (k *sink) message(op ws.OpCode, data []byte) {
 	s := k.s
+	k.messages++
 	if s.closing.Load() {
 		return // after a close frame, data is discarded (RFC 6455 §1.4)
 	}
