@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -179,5 +180,23 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A busy room is saved only when it falls idle; the sockets that came and
+// went meanwhile must not stay on its list of unsaved records.
+func TestBusyRoomForgetsSocketsThatLeft(t *testing.T) {
+	fx := newFixture(t, Options{HibernateAfter: time.Hour}, func(ctx context.Context, r *Room, c *Conn, msg string) error {
+		return c.SendText(fmt.Sprint(len(r.inst.unsaved)))
+	})
+	stay := fx.connect(t)
+	for range 3000 {
+		s := fx.connect(t)
+		fx.rt.Closed(probeRoom, s, 1000, "")
+	}
+	fx.say(t, stay, "how many?")
+	got := stay.next(t)
+	if n, _ := strconv.Atoi(got); n > 2*1+64 {
+		t.Fatalf("%s sockets on the unsaved list of a room with one socket", got)
 	}
 }

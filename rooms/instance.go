@@ -800,8 +800,25 @@ func (in *instance) markUnsaved(c *Conn) {
 		}
 	case c.rec&recUnsaved == 0:
 		c.rec |= recUnsaved
+		if len(in.unsaved) >= 2*len(in.list)+64 {
+			in.compactUnsaved()
+		}
 		in.unsaved = append(in.unsaved, c)
 	}
+}
+
+// compactUnsaved drops the sockets that left from the unsaved list. A
+// busy room is saved only when it falls idle, so without this its list
+// would keep every socket that ever joined, and their attachments with them.
+func (in *instance) compactUnsaved() {
+	kept := in.unsaved[:0]
+	for _, c := range in.unsaved {
+		if !c.gone && c.rec&recUnsaved != 0 {
+			kept = append(kept, c)
+		}
+	}
+	clear(in.unsaved[len(kept):])
+	in.unsaved = kept
 }
 
 func (in *instance) hasUnsaved() bool { return len(in.unsaved) > 0 || len(in.left) > 0 }
