@@ -234,10 +234,36 @@ func TestRestartClosesTheSocketsOfTheLastRun(t *testing.T) {
 		go func() { rt.Run(ctx); close(done) }()
 		return rt, func() { cancel(); <-done; store.Close() }
 	}
+	for _, parked := range []bool{false, true} {
+		t.Run(fmt.Sprintf("room parked before the stop: %v", parked), func(t *testing.T) {
+			restartAndHearTheCloses(t, run, parked, closed)
+		})
+	}
+}
+
+func restartAndHearTheCloses(t *testing.T, run func(Sockets) (*Runtime, func()), parked bool, closed chan string) {
+	room := Addr{Class: "rec", Room: fmt.Sprint("x-", parked)}
 	rt, stop := run(sockets)
 	for i := range 2 {
-		if err := rt.Connect(context.Background(), Addr{Class: "rec", Room: "x"}, newSocket(), ConnectInfo{User: User{ID: strconv.Itoa(i)}}); err != nil {
+		if err := rt.Connect(context.Background(), room, newSocket(), ConnectInfo{User: User{ID: strconv.Itoa(i)}}); err != nil {
 			t.Fatal(err)
+		}
+	}
+	if parked {
+		// Parked (its goroutine ended after a second idle) long before it
+		// would be evicted and its records saved.
+		sh := rt.shard(room)
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			sh.mu.Lock()
+			in := sh.rooms[room]
+			done := in != nil && in.parked
+			sh.mu.Unlock()
+			if done {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the room did not park")
+			}
 		}
 	}
 	stop() // a drain without the sockets' closes, as after a crash
@@ -263,7 +289,7 @@ func TestRestartClosesTheSocketsOfTheLastRun(t *testing.T) {
 	}
 	eventually := time.Now().Add(5 * time.Second)
 	for {
-		info, err := rt.Room(context.Background(), Addr{Class: "rec", Room: "x"})
+		info, err := rt.Room(context.Background(), room)
 		if err == ErrRoomNotFound || err == nil && info.Connections == 0 {
 			break
 		}

@@ -220,13 +220,24 @@ func (rt *Runtime) Run(ctx context.Context) error {
 		sh.draining = true
 		for _, in := range sh.rooms {
 			held = append(held, in)
+			if in.parked && in.hasUnsaved() {
+				// Records are saved only before an eviction, and a room
+				// parks long before that: started again, its drain saves
+				// them, or the next run would hear sockets that left
+				// close again and miss those that joined.
+				in.parked = false
+				rt.wg.Add(1)
+				rt.nrun.Add(1)
+				go in.run(rt.life)
+			}
 		}
 		sh.mu.Unlock()
 	}
 	rt.stop()
 	rt.wg.Wait()
-	// Parked rooms hold nothing uncommitted; drop them so a late event finds
-	// no instance and gets ErrDraining instead of a queue nobody reads.
+	// Parked rooms hold nothing uncommitted or unsaved now; drop them so a
+	// late event finds no instance and gets ErrDraining instead of a queue
+	// nobody reads.
 	for i := range rt.shards {
 		sh := &rt.shards[i]
 		sh.mu.Lock()
