@@ -320,12 +320,13 @@ func (in *instance) stopIfIdle(stop func() bool) bool {
 	return stop()
 }
 
-// writes is the current event's write set.
-func (in *instance) writes() *writeSet {
-	if in.cur == nil {
-		in.cur = &writeSet{} // outside an event: the writes go nowhere
+// writes is the current event's write set. Outside an event a write would
+// belong to no commit: it is refused, as a send is, not silently lost.
+func (in *instance) writes() (*writeSet, error) {
+	if !in.inEvent {
+		return nil, errOutsideEvent
 	}
-	return in.cur
+	return in.cur, nil
 }
 
 // layers are the uncommitted writes, newest first.
@@ -341,7 +342,7 @@ func (in *instance) layers() []*writeSet {
 	return l
 }
 
-var errOutsideEvent = errors.New("rooms: a room can send only from a handler while it runs")
+var errOutsideEvent = errors.New("rooms: a room can send and write only from a handler while it runs")
 
 func (in *instance) emit(o output) error {
 	if !in.inEvent {

@@ -101,11 +101,12 @@ func (w *writeSet) batch() *storage.Batch {
 	return b
 }
 
-func (s *Storage) top() *writeSet {
-	if n := len(s.txs); n > 0 {
-		return s.txs[n-1]
+func (s *Storage) top() (*writeSet, error) {
+	w, err := s.inst.writes()
+	if n := len(s.txs); n > 0 && err == nil {
+		return s.txs[n-1], nil
 	}
-	return s.inst.writes()
+	return w, err
 }
 
 // layers are the uncommitted write sets a read must see, newest first.
@@ -173,9 +174,13 @@ func (s *Storage) Put(key string, value []byte) error {
 	if len(value) > MaxValueSize {
 		return fmt.Errorf("%w: value of %d bytes, at most %d", ErrLimit, len(value), MaxValueSize)
 	}
+	w, err := s.top()
+	if err != nil {
+		return err
+	}
 	// A copy: the caller may reuse value, and a value read back must not
 	// alias one the store is writing.
-	s.top().put(key, append([]byte{}, value...))
+	w.put(key, append([]byte{}, value...))
 	return nil
 }
 
@@ -190,7 +195,9 @@ func (s *Storage) PutMany(kvs map[string][]byte) error {
 		}
 	}
 	for k, v := range kvs {
-		s.Put(k, v)
+		if err := s.Put(k, v); err != nil {
+			return err // outside an event, so on the first key: none was put
+		}
 	}
 	return nil
 }
@@ -202,15 +209,22 @@ func (s *Storage) Delete(keys ...string) error {
 			return err
 		}
 	}
+	w, err := s.top()
+	if err != nil {
+		return err
+	}
 	for _, k := range keys {
-		s.top().put(k, nil)
+		w.put(k, nil)
 	}
 	return nil
 }
 
 // DeleteAll removes every key of the room with the event's writes.
 func (s *Storage) DeleteAll() error {
-	w := s.top()
+	w, err := s.top()
+	if err != nil {
+		return err
+	}
 	w.deleteAll, w.kv = true, nil
 	return nil
 }
@@ -279,11 +293,15 @@ func inRange(k string, o ListOptions) bool {
 // returns nil: an error rolls all of them back and is returned. Reads inside
 // see the transaction's own writes.
 func (s *Storage) Transaction(ctx context.Context, f func(tx *Storage) error) error {
+	w, err := s.top()
+	if err != nil {
+		return err
+	}
 	own := &writeSet{}
 	tx := &Storage{inst: s.inst, txs: append(append([]*writeSet(nil), s.txs...), own)}
 	if err := f(tx); err != nil {
 		return err
 	}
-	own.applyTo(s.top())
+	own.applyTo(w)
 	return nil
 }

@@ -129,12 +129,20 @@ func (a *Alarm) Set(at time.Time) error {
 	if at.IsZero() {
 		return fmt.Errorf("%w: alarm time is zero", ErrLimit)
 	}
-	a.inst.writes().alarm = &storage.AlarmChange{At: at}
+	w, err := a.inst.writes()
+	if err != nil {
+		return err
+	}
+	w.alarm = &storage.AlarmChange{At: at}
 	return nil
 }
 
 // Delete removes the alarm, with the event's writes.
 func (a *Alarm) Delete() error {
-	a.inst.writes().alarm = &storage.AlarmChange{}
+	w, err := a.inst.writes()
+	if err != nil {
+		return err
+	}
+	w.alarm = &storage.AlarmChange{}
 	return nil
 }

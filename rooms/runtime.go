@@ -516,7 +516,9 @@ func (rt *Runtime) sweep(now time.Time) (more bool) {
 	for _, c := range hibernation.LeastRecent(idle, excess) {
 		sh := rt.shard(c.Room.addr)
 		sh.mu.Lock()
-		if c.Room.parked && sh.rooms[c.Room.addr] == c.Room {
+		// Parked since the pass above, but it may have woken, taken a
+		// socket and parked again meanwhile: its records come first.
+		if c.Room.parked && sh.rooms[c.Room.addr] == c.Room && !c.Room.hasUnsaved() {
 			rt.evict(sh, c.Room, "pressure")
 			evicted = append(evicted, c.Room)
 		}

@@ -510,3 +510,31 @@ func TestMovedAlarmIsNotClearedByAStaleRetry(t *testing.T) {
 		t.Fatalf("the moved alarm: %+v %v", info, err)
 	}
 }
+
+// A write from outside a handler (a goroutine the room started, a Room kept
+// after its event) belongs to no commit: it is refused, as a send is, not
+// silently lost.
+func TestWritesOutsideAnEventAreRefused(t *testing.T) {
+	var kept *Room
+	fx := newFixture(t, Options{}, func(ctx context.Context, r *Room, c *Conn, msg string) error {
+		kept = r
+		return c.SendText("kept")
+	})
+	s := fx.connect(t)
+	fx.say(t, s, "keep")
+	s.next(t) // sent after the event ended
+	st := kept.Storage()
+	for name, err := range map[string]error{
+		"Put":          st.Put("k", []byte("v")),
+		"PutMany":      st.PutMany(map[string][]byte{"k": []byte("v")}),
+		"Delete":       st.Delete("k"),
+		"DeleteAll":    st.DeleteAll(),
+		"Transaction":  st.Transaction(context.Background(), func(tx *Storage) error { return nil }),
+		"Alarm.Set":    kept.Alarm().Set(time.Now().Add(time.Hour)),
+		"Alarm.Delete": kept.Alarm().Delete(),
+	} {
+		if !errors.Is(err, errOutsideEvent) {
+			t.Errorf("%s outside an event: %v, want errOutsideEvent", name, err)
+		}
+	}
+}
