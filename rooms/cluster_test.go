@@ -425,3 +425,33 @@ func TestReadyWaitsForTheNodeRegistry(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// In a cluster a socket is let in only once its membership record is
+// committed; when that commit fails, the socket is refused and must not
+// stay behind in the room as a member nobody will ever close.
+func TestRefusedConnectLeavesNoMember(t *testing.T) {
+	redis := redistest.Start(t)
+	var store *failingStore
+	rt := clusterNode(t, redis.URL(), "a", func(rt *Runtime) {
+		rt.Register("responder", func() Handler { return &responder{node: "a"} })
+	}, func(o *Options) {
+		store = &failingStore{Store: o.Store}
+		o.Store = store
+	})
+	room := Addr{Class: "responder", Room: "ghosts"}
+	if err := rt.Connect(context.Background(), room, newSocket(), ConnectInfo{User: User{ID: "kept"}}); err != nil {
+		t.Fatal(err)
+	}
+	store.fail.Store(true)
+	if err := rt.Connect(context.Background(), room, newSocket(), ConnectInfo{User: User{ID: "ghost"}}); err == nil {
+		t.Fatal("a connect whose record could not be committed was accepted")
+	}
+	store.fail.Store(false)
+	conns, err := rt.Connections(context.Background(), room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(conns) != 1 || conns[0].User.ID != "kept" {
+		t.Fatalf("members after a refused connect: %+v; want only the kept one", conns)
+	}
+}

@@ -72,6 +72,7 @@ type output struct {
 	code   int
 	reason string
 	done   func(err error) // runs when released (nil) or dropped
+	join   *Conn           // a socket let in only once this output is released (cluster connects)
 }
 
 // instance is a room in memory: an actor with one goroutine, the only one
@@ -533,8 +534,16 @@ func (in *instance) committed(ctx context.Context, err error) {
 		}
 		code, reason = 1012, "room moved, reconnect"
 	}
-	// Membership is not the events' to lose: a socket that joined is still
-	// open, one that left is gone. Its record is saved again, as it is now.
+	// A socket whose connect waited for this commit is refused (the edge
+	// closes it), so it is no member: no record, and no OnClose.
+	for _, o := range outs {
+		if o.join != nil {
+			in.removeConn(o.join)
+		}
+	}
+	// Otherwise membership is not the events' to lose: a socket that
+	// joined is still open, one that left is gone. Its record is saved
+	// again, as it is now.
 	for _, ws := range []*writeSet{w, &lost} {
 		for id, rec := range ws.members {
 			switch c := in.conns[id]; {
@@ -741,7 +750,7 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 			// In a cluster the socket's membership record is written with
 			// this event, and the socket is accepted only once it is
 			// committed: a new owner must know every socket that was let in.
-			in.accept(ctx, w, append(outs, output{done: ev.reply.answer}), c)
+			in.accept(ctx, w, append(outs, output{done: ev.reply.answer, join: c}), c)
 			return
 		}
 		ev.reply.answer(nil)
