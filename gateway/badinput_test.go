@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -363,6 +364,48 @@ func TestSlowConsumerIsClosed(t *testing.T) {
 	echoWorks(t, ts)
 }
 
+// TestSlowConsumerQueueStaysWithinBound sends frames that do not divide
+// MaxQueueBytes to a client that never reads: a queue just under the bound
+// must refuse the frame that would cross it, not take it whole.
+func TestSlowConsumerQueueStaysWithinBound(t *testing.T) {
+	const bound = 10000
+	got := make(chan *socket, 1)
+	ts := startServer(t, Options{MaxQueueBytes: bound, Router: captureRouter{got: got}})
+	d := smallBufferDialer()
+	c, _, _, err := d.Dial(context.Background(), ts.url+"/ws/echo/bound")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sk := <-got
+	msg := rooms.Frame{Op: rooms.Binary, Data: bytes.Repeat([]byte("b"), 3000)}
+	queued := 0
+	for sent := 0; sent < 256<<20; sent += len(msg.Data) {
+		err := sk.Send(msg)
+		if errors.Is(err, rooms.ErrSlow) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("Send after %d bytes: %v", sent, err)
+		}
+		sk.wmu.Lock()
+		if sk.out != nil {
+			queued = sk.out.bytes
+		}
+		sk.wmu.Unlock()
+		if queued > bound {
+			t.Fatalf("after an accepted Send, %d bytes are queued; MaxQueueBytes is %d", queued, bound)
+		}
+	}
+	if n := ts.badInput("slow_consumer"); n != 1 {
+		t.Fatalf("roomgate_bad_input_total{kind=slow_consumer} = %v, want 1", n)
+	}
+	if queued == 0 {
+		t.Fatal("nothing was ever queued: the test did not reach the bound")
+	}
+	expectClose(t, c, 1008)
+}
+
 // failing is a class whose handler fails on demand.
 type failing struct{}
 
@@ -482,6 +525,9 @@ func TestPublicErrorsTable(t *testing.T) {
 			}
 			if len(code) > maxCloseReason {
 				t.Errorf("code %q does not fit a close reason", code)
+			}
+			if row.kind != "" && !slices.Contains(badInputKinds, row.kind) {
+				t.Errorf("kind %q is not in badInputKinds, so /metrics does not show it before it first grows", row.kind)
 			}
 		})
 	}

@@ -42,13 +42,16 @@ var publicErrors = []struct {
 	{rooms.ErrRoomNotFound, "room_not_found", http.StatusNotFound, 4404, ""},
 	{rooms.ErrSocketNotFound, "socket_not_found", http.StatusNotFound, 4404, ""},
 	{rooms.ErrNoRequestHandler, "no_request_handler", http.StatusNotFound, closeInternal, ""},
-	{rooms.ErrBadRequest, "bad_request", http.StatusBadRequest, closePolicy, ""},
+	{rooms.ErrBadRequest, "bad_request", http.StatusBadRequest, closePolicy, "bad_request"},
 	{rooms.ErrLimit, "limit_exceeded", http.StatusBadRequest, closeInternal, ""},
 	{errForbidden, "forbidden", http.StatusForbidden, 4403, ""},
 	{errNotFound, "not_found", http.StatusNotFound, 4404, ""},
 	{errMethod, "method_not_allowed", http.StatusMethodNotAllowed, closePolicy, ""},
-	{errBodyTooBig, "too_big", http.StatusRequestEntityTooLarge, closeTooBig, ""},
-	{errBadLimit, "bad_request", http.StatusBadRequest, closePolicy, ""},
+	{errBodyTooBig, "too_big", http.StatusRequestEntityTooLarge, closeTooBig, "too_big"},
+	{errBadLimit, "bad_request", http.StatusBadRequest, closePolicy, "bad_request"},
+	// An id that cannot be parsed names no socket, as the contract's 404
+	// says, but unlike an id that merely left it is the client's mistake.
+	{errBadSocketID, "socket_not_found", http.StatusNotFound, 4404, "bad_request"},
 }
 
 // publicError finds err's row; an unknown error is "internal", 500, 1011.

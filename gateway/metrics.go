@@ -31,9 +31,10 @@ var badInputKinds = []string{
 	"origin",            // Origin not in the allowlist
 	"protocol",          // RFC 6455 violation: closed with 1002
 	"utf8",              // invalid UTF-8 in a text message or close reason: 1007
-	"too_big",           // message over MaxMessageBytes: 1009
+	"too_big",           // message over MaxMessageBytes: 1009; a REST body over it: 413
 	"incomplete",        // a message not finished within MessageTimeout: 1008
 	"slow_consumer",     // send queue overflowed: 1008
+	"bad_request",       // REST: bad limit or cursor, unreadable body, unparsable socket id: 400 or 404
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -60,7 +61,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		badInput: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomgate_bad_input_total",
-			Help: "Handshakes and frames refused as bad input, by kind.",
+			Help: "Handshakes, frames and REST requests refused as bad input, by kind.",
 		}, []string{"kind"}),
 		closesSent: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomgate_close_frames_sent_total",

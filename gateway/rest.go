@@ -19,21 +19,22 @@ import (
 
 // Errors of the REST API itself.
 var (
-	errForbidden  = errors.New("gateway: the admin API needs an admin token, or a loopback client in dev mode")
-	errNotFound   = errors.New("gateway: no such route")
-	errMethod     = errors.New("gateway: method not allowed on this route")
-	errBodyTooBig = errors.New("gateway: request body too big")
-	errBadLimit   = errors.New("gateway: limit must be a number from 1 to 1000")
+	errForbidden   = errors.New("gateway: the admin API needs an admin token, or a loopback client in dev mode")
+	errNotFound    = errors.New("gateway: no such route")
+	errMethod      = errors.New("gateway: method not allowed on this route")
+	errBodyTooBig  = errors.New("gateway: request body too big")
+	errBadLimit    = errors.New("gateway: limit must be a number from 1 to 1000")
+	errBadSocketID = errors.New("gateway: socket id is not valid")
 )
 
 // rest mounts the admin API of DESIGN §1 under /v1.
 func (s *Server) rest(r chi.Router) {
 	r.Route("/v1", func(r chi.Router) {
 		r.Use(s.adminOnly)
-		r.NotFound(func(w http.ResponseWriter, r *http.Request) { WriteError(w, errNotFound) })
-		r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) { WriteError(w, errMethod) })
+		r.NotFound(func(w http.ResponseWriter, r *http.Request) { s.fail(w, errNotFound) })
+		r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) { s.fail(w, errMethod) })
 		r.Get("/classes", func(w http.ResponseWriter, r *http.Request) {
-			writeJSON(w, http.StatusOK, map[string]any{"classes": s.o.Admin.Classes()})
+			s.writeJSON(w, http.StatusOK, map[string]any{"classes": s.o.Admin.Classes()})
 		})
 		r.Get("/nodes", func(w http.ResponseWriter, r *http.Request) {
 			nodes, err := s.o.Admin.Nodes(r.Context())
@@ -56,7 +57,7 @@ func (s *Server) rest(r chi.Router) {
 			r.Delete("/connections/{id}", func(w http.ResponseWriter, r *http.Request) {
 				id, err := rooms.ParseSocketID(chi.URLParam(r, "id"))
 				if err != nil {
-					s.replyEmpty(w, rooms.ErrSocketNotFound)
+					s.replyEmpty(w, errBadSocketID)
 					return
 				}
 				s.replyEmpty(w, s.o.Admin.Kick(r.Context(), addrOf(r), id))
@@ -75,7 +76,7 @@ func (s *Server) adminOnly(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host, _, err := net.SplitHostPort(r.RemoteAddr)
 		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
-			WriteError(w, errForbidden)
+			s.fail(w, errForbidden)
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -89,12 +90,11 @@ func (s *Server) roomAddr(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a := rooms.Addr{Class: chi.URLParam(r, "class"), Room: chi.URLParam(r, "room")}
 		if !validName(a.Class, a.Room) {
-			s.countRefusal(errBadName)
-			WriteError(w, errBadName)
+			s.fail(w, errBadName)
 			return
 		}
 		if !s.router.HasClass(a.Class) {
-			WriteError(w, errUnknownClass)
+			s.fail(w, errUnknownClass)
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(contextWith(r, addrKey{}, a)))
@@ -107,12 +107,12 @@ func (s *Server) listRooms(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	limit, err := queryLimit(q.Get("limit"), 100)
 	if err != nil {
-		WriteError(w, err)
+		s.fail(w, err)
 		return
 	}
 	class := q.Get("class")
 	if class != "" && !rooms.ValidClass(class) {
-		WriteError(w, errBadName)
+		s.fail(w, errBadName)
 		return
 	}
 	list, next, err := s.o.Admin.Rooms(r.Context(), class, q.Get("prefix"), q.Get("cursor"), limit)
@@ -148,7 +148,7 @@ func (s *Server) readBody(r *http.Request) ([]byte, error) {
 func (s *Server) broadcast(w http.ResponseWriter, r *http.Request) {
 	body, err := s.readBody(r)
 	if err != nil {
-		WriteError(w, err)
+		s.fail(w, err)
 		return
 	}
 	f := rooms.Frame{Op: rooms.Text, Data: body}
@@ -168,7 +168,7 @@ type storageItem struct {
 func (s *Server) readStorage(w http.ResponseWriter, r *http.Request) {
 	limit, err := queryLimit(r.URL.Query().Get("limit"), 100)
 	if err != nil {
-		WriteError(w, err)
+		s.fail(w, err)
 		return
 	}
 	kvs, err := s.o.Admin.Storage(r.Context(), addrOf(r), r.URL.Query().Get("prefix"), limit)
@@ -192,7 +192,7 @@ func (s *Server) readStorage(w http.ResponseWriter, r *http.Request) {
 func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 	body, err := s.readBody(r)
 	if err != nil {
-		WriteError(w, err)
+		s.fail(w, err)
 		return
 	}
 	req := r.Clone(r.Context())
@@ -202,30 +202,38 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 	req.Body = io.NopCloser(bytes.NewReader(body))
 	req.ContentLength = int64(len(body))
 	if err := s.o.Admin.Request(r.Context(), addrOf(r), w, req); err != nil {
-		WriteError(w, err)
+		s.fail(w, err)
 	}
+}
+
+// fail answers a REST request with err. Every REST error goes through here,
+// so a handler cannot forget to count the client's mistakes in
+// roomgate_bad_input_total (DESIGN §3.6); publicErrors decides which are.
+func (s *Server) fail(w http.ResponseWriter, err error) {
+	s.countRefusal(err)
+	WriteError(w, err)
 }
 
 func (s *Server) reply(w http.ResponseWriter, v any, err error) {
 	if err != nil {
-		WriteError(w, err)
+		s.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, v)
+	s.writeJSON(w, http.StatusOK, v)
 }
 
 func (s *Server) replyEmpty(w http.ResponseWriter, err error) {
 	if err != nil {
-		WriteError(w, err)
+		s.fail(w, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		WriteError(w, err)
+		s.fail(w, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -153,6 +154,15 @@ func TestRESTRooms(t *testing.T) {
 	}
 }
 
+// badInputTotals reads roomgate_bad_input_total for each of kinds.
+func badInputTotals(ts *testServer, kinds []string) map[string]float64 {
+	m := make(map[string]float64, len(kinds))
+	for _, k := range kinds {
+		m[k] = ts.badInput(k)
+	}
+	return m
+}
+
 func TestRESTBroadcastAndRequest(t *testing.T) {
 	ts := restServer(t)
 	red := dial(t, ts, "/ws/tagged/r?tag=red")
@@ -196,27 +206,56 @@ func TestRESTBroadcastAndRequest(t *testing.T) {
 	expectError(t, ts, "GET", "/v1/rooms/counter/x/request/", "", 404, "no_request_handler")
 }
 
+// TestRESTBadInput checks each refusal's status and code, and that the
+// client's mistakes, and only those, grow roomgate_bad_input_total by one
+// (DESIGN §3.6). A room or route that does not exist is no mistake.
 func TestRESTBadInput(t *testing.T) {
 	ts := restServer(t)
+	big := strings.Repeat("x", 1025) // restServer's MaxMessageBytes is 1024
 	for _, tc := range []struct {
-		method, path string
-		status       int
-		code         string
+		name, method, path, body string
+		status                   int
+		code                     string
+		kind                     string // "": no kind may grow
 	}{
-		{"GET", "/v1/rooms/Bad/x", 400, "bad_name"},
-		{"GET", "/v1/rooms/chat/" + strings.Repeat("r", 129), 400, "bad_name"},
-		{"GET", "/v1/rooms/chat/a%20b", 400, "bad_name"},
-		{"GET", "/v1/rooms/nope/x", 404, "unknown_class"},
-		{"GET", "/v1/rooms/chat/never", 404, "room_not_found"},
-		{"GET", "/v1/rooms?limit=0", 400, "bad_request"},
-		{"GET", "/v1/rooms?limit=x", 400, "bad_request"},
-		{"GET", "/v1/rooms?cursor=nonsense", 400, "bad_request"},
-		{"GET", "/v1/rooms?class=Bad", 400, "bad_name"},
-		{"GET", "/v1/rooms/chat/x/storage?limit=5000", 400, "bad_request"},
-		{"GET", "/v1/nothing", 404, "not_found"},
-		{"PATCH", "/v1/rooms/chat/x", 405, "method_not_allowed"},
+		{"upper-case class", "GET", "/v1/rooms/Bad/x", "", 400, "bad_name", "bad_name"},
+		{"long room", "GET", "/v1/rooms/chat/" + strings.Repeat("r", 129), "", 400, "bad_name", "bad_name"},
+		{"space in room", "GET", "/v1/rooms/chat/a%20b", "", 400, "bad_name", "bad_name"},
+		{"unknown class", "GET", "/v1/rooms/nope/x", "", 404, "unknown_class", "unknown_class"},
+		{"unknown class under a room", "GET", "/v1/rooms/nope/x/storage", "", 404, "unknown_class", "unknown_class"},
+		{"room never seen", "GET", "/v1/rooms/chat/never", "", 404, "room_not_found", ""},
+		{"limit zero", "GET", "/v1/rooms?limit=0", "", 400, "bad_request", "bad_request"},
+		{"limit not a number", "GET", "/v1/rooms?limit=x", "", 400, "bad_request", "bad_request"},
+		{"limit too high", "GET", "/v1/rooms?limit=5000", "", 400, "bad_request", "bad_request"},
+		{"bad cursor", "GET", "/v1/rooms?cursor=nonsense", "", 400, "bad_request", "bad_request"},
+		{"bad class filter", "GET", "/v1/rooms?class=Bad", "", 400, "bad_name", "bad_name"},
+		{"storage limit too high", "GET", "/v1/rooms/chat/x/storage?limit=5000", "", 400, "bad_request", "bad_request"},
+		{"storage limit zero", "GET", "/v1/rooms/chat/x/storage?limit=0", "", 400, "bad_request", "bad_request"},
+		{"broadcast too big", "POST", "/v1/rooms/tagged/r/broadcast", big, 413, "too_big", "too_big"},
+		{"request too big", "PUT", "/v1/rooms/tagged/r/request/a", big, 413, "too_big", "too_big"},
+		{"unparsable socket id", "DELETE", "/v1/rooms/chat/x/connections/nope", "", 404, "socket_not_found", "bad_request"},
+		{"socket gone", "DELETE", "/v1/rooms/chat/x/connections/0000000000000001", "", 404, "socket_not_found", ""},
+		{"no route", "GET", "/v1/nothing", "", 404, "not_found", ""},
+		{"wrong method", "PATCH", "/v1/rooms/chat/x", "", 405, "method_not_allowed", ""},
 	} {
-		expectError(t, ts, tc.method, tc.path, "", tc.status, tc.code)
+		t.Run(tc.name, func(t *testing.T) {
+			kinds := badInputKinds
+			if tc.kind != "" && !slices.Contains(kinds, tc.kind) {
+				kinds = append(slices.Clone(kinds), tc.kind) // unregistered: it must still grow
+			}
+			before := badInputTotals(ts, kinds)
+			expectError(t, ts, tc.method, tc.path, tc.body, tc.status, tc.code)
+			after := badInputTotals(ts, kinds)
+			for _, k := range kinds {
+				want := before[k]
+				if k == tc.kind {
+					want++
+				}
+				if after[k] != want {
+					t.Errorf("roomgate_bad_input_total{kind=%q} = %v, want %v", k, after[k], want)
+				}
+			}
+		})
 	}
 	// The admin API answers loopback clients only, until tokens exist.
 	req := httptest.NewRequest("GET", "/v1/classes", nil)

@@ -124,7 +124,14 @@ func (s *socket) autoRespond(op ws.OpCode, data []byte) bool {
 // sendLocked writes one frame, or queues what the kernel does not take.
 // bounded applies the slow-consumer limit; close frames skip it.
 func (s *socket) sendLocked(op ws.OpCode, payload []byte, bounded bool) error {
-	if bounded && s.out != nil && s.out.bytes >= s.srv.o.MaxQueueBytes {
+	var hb [maxServerHeader]byte
+	hdr := appendHeader(hb[:0], op, len(payload))
+	// Behind a queue the whole frame will be queued, so it must fit: checking
+	// only the bytes already queued let one frame of any size past the limit.
+	// With nothing queued the frame goes to the kernel and only its unwritten
+	// tail is kept. That tail cannot be refused once the kernel took the
+	// frame's start, so only a frame larger than MaxQueueBytes can exceed it.
+	if bounded && s.out != nil && s.out.bytes+len(hdr)+len(payload) > s.srv.o.MaxQueueBytes {
 		s.slowLocked()
 		return rooms.ErrSlow
 	}
@@ -132,8 +139,6 @@ func (s *socket) sendLocked(op ws.OpCode, payload []byte, bounded bool) error {
 		return rooms.ErrClosed
 	}
 	defer s.release()
-	var hb [maxServerHeader]byte
-	hdr := appendHeader(hb[:0], op, len(payload))
 	if s.out == nil {
 		n, err := writeFrame(s.fd, hdr, payload)
 		if err != nil && err != unix.EAGAIN && err != unix.EINTR {
