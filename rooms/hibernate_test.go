@@ -80,6 +80,11 @@ func (h *closeCounter) OnMessage(ctx context.Context, r *Room, c *Conn, f Frame)
 			o.SetAttachment([]byte("changed"))
 		}
 		return errors.New("failed after SetAttachment")
+	case "set and write":
+		for _, o := range r.Conns("") {
+			o.SetAttachment([]byte("changed"))
+		}
+		return r.Storage().Put("k", []byte("v"))
 	case "get":
 		return c.SendText("att=" + string(c.Attachment()))
 	}
@@ -139,6 +144,36 @@ func TestFailuresKeepMembershipTrue(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(fx.rt.m.rooms.WithLabelValues("hibernated")); got != 0 {
 		t.Fatalf("hibernated gauge = %v, want 0", got)
+	}
+}
+
+// A commit that fails takes the attachments its events set with it, as it
+// takes their storage writes: the instance is as before those events.
+func TestFailedCommitRollsBackAttachments(t *testing.T) {
+	fs, err := filestore.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fs.Close() })
+	store := &failingStore{Store: fs}
+	fx := newFixture(t, Options{Store: store}, nil)
+	fx.rt.Register("cc", func() Handler { return &closeCounter{new(atomic.Int32)} })
+	a := Addr{Class: "cc", Room: "x"}
+	writer, reader := newSocket(), newSocket()
+	for _, s := range []*testSocket{writer, reader} {
+		if err := fx.rt.Connect(context.Background(), a, s, ConnectInfo{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store.fail.Store(true)
+	fx.rt.Message(context.Background(), a, writer, Frame{Op: Text, Data: []byte("set and write")})
+	if got := writer.next(t); !strings.HasPrefix(got, "closed 1011") {
+		t.Fatalf("the socket whose event failed to commit got %q", got)
+	}
+	store.fail.Store(false)
+	fx.rt.Message(context.Background(), a, reader, Frame{Op: Text, Data: []byte("get")})
+	if got := reader.next(t); got != "att=" {
+		t.Fatalf("after a failed commit the attachment reads %q, want it as before", got)
 	}
 }
 

@@ -107,6 +107,10 @@ type instance struct {
 	auto      *AutoResponse
 	dirty     []*Conn      // sockets whose membership record the current event changed
 	dirtyWas  []*connExtra // their tags and attachment before it, restored if it fails
+	// Tags and attachments as they were before the pending (in-flight)
+	// events changed them, restored if the commit covering those events
+	// fails: they go with the events' writes.
+	penExtra, inExtra map[*Conn]*connExtra
 	unsaved   []*Conn      // sockets whose record changed since the last save (recUnsaved); some may have left since
 	left      []SocketID   // sockets gone since the last save whose record is stored
 	r         Room
@@ -409,6 +413,12 @@ func (in *instance) call(ctx context.Context, f func() error) (w *writeSet, outs
 				c.extra = in.dirtyWas[i] // the failed event's changes go with its writes
 			case !c.gone:
 				in.markUnsaved(c)
+				if in.penExtra == nil {
+					in.penExtra = make(map[*Conn]*connExtra)
+				}
+				if _, seen := in.penExtra[c]; !seen {
+					in.penExtra[c] = in.dirtyWas[i]
+				}
 			}
 			c.dirty = false
 		}
@@ -485,7 +495,7 @@ func (in *instance) pump(ctx context.Context) {
 	if in.pending.empty() {
 		outs := in.penOut
 		clear(in.penFrom)
-		in.penOut, in.penFrom, in.penEvents = nil, in.penFrom[:0], 0
+		in.penOut, in.penFrom, in.penEvents, in.penExtra = nil, in.penFrom[:0], 0, nil
 		in.release(outs)
 		clear(outs)
 		if in.penOut == nil {
@@ -494,8 +504,8 @@ func (in *instance) pump(ctx context.Context) {
 		return
 	}
 	w := in.pending
-	in.inflight, in.inOut, in.inFrom, in.inEvents = &w, in.penOut, in.penFrom, in.penEvents
-	in.pending, in.penOut, in.penFrom, in.penEvents = writeSet{}, nil, nil, 0
+	in.inflight, in.inOut, in.inFrom, in.inEvents, in.inExtra = &w, in.penOut, in.penFrom, in.penEvents, in.penExtra
+	in.pending, in.penOut, in.penFrom, in.penEvents, in.penExtra = writeSet{}, nil, nil, 0, nil
 	b := w.batch()
 	b.Token = in.lease.Token
 	in.rt.commit(ctx, in.room, b, in.onCommit)
@@ -510,8 +520,8 @@ func (in *instance) commitDone(err error) { in.done <- err }
 // later event sent leaves: they all saw its writes. Their sockets are
 // closed with 1011, so no client waits in silence.
 func (in *instance) committed(ctx context.Context, err error) {
-	w, outs, from := in.inflight, in.inOut, in.inFrom
-	in.inflight, in.inOut, in.inFrom, in.inEvents = nil, nil, nil, 0
+	w, outs, from, extras := in.inflight, in.inOut, in.inFrom, in.inExtra
+	in.inflight, in.inOut, in.inFrom, in.inEvents, in.inExtra = nil, nil, nil, 0, nil
 	if err == nil {
 		if w.alarm != nil {
 			in.rt.alarmChanged()
@@ -523,7 +533,14 @@ func (in *instance) committed(ctx context.Context, err error) {
 	outs = append(outs, in.penOut...)
 	from = append(from, in.penFrom...)
 	lost := in.pending
-	in.pending, in.penOut, in.penFrom, in.penEvents = writeSet{}, nil, nil, 0
+	// Tags and attachments go back to what they were before the failed
+	// events, the older snapshot last, so it wins.
+	for _, was := range []map[*Conn]*connExtra{in.penExtra, extras} {
+		for c, x := range was {
+			c.extra = x
+		}
+	}
+	in.pending, in.penOut, in.penFrom, in.penEvents, in.penExtra = writeSet{}, nil, nil, 0, nil
 	in.reset("commit", err)
 	code, reason := 1011, "storage failed"
 	if errors.Is(err, storage.ErrFenced) {
