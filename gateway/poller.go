@@ -41,8 +41,9 @@ type poller struct {
 	err    error
 	tryFn  func(fd uintptr) bool
 
-	mu    sync.Mutex
-	queue []task
+	mu      sync.Mutex
+	queue   []task
+	stopped bool // closed: a late push (a socket's close timer) must not ring a recycled descriptor
 }
 
 // pollEvents is what every socket is registered for.
@@ -114,11 +115,14 @@ var one = binary.NativeEndian.AppendUint64(nil, 1)
 // goroutine may call it.
 func (p *poller) push(t task) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return // nobody reads the queue any more
+	}
 	ring := len(p.queue) == 0
 	p.queue = append(p.queue, t)
-	p.mu.Unlock()
 	if ring {
-		unix.Write(p.bell, one)
+		unix.Write(p.bell, one) // under the lock, so close cannot free the number in between
 	}
 }
 
@@ -140,6 +144,9 @@ func (p *poller) stop() { unix.Write(p.wake, one) }
 
 // close releases the descriptors once its worker has returned.
 func (p *poller) close() {
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
 	if p.file != nil {
 		p.file.Close()
 	} else {
