@@ -254,15 +254,19 @@ func TestHandshakeRefusalsAreJSON(t *testing.T) {
 	})
 }
 
-// TestUpgradeOnKeepAliveConnection sends an HTTP request and then an upgrade
-// on the same connection, which net/http and chi's route must serve.
-func TestUpgradeOnKeepAliveConnection(t *testing.T) {
-	ts := startServer(t, Options{})
+// upgradeRequest asks for a WebSocket to /ws/echo/%s.
+const upgradeRequest = "GET /ws/echo/%s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+	"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+
+// keptAlive opens a connection that has served one plain HTTP request, so
+// the next request on it goes to net/http and chi, not the zero-copy path.
+func keptAlive(t *testing.T, ts *testServer) (net.Conn, *bufio.Reader) {
+	t.Helper()
 	c, err := net.Dial("tcp", ts.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	br := bufio.NewReader(c)
 	fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
 	resp, err := http.ReadResponse(br, nil)
@@ -270,9 +274,16 @@ func TestUpgradeOnKeepAliveConnection(t *testing.T) {
 		t.Fatalf("healthz: %v %v", resp, err)
 	}
 	io.Copy(io.Discard, resp.Body)
-	fmt.Fprintf(c, "GET /ws/echo/keep HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-	resp, err = http.ReadResponse(br, nil)
+	return c, br
+}
+
+// TestUpgradeOnKeepAliveConnection sends an HTTP request and then an upgrade
+// on the same connection, which net/http and chi's route must serve.
+func TestUpgradeOnKeepAliveConnection(t *testing.T) {
+	ts := startServer(t, Options{})
+	c, br := keptAlive(t, ts)
+	fmt.Fprintf(c, upgradeRequest, "keep")
+	resp, err := http.ReadResponse(br, nil)
 	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("upgrade: %v %v", resp, err)
 	}
@@ -292,22 +303,9 @@ func TestUpgradeOnKeepAliveConnection(t *testing.T) {
 // request, and it is parsed before the socket is read at all.
 func TestFrameSentWithTheUpgradeIsAnswered(t *testing.T) {
 	ts := startServer(t, Options{MessageTimeout: time.Second})
-	c, err := net.Dial("tcp", ts.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	br := bufio.NewReader(c)
-	fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	c, br := keptAlive(t, ts)
+	c.Write(append(fmt.Appendf(nil, upgradeRequest, "eager"), masked(ws.OpText, true, []byte("eager"))...))
 	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("healthz: %v %v", resp, err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	upgrade := "GET /ws/echo/eager HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-	c.Write(append([]byte(upgrade), masked(ws.OpText, true, []byte("eager"))...))
-	resp, err = http.ReadResponse(br, nil)
 	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("upgrade: %v %v", resp, err)
 	}

@@ -64,6 +64,17 @@ func (f *failingStore) Commit(ctx context.Context, r storage.Room, b *storage.Ba
 	f.Store.Commit(ctx, r, b, done)
 }
 
+// newFailingStore opens an embedded store, and a failingStore on it.
+func newFailingStore(t *testing.T) (*filestore.Store, *failingStore) {
+	t.Helper()
+	fs, err := filestore.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fs.Close() })
+	return fs, &failingStore{Store: fs}
+}
+
 // closeCounter counts OnClose calls; "set" sets every socket's attachment
 // and then fails when asked to.
 type closeCounter struct{ closes *atomic.Int32 }
@@ -94,12 +105,7 @@ func (h *closeCounter) OnMessage(ctx context.Context, r *Room, c *Conn, f Frame)
 // TestFailuresKeepMembershipTrue: a failed commit does not lose a socket's
 // leaving, and a failed handler does not keep attachments it changed.
 func TestFailuresKeepMembershipTrue(t *testing.T) {
-	fs, err := filestore.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fs.Close() })
-	store := &failingStore{Store: fs}
+	fs, store := newFailingStore(t)
 	fx := newFixture(t, Options{Store: store, HibernateAfter: 50 * time.Millisecond}, nil)
 	closes := new(atomic.Int32)
 	fx.rt.Register("cc", func() Handler { return &closeCounter{closes} })
@@ -150,12 +156,7 @@ func TestFailuresKeepMembershipTrue(t *testing.T) {
 // A commit that fails takes the attachments its events set with it, as it
 // takes their storage writes: the instance is as before those events.
 func TestFailedCommitRollsBackAttachments(t *testing.T) {
-	fs, err := filestore.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fs.Close() })
-	store := &failingStore{Store: fs}
+	_, store := newFailingStore(t)
 	fx := newFixture(t, Options{Store: store}, nil)
 	fx.rt.Register("cc", func() Handler { return &closeCounter{new(atomic.Int32)} })
 	a := Addr{Class: "cc", Room: "x"}
