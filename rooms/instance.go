@@ -101,38 +101,36 @@ type instance struct {
 	lost       atomic.Bool  // the lease is gone: the instance takes no more events
 
 	// Owned by the room's goroutine.
-	h        Handler
-	started  bool
-	loaded   bool // the room's members were read from storage
-	auto     *AutoResponse
-	dirty    []*Conn      // sockets whose membership record the current event changed
-	dirtyWas []*connExtra // their tags and attachment before it, restored if it fails
-	// Tags and attachments as they were before the pending (in-flight)
-	// events changed them, restored if the commit covering those events
-	// fails: they go with the events' writes.
-	penExtra, inExtra map[*Conn]*connExtra
-	unsaved           []*Conn    // sockets whose record changed since the last save (recUnsaved); some may have left since
-	left              []SocketID // sockets gone since the last save whose record is stored
-	r                 Room
-	conns             map[SocketID]*Conn
-	list              []*Conn
-	inEvent           bool
-	cur               *writeSet
-	curOut            []output
-	scratch           writeSet // reused as cur: most events write little or nothing
-	curConn           *Conn    // the socket OnConnect is deciding on
-	pending           writeSet
-	penEvents         int // events whose writes are in pending
-	inEvents          int // events whose writes are in flight
-	penOut            []output
-	penFrom           []*Conn // sockets whose messages made the pending events
-	inflight          *writeSet
-	inOut             []output
-	inFrom            []*Conn
-	done              chan error  // the commit in flight finished
-	onCommit          func(error) // commitDone, made once: a method value allocates
-	alarm             alarmState
-	active            time.Time
+	h         Handler
+	started   bool
+	loaded    bool // the room's members were read from storage
+	auto      *AutoResponse
+	dirty     []*Conn      // sockets whose membership record the current event changed
+	dirtyWas  []*connExtra // their tags and attachment before it, restored if it fails
+	unsaved   []*Conn      // sockets whose record changed since the last save (recUnsaved); some may have left since
+	left      []SocketID   // sockets gone since the last save whose record is stored
+	r         Room
+	conns     map[SocketID]*Conn
+	list      []*Conn
+	inEvent   bool
+	cur       *writeSet
+	curOut    []output
+	scratch   writeSet // reused as cur: most events write little or nothing
+	curConn   *Conn    // the socket OnConnect is deciding on
+	pending   writeSet
+	penEvents int // events whose writes are in pending
+	inEvents  int // events whose writes are in flight
+	penOut    []output
+	penFrom   []*Conn              // sockets whose messages made the pending events
+	penExtra  map[*Conn]*connExtra // tags and attachments before the pending events changed them, restored if their commit fails
+	inflight  *writeSet
+	inOut     []output
+	inFrom    []*Conn
+	inExtra   map[*Conn]*connExtra
+	done      chan error  // the commit in flight finished
+	onCommit  func(error) // commitDone, made once: a method value allocates
+	alarm     alarmState
+	active    time.Time
 }
 
 type alarmState struct {
