@@ -168,29 +168,29 @@ func (cl *cluster) heartbeat(ctx context.Context) {
 		return
 	}
 	cl.registered.Store(max(cl.now(), 1))
-	before, now, ok := cl.readNodes(ctx)
-	if !ok {
+	cl.readNodes(ctx)
+}
+
+// readNodes refreshes the cached registry, and takes every node that left
+// it since the last read for dead. Both readers, the heartbeat and a
+// lookup of a node that may have just joined, do both: a lookup that saw
+// a node gone first would otherwise hide it from the heartbeat, and its
+// sockets would stay in the rooms for good. The caller holds hbMu.
+func (cl *cluster) readNodes(ctx context.Context) {
+	list, err := cl.coord.Nodes(ctx)
+	if err != nil {
 		return
 	}
-	for id := range before {
+	now := make(map[string]storage.NodeRecord, len(list))
+	for _, n := range list {
+		now[n.ID] = n
+	}
+	for id := range *cl.nodes.Swap(&now) {
 		if _, ok := now[id]; !ok && id != cl.self {
 			cl.rt.log.Warn("node left the cluster", "node", id)
 			cl.edgeLost(id)
 		}
 	}
-}
-
-// readNodes refreshes the cached registry; the caller holds hbMu.
-func (cl *cluster) readNodes(ctx context.Context) (before, now map[string]storage.NodeRecord, ok bool) {
-	list, err := cl.coord.Nodes(ctx)
-	if err != nil {
-		return nil, nil, false
-	}
-	now = make(map[string]storage.NodeRecord, len(list))
-	for _, n := range list {
-		now[n.ID] = n
-	}
-	return *cl.nodes.Swap(&now), now, true
 }
 
 // inRegistry says why this node cannot serve yet, or nil. Until the

@@ -455,3 +455,35 @@ func TestRefusedConnectLeavesNoMember(t *testing.T) {
 		t.Fatalf("members after a refused connect: %+v; want only the kept one", conns)
 	}
 }
+
+// A node that leaves the registry is taken for dead whoever reads the
+// registry first: when a lookup of a new node reads it before the
+// heartbeat does, the dead node's sockets must still leave the rooms.
+func TestDeadNodeNoticedWhoeverReadsTheRegistry(t *testing.T) {
+	redis, rs := startRedisStore(t)
+	// Node x: registered for 1.5 s, never heard of again.
+	if err := rs.Heartbeat(context.Background(), storage.NodeRecord{ID: "x", Address: "127.0.0.1:1"}, 1500*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	a := Addr{Class: "b", Room: "r"}
+	rec := hibernation.Member{ID: 4242, Edge: "x", UserID: "u", ConnectedAt: time.Now().UnixNano()}
+	if err := storage.CommitAndWait(context.Background(), rs, a.storageRoom(), &storage.Batch{Members: []storage.Member{{ID: 4242, Data: rec.Encode()}}}); err != nil {
+		t.Fatal(err)
+	}
+	rt := clusterNode(t, redis.URL(), "a", func(rt *Runtime) { rt.Register("b", func() Handler { return broadcaster{} }) },
+		func(o *Options) { o.LeaseTTL = 30 * time.Second })
+	rt.cl.heartbeat(context.Background())
+	if err := rt.Request(context.Background(), a, httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, "/wake", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if conns, _ := rt.Connections(context.Background(), a); len(conns) != 1 {
+		t.Fatalf("the room woke with %d members, want x's one", len(conns))
+	}
+	time.Sleep(1700 * time.Millisecond)          // x's registration expires
+	rt.cl.node(context.Background(), "newcomer") // a link from or to a node not in the cache reads the registry first
+	rt.cl.heartbeat(context.Background())
+	waitFor(t, "x's socket to leave the room", func() bool {
+		conns, _ := rt.Connections(context.Background(), a)
+		return len(conns) == 0
+	})
+}
