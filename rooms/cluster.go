@@ -363,6 +363,15 @@ func (cl *cluster) place(ctx context.Context, a Addr, useCache bool, start func(
 		cl.placeMu.Unlock()
 		close(p.done)
 	}()
+	// A placement that ended between the check above and this one's start
+	// may have started the room here: acquiring its lease again would
+	// raise the fence past the running instance's token.
+	sh.mu.Lock()
+	running := sh.rooms[a] != nil
+	sh.mu.Unlock()
+	if running {
+		return "", true, nil
+	}
 
 	begin := time.Now()
 	actx, cancel := context.WithTimeout(ctx, cl.ttl)

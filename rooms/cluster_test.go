@@ -487,3 +487,45 @@ func TestDeadNodeNoticedWhoeverReadsTheRegistry(t *testing.T) {
 		return len(conns) == 0
 	})
 }
+
+// writer writes the request's path, so a fenced instance shows at once.
+type writer struct{}
+
+func (writer) OnMessage(context.Context, *Room, *Conn, Frame) error { return nil }
+
+func (writer) OnRequest(ctx context.Context, r *Room, w http.ResponseWriter, req *http.Request) error {
+	return r.Storage().Put("k", []byte(req.URL.Path))
+}
+
+// Two events for a room that is not running here both go to place it; the
+// one that finds the room started by the other must not take its lease
+// again, which would fence the running instance out.
+func TestPlacementFindsTheRoomStartedMeanwhile(t *testing.T) {
+	redis := redistest.Start(t)
+	rt := clusterNode(t, redis.URL(), "a", func(rt *Runtime) { rt.Register("w", func() Handler { return writer{} }) })
+	cl, a := rt.cl, Addr{Class: "w", Room: "r"}
+	cl.placeMu.Lock() // the second event waits here, past its check that the room is not running
+	second := make(chan error, 1)
+	go func() {
+		_, _, err := cl.place(context.Background(), a, false, func(l *heldLease) error {
+			return rt.sendWith(a, event{kind: evWake}, false, l)
+		})
+		second <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	// Meanwhile the first event's placement runs to the end.
+	l, err := cl.coord.Acquire(context.Background(), a.storageRoom(), "a", cl.ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.sendWith(a, event{kind: evWake}, false, &heldLease{Lease: l, start: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	cl.placeMu.Unlock()
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Request(context.Background(), a, httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, "/x", nil)); err != nil {
+		t.Fatalf("a write to the room this node runs failed: %v", err)
+	}
+}
