@@ -437,9 +437,20 @@ func (cl *cluster) here(ctx context.Context, a Addr, ev event, bounded, useCache
 // wait on Redis, and f runs on a goroutine of the room's own that keeps
 // the order of the events forwarded meanwhile. The reader never waits, so
 // one slow room cannot hold up the other rooms on the link.
-func (cl *cluster) inOrder(a Addr, f func()) {
+//
+// A message (refuse set) is refused once MaxQueuedEvents wait for the
+// room, as a running room's mailbox refuses it: while Redis is slow the
+// queue drains at one placement attempt per event, and must not grow
+// without bound. Closes, connects and admin calls are never refused here.
+func (cl *cluster) inOrder(a Addr, f, refuse func()) {
 	cl.placeMu.Lock()
 	if q, busy := cl.queued[a]; busy {
+		if refuse != nil && len(q) >= cl.rt.o.MaxQueuedEvents {
+			cl.placeMu.Unlock()
+			cl.rt.m.overloaded.Inc()
+			refuse()
+			return
+		}
 		cl.queued[a] = append(q, f)
 		cl.placeMu.Unlock()
 		return
@@ -827,17 +838,17 @@ func (cl *cluster) dispatch(l *link, m *linkMsg) {
 				return
 			}
 		}
-		cl.inOrder(m.addr, func() { cl.forwarded(l, m, ev, true) })
+		cl.inOrder(m.addr, func() { cl.forwarded(l, m, ev, true) }, func() { ev.done(ErrOverloaded) })
 	case tClosed:
 		seq := m.seq
 		ev := event{kind: evClose, id: m.sock, code: m.code, reason: m.text, done: func(err error) { cl.answer(l, tAck, seq, err, nil) }}
-		cl.inOrder(m.addr, func() { cl.forwarded(l, m, ev, false) })
+		cl.inOrder(m.addr, func() { cl.forwarded(l, m, ev, false) }, nil)
 	case tConnect:
 		rs := &remoteSocket{id: m.sock, edge: l.peer, cl: cl}
 		ev := event{kind: evConnect, sock: rs, info: m.info, reply: make(chan error, 1)}
-		cl.inOrder(m.addr, func() { cl.forwardedCall(l, m, ev, nil) })
+		cl.inOrder(m.addr, func() { cl.forwardedCall(l, m, ev, nil) }, nil)
 	case tAsk:
-		cl.inOrder(m.addr, func() { cl.ask(l, m) })
+		cl.inOrder(m.addr, func() { cl.ask(l, m) }, nil)
 	case tAck, tReply:
 		p, ok := l.answered(m.seq)
 		if !ok {

@@ -529,3 +529,24 @@ func TestPlacementFindsTheRoomStartedMeanwhile(t *testing.T) {
 		t.Fatalf("a write to the room this node runs failed: %v", err)
 	}
 }
+
+// Messages forwarded for a room that waits for its placement (Redis slow)
+// queue up to MaxQueuedEvents, as in a running room's mailbox; past it
+// they are refused, not kept without bound.
+func TestEventsWaitingForPlacementAreBounded(t *testing.T) {
+	redis := redistest.Start(t)
+	rt := clusterNode(t, redis.URL(), "a", func(rt *Runtime) { rt.Register("w", func() Handler { return writer{} }) },
+		func(o *Options) { o.MaxQueuedEvents = 10 })
+	a := Addr{Class: "w", Room: "slow"}
+	started, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	rt.cl.inOrder(a, func() { close(started); <-release }, nil) // a placement that hangs
+	<-started
+	var refused atomic.Int32
+	for range 15 {
+		rt.cl.inOrder(a, func() {}, func() { refused.Add(1) })
+	}
+	if n := refused.Load(); n != 5 {
+		t.Fatalf("%d of 15 messages refused behind a hanging placement with room for 10; want 5", n)
+	}
+}
