@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -124,10 +125,18 @@ func (a *Alarm) Get(ctx context.Context) (at time.Time, ok bool, err error) {
 	return st.Alarm, true, nil
 }
 
+// latestAlarm is the last time an alarm can be set for.
+var latestAlarm = time.Unix(0, math.MaxInt64).UTC()
+
 // Set schedules the alarm for at, replacing any other, with the event's writes.
 func (a *Alarm) Set(at time.Time) error {
 	if at.IsZero() {
 		return fmt.Errorf("%w: alarm time is zero", ErrLimit)
+	}
+	if at.After(latestAlarm) {
+		// The stores keep times as Unix nanoseconds, which end in 2262: a
+		// later time would wrap around and fire at once.
+		return fmt.Errorf("%w: alarm time %s is after %s", ErrLimit, at.UTC().Format(time.RFC3339), latestAlarm.Format(time.RFC3339))
 	}
 	w, err := a.inst.writes()
 	if err != nil {

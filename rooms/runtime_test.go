@@ -538,3 +538,18 @@ func TestWritesOutsideAnEventAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// An alarm past what the stores can hold (Unix nanoseconds end in 2262)
+// is refused; it used to wrap around and fire at once.
+func TestAlarmTooFarIsRefused(t *testing.T) {
+	fx := newFixture(t, Options{}, func(ctx context.Context, r *Room, c *Conn, msg string) error {
+		far := r.Alarm().Set(time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC))
+		near := r.Alarm().Set(time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC))
+		return c.SendText(fmt.Sprint(errors.Is(far, ErrLimit), near == nil))
+	})
+	s := fx.connect(t)
+	fx.say(t, s, "set")
+	if got := s.next(t); got != "true true" {
+		t.Fatalf("2300 refused with ErrLimit, 2200 accepted: %s; want true true", got)
+	}
+}

@@ -321,15 +321,14 @@ func apply(b *pebble.Batch, r storage.Room, c *storage.Batch) error {
 	}
 	for _, kv := range c.Puts {
 		dk := append(dp[:len(dp):len(dp)], kv.Key...)
-		had := false
-		if !wiped {
-			var n int
-			if n, had, err = size(b, dk); err != nil {
-				return err
-			}
-			if had {
-				m.bytes -= uint64(len(kv.Key) + n)
-			}
+		// Read even after a wipe: the batch sees its own DeleteRange, and
+		// a key put twice in one batch must count once.
+		n, had, err := size(b, dk)
+		if err != nil {
+			return err
+		}
+		if had {
+			m.bytes -= uint64(len(kv.Key) + n)
 		}
 		if !had {
 			m.keys++

@@ -138,6 +138,12 @@ func testDeleteAll(t *testing.T, s storage.Store) {
 	if _, ok, _ := s.Stat(ctx, r); ok {
 		t.Fatal("a room with no keys and no alarm is still in the index")
 	}
+	// A key put twice beside a DeleteAll counts once, at its last value.
+	commit(t, s, r, storage.Batch{Puts: puts("x", "1")})
+	commit(t, s, r, storage.Batch{DeleteAll: true, Puts: puts("k", "1", "k", "22")})
+	if st, _, _ := s.Stat(ctx, r); st.Keys != 1 || st.Bytes != int64(len("k")+len("22")) {
+		t.Fatalf("after DeleteAll and a key put twice: %d keys, %d bytes; want 1 key, 3 bytes", st.Keys, st.Bytes)
+	}
 }
 
 func testBatchAlarm(t *testing.T, s storage.Store) {
