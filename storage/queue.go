@@ -20,10 +20,11 @@ type Pending struct {
 // commit without a goroutine of its own, and is woken directly by the
 // flusher.
 type CommitQueue struct {
-	ch     chan *Pending
-	stop   chan struct{}
-	mu     sync.RWMutex // Put holds it shared while queueing, so Close sees every queued batch
-	closed bool
+	ch      chan *Pending
+	stop    chan struct{}
+	mu      sync.RWMutex // Put holds it shared while queueing, so Close sees every queued batch
+	closed  bool
+	waiters sync.WaitGroup // Puts waiting in the background for room in the queue
 }
 
 // NewCommitQueue makes a queue holding up to size batches.
@@ -36,14 +37,13 @@ func NewCommitQueue(size int) *CommitQueue {
 // closed queue answers ErrClosed, before Put returns; a batch whose ctx
 // ends while it waits for room is answered with ctx's error.
 func (q *CommitQueue) Put(p *Pending) {
-	if err := q.put(p, false); err != nil {
+	if err := q.put(p); err != nil {
 		p.Done(err) // outside the lock: Done may commit again
 	}
 }
 
-// put queues p; when the queue is full it waits only if wait is set, and
-// otherwise hands the wait to a goroutine.
-func (q *CommitQueue) put(p *Pending, wait bool) error {
+// put queues p, or, when the queue is full, hands the wait to a goroutine.
+func (q *CommitQueue) put(p *Pending) error {
 	q.mu.RLock()
 	defer q.mu.RUnlock()
 	if q.closed {
@@ -54,21 +54,22 @@ func (q *CommitQueue) put(p *Pending, wait bool) error {
 		return nil
 	default:
 	}
-	if !wait {
-		go q.putWaiting(p)
-		return nil
-	}
-	select {
-	case q.ch <- p:
-		return nil
-	case <-p.Ctx.Done():
-		return p.Ctx.Err()
-	}
+	q.waiters.Add(1)
+	go q.putWaiting(p)
+	return nil
 }
 
+// putWaiting waits for room in the queue without holding the lock: Close,
+// waiting for it, would otherwise stop every Put behind it, and a flusher
+// whose Done commits again would never drain the queue the wait is for.
 func (q *CommitQueue) putWaiting(p *Pending) {
-	if err := q.put(p, true); err != nil {
-		p.Done(err)
+	defer q.waiters.Done()
+	select {
+	case q.ch <- p: // Fail answers it, should the queue close meanwhile
+	case <-q.stop:
+		p.Done(ErrClosed)
+	case <-p.Ctx.Done():
+		p.Done(p.Ctx.Err())
 	}
 }
 
@@ -120,6 +121,7 @@ func (q *CommitQueue) Close() {
 
 // Fail answers every batch still queued with ErrClosed: none was applied.
 func (q *CommitQueue) Fail() {
+	q.waiters.Wait() // each has queued its batch or answered it
 	for {
 		select {
 		case p := <-q.ch:

@@ -98,3 +98,47 @@ func TestCommitQueuePutDoesNotWait(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Close is not held up by a batch waiting for room in a full queue, even
+// while the flusher's answer commits again (a Done may Put): with the wait
+// holding the queue's lock, Close waited for it, every Put waited behind
+// Close, and the flusher, stuck in such a Put, never made the room.
+func TestCommitQueueCloseWhileABatchWaitsForRoom(t *testing.T) {
+	q := NewCommitQueue(1)
+	release, served := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(served)
+		q.Serve(1, func(group []*Pending) {
+			<-release // a slow sync
+			for _, p := range group {
+				p.Done(nil)
+			}
+		})
+	}()
+	answers := make(chan error, 4)
+	answer := func(err error) { answers <- err }
+	commitAgain := func(error) { q.Put(&Pending{Ctx: context.Background(), Done: answer}) }
+	q.Put(&Pending{Ctx: context.Background(), Done: commitAgain}) // the flusher takes it
+	time.Sleep(20 * time.Millisecond)
+	q.Put(&Pending{Ctx: context.Background(), Done: answer}) // fills the queue
+	q.Put(&Pending{Ctx: context.Background(), Done: answer}) // waits for room
+	time.Sleep(20 * time.Millisecond)
+	closed := make(chan struct{})
+	go func() { q.Close(); close(closed) }()
+	time.Sleep(20 * time.Millisecond)
+	close(release)
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close never returned")
+	}
+	<-served
+	q.Fail()
+	for range 3 { // the queued one, the waiting one and the commit-again: each answered once
+		select {
+		case <-answers:
+		case <-time.After(5 * time.Second):
+			t.Fatal("a batch was never answered")
+		}
+	}
+}
