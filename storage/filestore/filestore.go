@@ -129,9 +129,11 @@ func (s *Store) Commit(ctx context.Context, r storage.Room, b *storage.Batch, do
 
 // applyGroup writes the group in one synced batch. A commit with a stale
 // fencing token is left out (it writes nothing) and fails alone; so does
-// one whose context ended before it was applied. Should a read or the
-// write fail, each commit is tried again in a batch of its own, so one
-// bad commit fails only itself.
+// one whose context ended before it was applied. Should a read fail while
+// the batch is built, or the batch be refused before it reaches the log,
+// each commit is tried again in a batch of its own, so one bad commit
+// fails only itself. A failed write or sync of the log stops the node
+// (Pebble's Fatalf panics): nothing unwritten is ever acknowledged.
 func (s *Store) applyGroup(group []*storage.Pending) {
 	errs := make([]error, len(group))
 	if err := s.applyBatch(group, errs); err != nil && len(group) > 1 {
