@@ -248,16 +248,16 @@ func (cl *cluster) renew(ctx context.Context) {
 	}
 	start := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, cl.ttl/3)
-	held, err := cl.coord.Renew(rctx, cl.self, cl.ttl, rooms, tokens)
+	states, err := cl.coord.Renew(rctx, cl.self, cl.ttl, rooms, tokens)
 	cancel()
 	for i, in := range ins {
 		switch {
-		case err == nil && held[i]:
+		case states[i] == storage.LeaseRenewed:
 			in.leaseUntil.Store(cl.deadline(start))
 		case !cl.rt.holds(in):
 			// Evicted while the renewal was on its way: its lease was
 			// given up on purpose, not taken.
-		case err == nil:
+		case states[i] == storage.LeaseLost:
 			cl.rt.log.Warn("room lease taken over", "room", in.addr.String())
 			cl.lose(in)
 		case cl.now() >= in.leaseUntil.Load():

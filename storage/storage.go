@@ -168,6 +168,15 @@ type NodeRecord struct {
 	Expires     time.Time `json:"expires"`
 }
 
+// LeaseState is what a renewal found of one lease.
+type LeaseState int8
+
+const (
+	LeaseUnknown LeaseState = iota // not asked: Redis (or its shard) did not answer
+	LeaseRenewed                   // still the node's, extended
+	LeaseLost                      // another node's now, or nobody's
+)
+
 // Coordinator is what the nodes of a cluster agree through: room leases,
 // with their fencing tokens, and the registry of live nodes.
 type Coordinator interface {
@@ -177,8 +186,11 @@ type Coordinator interface {
 	// holds it, it returns that node's lease and ErrLeaseHeld.
 	Acquire(ctx context.Context, r Room, node string, ttl time.Duration) (Lease, error)
 	// Renew extends the leases of rooms that node still holds, all in one
-	// round trip; held[i] reports whether rooms[i]'s lease was renewed.
-	Renew(ctx context.Context, node string, ttl time.Duration, rooms []Room, tokens []uint64) (held []bool, err error)
+	// round trip; states[i] says what became of rooms[i]'s lease. A lease
+	// that could not be asked about (a Redis Cluster shard away) is
+	// LeaseUnknown and the others are answered all the same; err, when
+	// not nil, says why some or all are unknown.
+	Renew(ctx context.Context, node string, ttl time.Duration, rooms []Room, tokens []uint64) (states []LeaseState, err error)
 	// Release gives up each of rooms' leases that leases[i] still holds,
 	// all in one round trip (a draining node releases every room it ran).
 	Release(ctx context.Context, rooms []Room, leases []Lease) error

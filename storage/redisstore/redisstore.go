@@ -22,6 +22,7 @@
 package redisstore
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -637,25 +638,28 @@ func (s *Store) Acquire(ctx context.Context, r storage.Room, node string, ttl ti
 }
 
 // Renew implements storage.Coordinator.
-func (s *Store) Renew(ctx context.Context, node string, ttl time.Duration, rooms []storage.Room, tokens []uint64) ([]bool, error) {
-	if err := s.check(); err != nil {
-		return nil, err
-	}
-	held := make([]bool, len(rooms))
-	if len(rooms) == 0 {
-		return held, nil
+func (s *Store) Renew(ctx context.Context, node string, ttl time.Duration, rooms []storage.Room, tokens []uint64) ([]storage.LeaseState, error) {
+	states := make([]storage.LeaseState, len(rooms)) // LeaseUnknown
+	if err := s.check(); err != nil || len(rooms) == 0 {
+		return states, err
 	}
 	cmds := s.evalAll(ctx, renewScript, len(rooms), func(i int) ([]string, []any) {
 		return []string{s.key(rooms[i], "lease")}, []any{leaseValue(storage.Lease{Node: node, Token: tokens[i]}), ttl.Milliseconds()}
 	})
+	var first error
 	for i := range rooms {
-		n, err := cmds[i].Int()
-		if err != nil {
-			return nil, fmt.Errorf("redisstore: renew: %w", err)
+		switch n, err := cmds[i].Int(); {
+		case err != nil:
+			// Its shard did not answer; the rooms on the others are
+			// answered all the same, so they keep running.
+			first = cmp.Or(first, fmt.Errorf("redisstore: renew: %w", err))
+		case n == 1:
+			states[i] = storage.LeaseRenewed
+		default:
+			states[i] = storage.LeaseLost
 		}
-		held[i] = n == 1
 	}
-	return held, nil
+	return states, first
 }
 
 // Release implements storage.Coordinator.
