@@ -251,13 +251,17 @@ func (cl *cluster) renew(ctx context.Context) {
 	states, err := cl.coord.Renew(rctx, cl.self, cl.ttl, rooms, tokens)
 	cancel()
 	for i, in := range ins {
+		state := storage.LeaseUnknown
+		if i < len(states) {
+			state = states[i]
+		}
 		switch {
-		case states[i] == storage.LeaseRenewed:
+		case state == storage.LeaseRenewed:
 			in.leaseUntil.Store(cl.deadline(start))
 		case !cl.rt.holds(in):
 			// Evicted while the renewal was on its way: its lease was
 			// given up on purpose, not taken.
-		case states[i] == storage.LeaseLost:
+		case state == storage.LeaseLost:
 			cl.rt.log.Warn("room lease taken over", "room", in.addr.String())
 			cl.lose(in)
 		case cl.now() >= in.leaseUntil.Load():
