@@ -49,12 +49,17 @@ type cluster struct {
 	incarnation uint64
 	epoch       time.Time // lease deadlines are monotonic nanoseconds since epoch
 
-	mu           sync.Mutex
-	links        map[string]*link                 // node → the link that reaches it
-	linksView    atomic.Pointer[map[string]*link] // a copy of links for readers, replaced on change
-	dials        map[string]*dialCall
-	dialFailed   map[string]time.Time // node → until when a new dial is not tried
-	backlog      map[string][]byte    // frames for a node whose link is being dialed
+	mu         sync.Mutex
+	links      map[string]*link                 // node → the link that reaches it
+	linksView  atomic.Pointer[map[string]*link] // a copy of links for readers, replaced on change
+	dials      map[string]*dialCall
+	dialFailed map[string]time.Time // node → until when a new dial is not tried
+	backlog    map[string][]byte    // frames for a node whose link is being dialed
+	// gens[node] counts the breaks in this node's stream of frames to node:
+	// a link to it lost, or frames for it dropped. Frames may have gone
+	// with each, so a room that sent there before a break closes its
+	// sockets there before it sends them anything more (deliverTo).
+	gens         map[string]uint64
 	incarnations map[string]uint64
 	inbound      map[*link]struct{} // links other nodes dialed
 	nodes        atomic.Pointer[map[string]storage.NodeRecord]
@@ -85,7 +90,7 @@ type heldLease struct {
 func newCluster(rt *Runtime) *cluster {
 	cl := &cluster{rt: rt, coord: rt.o.Coordinator, self: rt.o.NodeID, address: rt.o.Address, secret: rt.o.ClusterSecret,
 		ttl: rt.o.LeaseTTL, incarnation: rand.Uint64(), epoch: time.Now(),
-		links: map[string]*link{}, dials: map[string]*dialCall{}, dialFailed: map[string]time.Time{}, backlog: map[string][]byte{},
+		links: map[string]*link{}, dials: map[string]*dialCall{}, dialFailed: map[string]time.Time{}, backlog: map[string][]byte{}, gens: map[string]uint64{},
 		incarnations: map[string]uint64{}, inbound: map[*link]struct{}{}, placing: map[Addr]*placement{}, queued: map[Addr][]func(){}}
 	names := [linkTypes]string{tConnect: "connect", tMessage: "message", tClosed: "closed", tAsk: "ask", tDeliver: "deliver",
 		tClose: "close", tAuto: "auto", tProbe: "probe", tAck: "ack", tReply: "reply", tPing: "ping"}
@@ -562,6 +567,7 @@ func (cl *cluster) register(l *link) *link {
 		cl.rt.m.links.Inc()
 	}
 	cl.links[l.peer] = l
+	l.gen = cl.gens[l.peer] + 1 // the frames backlogged for it are of this generation too
 	if b := cl.backlog[l.peer]; len(b) > 0 {
 		l.sendRaw(b)
 	}
@@ -588,35 +594,54 @@ func (cl *cluster) sendTo(node string, m *linkMsg) {
 		return
 	}
 	cl.mu.Lock()
-	if l := cl.links[node]; l != nil && !l.isClosed() {
-		cl.mu.Unlock()
-		l.send(m)
-		return
+	after := cl.sendLocked(node, m)
+	cl.mu.Unlock()
+	after()
+}
+
+// sendLocked sends m on node's link, or queues it while the link is
+// dialed. The caller holds cl.mu, and calls what it returns once it has
+// let go: a dial to start, or the rooms to tell of frames dropped.
+func (cl *cluster) sendLocked(node string, m *linkMsg) (after func()) {
+	if l := cl.links[node]; l != nil && l.send(m) == nil {
+		return func() {}
 	}
 	if len(cl.backlog[node]) > maxLinkBacklog {
-		cl.mu.Unlock()
+		// Frames are dropped: a later delivery of a room that sent here
+		// sees the new generation and closes its sockets first. (Telling
+		// every room now would send closes into the same full backlog.)
+		cl.gens[node]++
 		cl.rt.m.linkErrors.WithLabelValues("dropped").Inc()
-		return
+		return func() {}
 	}
 	_, dialing := cl.backlog[node]
 	cl.backlog[node] = appendLinkMsg(cl.backlog[node], m)
-	cl.mu.Unlock()
-	if !dialing {
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*linkDialLimit)
-			defer cancel()
-			if _, err := cl.linkTo(ctx, node); err != nil {
-				cl.mu.Lock()
-				if cl.links[node] == nil {
-					// The edge is gone (or frozen); so are, or will be, its
-					// sockets: the registry closes them in the rooms.
-					delete(cl.backlog, node)
-					cl.rt.m.linkErrors.WithLabelValues("dropped").Inc()
-				}
-				cl.mu.Unlock()
-			}
-		}()
+	if dialing {
+		return func() {}
 	}
+	return func() { go cl.dialBacklog(node) }
+}
+
+// dialBacklog dials node for the frames queued for it; should the dial
+// fail, they are dropped.
+func (cl *cluster) dialBacklog(node string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*linkDialLimit)
+	defer cancel()
+	if _, err := cl.linkTo(ctx, node); err == nil {
+		return
+	}
+	cl.mu.Lock()
+	if cl.links[node] == nil {
+		// The edge is gone (or frozen); so are, or will be, its sockets:
+		// the registry closes them in the rooms. Should it be alive after
+		// all, a room's next delivery there sees the new generation and
+		// closes them first. (Telling every room now would have each send
+		// closes to a node that cannot be reached, fail again, and so on.)
+		delete(cl.backlog, node)
+		cl.gens[node]++
+		cl.rt.m.linkErrors.WithLabelValues("dropped").Inc()
+	}
+	cl.mu.Unlock()
 }
 
 // publishLinks makes the links map visible to linkTo's lock-free path;
@@ -649,13 +674,20 @@ func (cl *cluster) peerSeen(node string, inc uint64) {
 // hear of them once the registry says the peer is gone.
 func (cl *cluster) linkLost(l *link, pending map[uint64]pendingCall, err error) {
 	cl.mu.Lock()
+	broke := false
 	if cl.links[l.peer] == l {
 		delete(cl.links, l.peer)
 		cl.rt.m.links.Dec()
 		cl.publishLinks()
+		if broke = err != nil; broke { // not a node leaving the cluster in order
+			cl.gens[l.peer]++
+		}
 	}
 	delete(cl.inbound, l)
 	cl.mu.Unlock()
+	if broke {
+		cl.gapped(l.peer)
+	}
 	if err != nil && len(pending) > 0 {
 		cl.rt.m.linkErrors.WithLabelValues("lost").Inc()
 		cl.rt.log.Warn("link to node lost", "node", l.peer, "unanswered", len(pending), "err", err)
@@ -1018,9 +1050,58 @@ type fence struct {
 }
 
 // deliver sends f to the sockets ids at node, one link frame for all.
-func (cl *cluster) deliver(node string, a Addr, token uint64, ids []SocketID, f Frame) {
+// deliver sends a room's frame to its sockets on node, unless the stream
+// to node broke since the room's last frame there (*gen, 0 before the
+// first): then it sends nothing and reports false, and the room closes
+// its sockets there first. The check and the send are one step under
+// cl.mu, so no frame of the room reaches node after a break unnoticed.
+func (cl *cluster) deliver(node string, a Addr, token uint64, ids []SocketID, f Frame, gen *uint64) bool {
+	m := &linkMsg{typ: tDeliver, addr: a, token: token, ids: ids, op: f.Op, data: f.Data}
+	if l := (*cl.linksView.Load())[node]; l != nil && l.gen == *gen && l.send(m) == nil {
+		cl.fwdOut[tDeliver].Inc() // the hot path: a link of the room's generation
+		return true
+	}
+	cl.mu.Lock()
+	cur := cl.gens[node] + 1
+	// A link closed but not yet put away breaks the stream too: its loss
+	// is on its way (linkLost), and the next link is of a later generation.
+	if l := cl.links[node]; *gen != 0 && (*gen != cur || l != nil && l.isClosed()) {
+		cl.mu.Unlock()
+		return false
+	}
+	*gen = cur
+	after := cl.sendLocked(node, m)
+	cl.mu.Unlock()
+	after()
 	cl.fwdOut[tDeliver].Inc()
-	cl.sendTo(node, &linkMsg{typ: tDeliver, addr: a, token: token, ids: ids, op: f.Op, data: f.Data})
+	return true
+}
+
+// generation is the current generation of the stream to node.
+func (cl *cluster) generation(node string) uint64 {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return cl.gens[node] + 1
+}
+
+// gapped tells every room with sockets that frames for node may have been
+// lost: each that sent there closes its sockets there (deliverTo), even if
+// it sends nothing more.
+func (cl *cluster) gapped(node string) {
+	var addrs []Addr
+	for i := range cl.rt.shards {
+		sh := &cl.rt.shards[i]
+		sh.mu.Lock()
+		for a, in := range sh.rooms {
+			if in.nconns.Load() > 0 {
+				addrs = append(addrs, a)
+			}
+		}
+		sh.mu.Unlock()
+	}
+	for _, a := range addrs {
+		cl.rt.sendWith(a, event{kind: evEdgeGap, reason: node}, false, nil)
+	}
 }
 
 // probe asks node which of ids it still holds; ok is false when it could
@@ -1054,7 +1135,7 @@ func (s *remoteSocket) Send(f Frame) error {
 	if f.Op != Text && f.Op != Binary {
 		return ErrOpcode
 	}
-	s.cl.deliver(s.edge, s.in.addr, s.in.lease.Token, []SocketID{s.id}, f)
+	s.in.deliverTo(s.cl, s.edge, []SocketID{s.id}, f)
 	return nil
 }
 

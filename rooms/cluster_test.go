@@ -3,11 +3,13 @@ package rooms
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -549,4 +551,71 @@ func TestEventsWaitingForPlacementAreBounded(t *testing.T) {
 	if n := refused.Load(); n != 5 {
 		t.Fatalf("%d of 15 messages refused behind a hanging placement with room for 10; want 5", n)
 	}
+}
+
+// When the link that carries a room's frames to another node breaks while
+// both nodes live, the frames on it may be lost. A socket there must never
+// see a later frame after a lost one: the room closes its sockets there
+// (1012, so they reconnect and resume) before it sends them anything more,
+// and also when it sends nothing more at all.
+func TestBrokenLinkNeverLeavesAHole(t *testing.T) {
+	redis := redistest.Start(t)
+	register := func(rt *Runtime) { rt.Register("b", func() Handler { return broadcaster{} }) }
+	owner, edge := clusterNode(t, redis.URL(), "a", register), clusterNode(t, redis.URL(), "b", register)
+	edgeSockets := &testEdge{}
+	edge.Attach(edgeSockets)
+	owner.Attach(&testEdge{})
+	owner.cl.heartbeat(context.Background())
+	edge.cl.heartbeat(context.Background())
+	room := Addr{Class: "b", Room: "holes"}
+	broadcast := func(path string) {
+		if err := owner.Request(context.Background(), room, httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, path, nil)); err != nil {
+			t.Error(err)
+		}
+	}
+	broadcast("/0") // the room runs on the owner
+	s := newSocket()
+	edgeSockets.add(s)
+	if err := edge.Connect(context.Background(), room, s, ConnectInfo{User: User{ID: "u"}}); err != nil {
+		t.Fatal(err)
+	}
+	broadcast("/1")
+	if got := s.next(t); got != "/1" {
+		t.Fatalf("first frame %q", got)
+	}
+	// The edge drops the owner's link (its 2 s silence limit, a network
+	// blip) while /2 is on its way.
+	edge.cl.mu.Lock()
+	var inbound []*link
+	for l := range edge.cl.inbound {
+		inbound = append(inbound, l)
+	}
+	edge.cl.mu.Unlock()
+	done := make(chan struct{})
+	go func() { broadcast("/2"); close(done) }()
+	for _, l := range inbound {
+		l.close(errors.New("test: link reset"))
+	}
+	<-done
+	// A room that sends nothing more still closes what may have missed /2.
+	waitFor(t, "/2 delivered or the socket closed", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.code != 0 || slices.Contains(s.frames, "/2")
+	})
+	for _, p := range []string{"/3", "/4", "/5"} {
+		broadcast(p)
+	}
+	time.Sleep(300 * time.Millisecond)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, f := range s.frames { // what came after /1
+		if want := fmt.Sprintf("/%d", i+2); f != want {
+			t.Fatalf("the socket got %q (closed with %d): frame %d is %q, want %q; a hole", s.frames, s.code, i, f, want)
+		}
+	}
+	if len(s.frames) < 4 && s.code != 1012 {
+		t.Fatalf("the socket got %q and stays open (code %d) after a lost frame", s.frames, s.code)
+	}
+	t.Logf("the socket got %q, closed with %d", s.frames, s.code)
 }

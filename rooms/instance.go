@@ -32,6 +32,7 @@ const (
 	evWake     // loads the room's members and closes those whose sockets are gone
 	evSave     // saves the membership records before an eviction
 	evEdgeLost // cluster: the node named in reason is gone, and its sockets with it
+	evEdgeGap  // cluster: frames for the node named in reason may have been lost
 	evProbed   // cluster: the node named in reason no longer holds the sockets in gone
 )
 
@@ -127,8 +128,9 @@ type instance struct {
 	inOut     []output
 	inFrom    []*Conn
 	inExtra   map[*Conn]*connExtra
-	done      chan error  // the commit in flight finished
-	onCommit  func(error) // commitDone, made once: a method value allocates
+	edgeGen   map[string]uint64 // cluster: the stream generation of the room's last frame to each node (deliverTo)
+	done      chan error        // the commit in flight finished
+	onCommit  func(error)       // commitDone, made once: a method value allocates
 	alarm     alarmState
 	active    time.Time
 }
@@ -700,6 +702,11 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 			}
 		}
 		return
+	case evEdgeGap:
+		if g, sent := in.edgeGen[ev.reason]; sent && g != in.rt.cl.generation(ev.reason) {
+			in.closeEdge(in.rt.cl, ev.reason)
+		}
+		return
 	case evProbed:
 		for _, id := range ev.gone {
 			if c := in.conns[id]; c != nil && c.edge == ev.reason {
@@ -1170,9 +1177,41 @@ func (in *instance) deliverRemote(cl *cluster, o output) (local []*Conn) {
 		}
 	}
 	for edge, ids := range byEdge {
-		cl.deliver(edge, in.addr, in.lease.Token, ids, o.frame)
+		in.deliverTo(cl, edge, ids, o.frame)
 	}
 	return local
+}
+
+// deliverTo sends f to the room's sockets ids on edge, unless frames the
+// room sent there before may have been lost since (cluster.deliver): then
+// the room's sockets there are closed first (1012: they reconnect, and a
+// chat client resumes where it stopped), and f, for sockets now closing,
+// is dropped. A socket never sees a later frame after a lost one.
+func (in *instance) deliverTo(cl *cluster, edge string, ids []SocketID, f Frame) {
+	if in.edgeGen == nil {
+		in.edgeGen = make(map[string]uint64, 2)
+	}
+	g := in.edgeGen[edge]
+	if cl.deliver(edge, in.addr, in.lease.Token, ids, f, &g) {
+		in.edgeGen[edge] = g
+		return
+	}
+	in.closeEdge(cl, edge)
+}
+
+// closeEdge closes the room's sockets on edge, whose stream from this node
+// broke: some frames for them may be lost.
+func (in *instance) closeEdge(cl *cluster, edge string) {
+	in.edgeGen[edge] = cl.generation(edge)
+	n := 0
+	for _, c := range in.list {
+		if c.edge == edge && !c.gone {
+			c.sock.Close(1012, "link to the room broke, reconnect")
+			n++
+		}
+	}
+	cl.rt.m.linkErrors.WithLabelValues("gap").Inc()
+	cl.rt.log.Debug("frames to a node may be lost: its sockets in the room are closed", "room", in.addr.String(), "node", edge, "sockets", n)
 }
 
 // abandon ends an instance whose room this node no longer holds. Events

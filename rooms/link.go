@@ -48,6 +48,7 @@ type link struct {
 	cl   *cluster
 	c    net.Conn
 	peer string // the other node's id
+	gen  uint64 // the generation of this node's stream to peer it carries (cluster.gens), set when registered
 
 	mu      sync.Mutex
 	out     []byte

@@ -74,7 +74,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "roomgate_forwarded_total", Help: "Link frames between nodes, by direction (in, out) and type.",
 		}, []string{"direction", "type"}),
 		linkErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "roomgate_link_errors_total", Help: "Node-to-node link failures: dial, lost (a link closed under traffic), refused (bad secret or handshake), malformed (a bad frame), dropped (frames for a node that could not be reached).",
+			Name: "roomgate_link_errors_total", Help: "Node-to-node link failures: dial, lost (a link closed under traffic), refused (bad secret or handshake), malformed (a bad frame), dropped (frames for a node that could not be reached), gap (a room closed its sockets on a node after frames for them may have been lost).",
 		}, []string{"reason"}),
 		links: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "roomgate_links", Help: "Links this node dialed to other nodes; it sends its requests over them (each node dials its own, so a pair has one each way).",
@@ -95,7 +95,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, w := range []string{"store", "edge"} {
 		m.fencedCommits.WithLabelValues(w)
 	}
-	for _, r := range []string{"dial", "lost", "refused", "malformed", "dropped"} {
+	for _, r := range []string{"dial", "lost", "refused", "malformed", "dropped", "gap"} {
 		m.linkErrors.WithLabelValues(r)
 	}
 	for _, r := range []string{"idle", "pressure"} {
