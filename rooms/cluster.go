@@ -722,7 +722,16 @@ func (cl *cluster) linkLost(l *link, pending map[uint64]pendingCall, err error) 
 
 // edgeLost closes, in every room here, the sockets node held: it died or
 // restarted.
-func (cl *cluster) edgeLost(node string) {
+func (cl *cluster) edgeLost(node string) { cl.tellRooms(evEdgeLost, node) }
+
+// gapped tells every room with sockets that frames for node may have been
+// lost: each that sent there closes its sockets there (deliverTo), even if
+// it sends nothing more.
+func (cl *cluster) gapped(node string) { cl.tellRooms(evEdgeGap, node) }
+
+// tellRooms sends an event of kind about node to every room here that has
+// sockets.
+func (cl *cluster) tellRooms(kind eventKind, node string) {
 	var addrs []Addr
 	for i := range cl.rt.shards {
 		sh := &cl.rt.shards[i]
@@ -735,7 +744,7 @@ func (cl *cluster) edgeLost(node string) {
 		sh.mu.Unlock()
 	}
 	for _, a := range addrs {
-		cl.rt.sendWith(a, event{kind: evEdgeLost, reason: node}, false, nil)
+		cl.rt.sendWith(a, event{kind: kind, reason: node}, false, nil)
 	}
 }
 
@@ -1082,26 +1091,6 @@ func (cl *cluster) generation(node string) uint64 {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	return cl.gens[node] + 1
-}
-
-// gapped tells every room with sockets that frames for node may have been
-// lost: each that sent there closes its sockets there (deliverTo), even if
-// it sends nothing more.
-func (cl *cluster) gapped(node string) {
-	var addrs []Addr
-	for i := range cl.rt.shards {
-		sh := &cl.rt.shards[i]
-		sh.mu.Lock()
-		for a, in := range sh.rooms {
-			if in.nconns.Load() > 0 {
-				addrs = append(addrs, a)
-			}
-		}
-		sh.mu.Unlock()
-	}
-	for _, a := range addrs {
-		cl.rt.sendWith(a, event{kind: evEdgeGap, reason: node}, false, nil)
-	}
 }
 
 // probe asks node which of ids it still holds; ok is false when it could
