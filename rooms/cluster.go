@@ -1072,14 +1072,25 @@ func (cl *cluster) deliver(node string, a Addr, token uint64, ids []SocketID, f 
 	}
 	cl.mu.Lock()
 	cur := cl.gens[node] + 1
-	// A link closed but not yet put away breaks the stream too: its loss
-	// is on its way (linkLost), and the next link is of a later generation.
-	if l := cl.links[node]; *gen != 0 && (*gen != cur || l != nil && l.isClosed()) {
+	if *gen != 0 && *gen != cur {
 		cl.mu.Unlock()
 		return false
 	}
 	*gen = cur
-	after := cl.sendLocked(node, m)
+	if l := cl.links[node]; l != nil {
+		// A link that fails this frame (closed, its loss still on its way
+		// to linkLost; or the frame too big for any link) breaks the
+		// stream: backlogged for the next link, the frame would arrive
+		// after what the old link lost, before the room's closes.
+		err := l.send(m)
+		cl.mu.Unlock()
+		if err != nil {
+			return false
+		}
+		cl.fwdOut[tDeliver].Inc()
+		return true
+	}
+	after := cl.sendLocked(node, m) // no link yet: the backlog, and a dial
 	cl.mu.Unlock()
 	after()
 	cl.fwdOut[tDeliver].Inc()

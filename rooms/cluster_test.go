@@ -619,3 +619,36 @@ func TestBrokenLinkNeverLeavesAHole(t *testing.T) {
 	}
 	t.Logf("the socket got %q, closed with %d", s.frames, s.code)
 }
+
+// A frame that overflows a slow peer's link closes the link; a room's
+// delivery does that holding the cluster's lock, which the link's loss
+// needs too: it must neither hang nor pretend the frame went out.
+func TestDeliveryThatOverflowsALinkBreaksTheStream(t *testing.T) {
+	redis := redistest.Start(t)
+	cl := clusterNode(t, redis.URL(), "a", func(rt *Runtime) {}).cl
+	c1, c2 := net.Pipe()
+	defer c2.Close()
+	l := newLink(cl, c1, "slow")
+	cl.register(l)
+	l.mu.Lock()
+	l.out = make([]byte, maxLinkBacklog) // nothing written: the peer does not read
+	l.mu.Unlock()
+	sent := make(chan bool)
+	go func() {
+		var gen uint64 // the room's first frame there
+		sent <- cl.deliver("slow", Addr{Class: "b", Room: "r"}, 1, []SocketID{1}, Frame{Op: Text, Data: []byte("x")}, &gen)
+	}()
+	select {
+	case ok := <-sent:
+		if ok {
+			t.Fatal("a frame the link could not take was reported sent")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the delivery hung: the link's loss waited for the lock the delivery held")
+	}
+	waitFor(t, "the overflowing link to be put away", func() bool {
+		cl.mu.Lock()
+		defer cl.mu.Unlock()
+		return cl.links["slow"] == nil && cl.gens["slow"] == 1
+	})
+}

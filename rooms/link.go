@@ -113,12 +113,15 @@ func (l *link) enqueue(m *linkMsg, isCall bool, reply chan linkMsg) error {
 	if isCall {
 		l.pending[m.seq] = pendingCall{typ: m.typ, addr: m.addr, sock: m.sock, code: m.code, text: m.text, reply: reply}
 	}
-	over := len(l.out) > maxLinkBacklog
-	l.mu.Unlock()
-	if over {
-		l.close(errors.New("peer too slow: link backlog full"))
+	if len(l.out) > maxLinkBacklog {
+		// Closed here, and put away on a goroutine of its own: the caller
+		// may hold cl.mu (cluster.deliver), which linkLost takes.
+		pending := l.shut()
+		l.mu.Unlock()
+		go l.finish(pending, errors.New("peer too slow: link backlog full"))
 		return errLinkClosed
 	}
+	l.mu.Unlock()
 	select {
 	case l.wake <- struct{}{}:
 	default:
@@ -224,10 +227,21 @@ func (l *link) close(err error) {
 		l.mu.Unlock()
 		return
 	}
+	pending := l.shut()
+	l.mu.Unlock()
+	l.finish(pending, err)
+}
+
+// shut marks the link closed and takes what it still awaits; the caller
+// holds l.mu and calls finish once it has let go.
+func (l *link) shut() map[uint64]pendingCall {
 	l.closed = true
 	pending := l.pending
 	l.pending = nil
-	l.mu.Unlock()
+	return pending
+}
+
+func (l *link) finish(pending map[uint64]pendingCall, err error) {
 	close(l.done)
 	l.c.Close()
 	l.cl.linkLost(l, pending, err)
