@@ -303,25 +303,28 @@ func (cl *cluster) lose(in *instance) {
 }
 
 // release gives up leases this node no longer needs, all in one round
-// trip: a sweep may evict thousands of rooms at once, and a goroutine and a
-// pool connection for each would crowd out the rooms still running. One
-// not released expires within the TTL.
+// trip, in the background: a sweep may evict thousands of rooms at once,
+// and a goroutine and a pool connection for each would crowd out the rooms
+// still running. One not released expires within the TTL.
 func (cl *cluster) release(ins ...*instance) {
-	if len(ins) == 0 {
-		return
+	if len(ins) > 0 {
+		go cl.releaseNow(ins)
 	}
+}
+
+// releaseNow gives up the leases of ins in one round trip, within a TTL.
+// (A lease already taken over stays with its new holder.)
+func (cl *cluster) releaseNow(ins []*instance) {
 	rooms, leases := make([]storage.Room, len(ins)), make([]storage.Lease, len(ins))
 	for i, in := range ins {
 		rooms[i], leases[i] = in.room, in.lease
 	}
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), cl.ttl)
-		defer cancel()
-		err := cl.coord.Release(ctx, rooms, leases)
-		if err != nil && ctx.Err() == nil && !errors.Is(err, storage.ErrClosed) { // closed: the node is stopping
-			cl.rt.log.Warn("release leases", "rooms", len(rooms), "err", err)
-		}
-	}()
+	ctx, cancel := context.WithTimeout(context.Background(), cl.ttl)
+	defer cancel()
+	err := cl.coord.Release(ctx, rooms, leases)
+	if err != nil && ctx.Err() == nil && !errors.Is(err, storage.ErrClosed) { // closed: the node is stopping
+		cl.rt.log.Warn("release leases", "rooms", len(rooms), "err", err) // they expire within the TTL
+	}
 }
 
 // placement is one node's request for a room's lease; events of the room
@@ -594,17 +597,19 @@ func (cl *cluster) sendTo(node string, m *linkMsg) {
 		return
 	}
 	cl.mu.Lock()
-	after := cl.sendLocked(node, m)
+	dial := cl.sendLocked(node, m)
 	cl.mu.Unlock()
-	after()
+	if dial {
+		go cl.dialBacklog(node)
+	}
 }
 
 // sendLocked sends m on node's link, or queues it while the link is
-// dialed. The caller holds cl.mu, and calls what it returns once it has
-// let go: a dial to start, or the rooms to tell of frames dropped.
-func (cl *cluster) sendLocked(node string, m *linkMsg) (after func()) {
+// dialed; the caller holds cl.mu, and starts dialBacklog once it has let
+// go when told to dial.
+func (cl *cluster) sendLocked(node string, m *linkMsg) (dial bool) {
 	if l := cl.links[node]; l != nil && l.send(m) == nil {
-		return func() {}
+		return false
 	}
 	if len(cl.backlog[node]) > maxLinkBacklog {
 		// Frames are dropped: a later delivery of a room that sent here
@@ -612,14 +617,11 @@ func (cl *cluster) sendLocked(node string, m *linkMsg) (after func()) {
 		// every room now would send closes into the same full backlog.)
 		cl.gens[node]++
 		cl.rt.m.linkErrors.WithLabelValues("dropped").Inc()
-		return func() {}
+		return false
 	}
 	_, dialing := cl.backlog[node]
 	cl.backlog[node] = appendLinkMsg(cl.backlog[node], m)
-	if dialing {
-		return func() {}
-	}
-	return func() { go cl.dialBacklog(node) }
+	return !dialing
 }
 
 // dialBacklog dials node for the frames queued for it; should the dial
@@ -1090,9 +1092,11 @@ func (cl *cluster) deliver(node string, a Addr, token uint64, ids []SocketID, f 
 		cl.fwdOut[tDeliver].Inc()
 		return true
 	}
-	after := cl.sendLocked(node, m) // no link yet: the backlog, and a dial
+	dial := cl.sendLocked(node, m) // no link yet: the backlog
 	cl.mu.Unlock()
-	after()
+	if dial {
+		go cl.dialBacklog(node)
+	}
 	cl.fwdOut[tDeliver].Inc()
 	return true
 }
@@ -1247,18 +1251,15 @@ func (cl *cluster) request(ctx context.Context, a Addr, w http.ResponseWriter, r
 // their leases are released so other nodes take the rooms at once, not
 // after the TTL, and the node leaves the registry.
 func (cl *cluster) leave(held []*instance) {
-	ctx, cancel := context.WithTimeout(context.Background(), cl.ttl)
-	defer cancel()
-	var rooms []storage.Room
-	var leases []storage.Lease
+	var kept []*instance
 	for _, in := range held {
 		if !in.lost.Load() {
-			rooms, leases = append(rooms, in.room), append(leases, in.lease)
+			kept = append(kept, in)
 		}
 	}
-	if err := cl.coord.Release(ctx, rooms, leases); err != nil {
-		cl.rt.log.Warn("release leases on drain", "err", err) // they expire within the TTL
-	}
+	cl.releaseNow(kept)
+	ctx, cancel := context.WithTimeout(context.Background(), cl.ttl)
+	defer cancel()
 	cl.coord.Leave(ctx, cl.self)
 	cl.mu.Lock()
 	links := make([]*link, 0, len(cl.links)+len(cl.inbound))
