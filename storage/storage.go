@@ -128,8 +128,10 @@ type Store interface {
 	// when the batch survives a crash of the process and of the machine,
 	// or with the error (ErrFenced, ErrClosed, ctx's error if it ended
 	// before the batch was queued or applied). done runs on the store's
-	// goroutine, or on the caller's before Commit returns when the batch
-	// is refused at once; it must not block.
+	// goroutine; on the caller's before Commit returns when the batch is
+	// refused at once; or, for a batch that waited for room in a full
+	// queue and was refused there, on that wait's own goroutine. It must
+	// not block.
 	Commit(ctx context.Context, r Room, b *Batch, done func(error))
 	// Members returns the room's membership records in id order.
 	Members(ctx context.Context, r Room) ([]Member, error)

@@ -31,6 +31,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -308,7 +309,7 @@ func apply(b *pebble.Batch, r storage.Room, c *storage.Batch) error {
 	}
 	for _, k := range c.Deletes {
 		if wiped {
-			break
+			break // nothing is left to delete
 		}
 		dk := append(dp[:len(dp):len(dp)], k...)
 		n, had, err := size(b, dk)
@@ -331,8 +332,7 @@ func apply(b *pebble.Batch, r storage.Room, c *storage.Batch) error {
 		}
 		if had {
 			m.bytes -= uint64(len(kv.Key) + n)
-		}
-		if !had {
+		} else {
 			m.keys++
 		}
 		m.bytes += uint64(len(kv.Key) + len(kv.Value))
@@ -512,7 +512,7 @@ func (s *Store) Rooms(ctx context.Context, class, prefix string, after storage.R
 		if class != "" && r.Class != class {
 			return false
 		}
-		if len(r.Name) < len(prefix) || r.Name[:len(prefix)] != prefix {
+		if !strings.HasPrefix(r.Name, prefix) {
 			return class == "" // names of one class are contiguous and sorted
 		}
 		out = append(out, statOf(r, readMeta(v)))
