@@ -50,6 +50,9 @@ func suite(args []string) {
 			runs, ok := reports[setup+"-"+scenario]
 			if !ok {
 				cells[setup] = "not run"
+				if setup == "floor" {
+					cells[setup] = "–" // the baseline has no such scenario
+				}
 				continue
 			}
 			v, all := medianOf(runs, f)
@@ -76,9 +79,6 @@ func suite(args []string) {
 			if fl, ok := values["floor"]; ok && fl > 0 && strings.HasSuffix(format, "ms") {
 				ratio = fmt.Sprintf("%.1f×", n/fl)
 			}
-		}
-		if _, ok := reports["floor-"+scenario]; !ok {
-			cells["floor"] = "–"
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", scenario, figure, target, cells["node"], cells["floor"], ratio, cells["cluster"])
 	}
@@ -146,20 +146,16 @@ func sweep(b *strings.Builder, reports map[string][]report, scenario, what strin
 		}
 		return points[rate]
 	}
-	for _, r := range reports["node-"+scenario+"sweep"] {
-		at(r.Rate).node = append(at(r.Rate).node, r)
-	}
-	for _, r := range reports["floor-"+scenario+"sweep"] {
-		at(r.Rate).floor = append(at(r.Rate).floor, r)
-	}
-	if len(points) == 0 {
+	if len(reports["node-"+scenario+"sweep"])+len(reports["floor-"+scenario+"sweep"]) == 0 {
 		return
 	}
-	for _, r := range reports["node-"+scenario] {
-		at(r.Rate).node = append(at(r.Rate).node, r)
-	}
-	for _, r := range reports["floor-"+scenario] {
-		at(r.Rate).floor = append(at(r.Rate).floor, r)
+	for _, kind := range []string{scenario + "sweep", scenario} {
+		for _, r := range reports["node-"+kind] {
+			at(r.Rate).node = append(at(r.Rate).node, r)
+		}
+		for _, r := range reports["floor-"+kind] {
+			at(r.Rate).floor = append(at(r.Rate).floor, r)
+		}
 	}
 	rates := make([]float64, 0, len(points))
 	for rate := range points {
@@ -171,6 +167,12 @@ func sweep(b *strings.Builder, reports map[string][]report, scenario, what strin
 	cell := func(runs []report, f func(report) float64) (string, float64, bool) {
 		if len(runs) == 0 {
 			return "not run", 0, false
+		}
+		for _, r := range runs {
+			if r.Errors+r.ConnectErrors+r.Lost > 0 {
+				// A run that lost messages or sockets measures nothing.
+				return fmt.Sprintf("%d errors, %d lost", r.Errors+r.ConnectErrors, r.Lost), 0, false
+			}
 		}
 		v, _ := medianOf(runs, f)
 		return fmt.Sprintf("%.2f ms", v), v, true
@@ -194,7 +196,7 @@ func sweep(b *strings.Builder, reports map[string][]report, scenario, what strin
 				if !broken[s.name] {
 					holds[s.name] = rate
 				}
-			case ok:
+			case len(s.runs) > 0: // missed, or a run with errors
 				c99 += " ✗"
 				broken[s.name] = true
 			}
