@@ -12,9 +12,9 @@
 //     message and writes it back.
 //
 // The counter and chat rooms persist nothing and write a broadcast of 256
-// sockets or more from GOMAXPROCS goroutines, as Roomgate does: they are
-// what those loads cost the kernel and the Go runtime alone, the floor
-// under Roomgate's figures.
+// sockets or more from up to GOMAXPROCS goroutines, split as Roomgate
+// splits it: they are what those loads cost the kernel and the Go runtime
+// alone, the floor under Roomgate's figures.
 //
 // It serves /metrics with the same Go and process collectors as roomgate,
 // so the harness measures both alike.
@@ -134,8 +134,8 @@ func (rm *room) broadcast(text *string) {
 		to = append(to, c)
 	}
 	parts := 1
-	if len(to) >= 256 {
-		parts = runtime.GOMAXPROCS(0)
+	if len(to) >= 256 { // Roomgate's split (rooms.fanout): up to GOMAXPROCS, 128 sockets each at least
+		parts = min(runtime.GOMAXPROCS(0), len(to)/128)
 	}
 	var wg sync.WaitGroup
 	for p := range parts {
