@@ -309,8 +309,7 @@ func TestBrowserRefusedHandshakeIsReported(t *testing.T) {
 func TestBrowserUnexplainedHandshakeFailureReconnects(t *testing.T) {
 	// The node refuses this page's Origin, which the probe cannot see: a
 	// same-origin GET carries none, so it is admitted (bad_handshake).
-	addr := freeAddr(t)
-	start(t, addr, nil, "-addr", addr, "-data", t.TempDir(), "-allowed-origins", "http://elsewhere.example")
+	addr := startNode(t, "-allowed-origins", "http://elsewhere.example")
 	page := tab(t, browser(t), "http://"+addr+"/")
 	value[bool](t, page, `(() => {
 		window.events = [];

@@ -49,8 +49,7 @@ func TestLoadtestBroadcast(t *testing.T) {
 }
 
 func TestLoadtestWakeStorm(t *testing.T) {
-	addr := freeAddr(t)
-	start(t, addr, nil, "-addr", addr, "-data", t.TempDir(), "-hibernate-after", "1s")
+	addr := startNode(t, "-hibernate-after", "1s")
 	r, err := loadtest.Run(context.Background(), loadtest.Options{
 		Scenario: "wake", Target: "http://" + addr, Sockets: 60, Settle: 15 * time.Second, Duration: time.Second,
 		Workers: 2, // both see the rooms asleep, then storm at one instant

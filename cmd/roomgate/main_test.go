@@ -81,10 +81,10 @@ func start(tb testing.TB, addr string, env []string, args ...string) *exec.Cmd {
 
 // startNode starts one node on its own data directory and returns its
 // address once it is ready.
-func startNode(t *testing.T) string {
+func startNode(t *testing.T, flags ...string) string {
 	t.Helper()
 	addr := freeAddr(t)
-	start(t, addr, nil, "-addr", addr, "-data", t.TempDir())
+	start(t, addr, nil, append([]string{"-addr", addr, "-data", t.TempDir()}, flags...)...)
 	return addr
 }
 
