@@ -44,6 +44,10 @@ func TestConformanceOnRedisCluster(t *testing.T) {
 		n++
 		return open(t, redisstore.Options{URL: addrs[0] + "," + addrs[1] + "," + addrs[2], Prefix: fmt.Sprintf("t%d:", n)})
 	})
+	storagetest.RunCoordinator(t, func(t *testing.T) storage.Coordinator {
+		n++
+		return open(t, redisstore.Options{URL: addrs[0] + "," + addrs[1] + "," + addrs[2], Prefix: fmt.Sprintf("t%d:", n)})
+	})
 }
 
 func TestCoordinatorConformance(t *testing.T) {

@@ -3,6 +3,8 @@ package storagetest
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,8 +26,13 @@ func RunCoordinator(t *testing.T, newCoordinator func(t *testing.T) storage.Coor
 		f    func(t *testing.T, c storage.Coordinator)
 	}{
 		{"leases", testLeases},
+		{"lease taken anew by its holder", testReacquire},
+		{"one holder among racing nodes", testRacingAcquires},
+		{"renew many", testRenewMany},
+		{"owners", testOwners},
 		{"release many", testReleaseMany},
 		{"node registry", testNodeRegistry},
+		{"heartbeat overwrites", testHeartbeatOverwrites},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.f(t, newCoordinator(t)) })
@@ -96,6 +103,123 @@ func acquireOnceFree(t *testing.T, c storage.Coordinator, r storage.Room, node s
 	}
 }
 
+// A node that acquires a room it holds gets a new token (a former
+// instance of the room on that node is fenced out), and the old token no
+// longer renews or releases the lease.
+func testReacquire(t *testing.T, c storage.Coordinator) {
+	r := storage.Room{Class: "chat", Name: "again"}
+	first, err := c.Acquire(ctx, r, "node-a", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := c.Acquire(ctx, r, "node-a", time.Minute)
+	if err != nil || second.Node != "node-a" || second.Token <= first.Token {
+		t.Fatalf("acquire by the holder = %+v, %v; want node-a with a token > %d", second, err, first.Token)
+	}
+	states, err := c.Renew(ctx, "node-a", time.Minute, []storage.Room{r, r}, []uint64{first.Token, second.Token})
+	if err != nil || !slices.Equal(states, []storage.LeaseState{storage.LeaseLost, storage.LeaseRenewed}) {
+		t.Fatalf("renew with the old and the new token = %v, %v; want lost, renewed", states, err)
+	}
+	if err := c.Release(ctx, []storage.Room{r}, []storage.Lease{first}); err != nil {
+		t.Fatal(err)
+	}
+	if l := owner(t, c, r); l != second {
+		t.Fatalf("after a release with the old token: owner = %+v, want %+v", l, second)
+	}
+}
+
+// Nodes racing for one room: exactly one gets it, and every other is
+// told who did. This is invariant 1 (one owner) at the coordinator.
+func testRacingAcquires(t *testing.T, c storage.Coordinator) {
+	const nodes = 20
+	r := storage.Room{Class: "chat", Name: "race"}
+	leases := make([]storage.Lease, nodes)
+	errs := make([]error, nodes)
+	var wg sync.WaitGroup
+	for i := range nodes {
+		wg.Go(func() { leases[i], errs[i] = c.Acquire(ctx, r, fmt.Sprint("node-", i), time.Minute) })
+	}
+	wg.Wait()
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil && winner >= 0:
+			t.Fatalf("both node-%d and node-%d acquired the room", winner, i)
+		case err == nil:
+			winner = i
+		case !errors.Is(err, storage.ErrLeaseHeld):
+			t.Fatalf("node-%d: %v", i, err)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("no node acquired the room")
+	}
+	want := leases[winner]
+	if want.Node != fmt.Sprint("node-", winner) || want.Token == 0 {
+		t.Fatalf("winner's lease = %+v", want)
+	}
+	for i, l := range leases {
+		if l != want {
+			t.Fatalf("node-%d was told %+v, want the winner's %+v", i, l, want)
+		}
+	}
+	if l := owner(t, c, r); l != want {
+		t.Fatalf("owner = %+v, want %+v", l, want)
+	}
+}
+
+// A renewal answers for each room: held by the caller with that token,
+// held by another node, held with another token, or held by nobody.
+func testRenewMany(t *testing.T, c storage.Coordinator) {
+	if states, err := c.Renew(ctx, "node-a", time.Minute, nil, nil); err != nil || len(states) != 0 {
+		t.Fatalf("renew of no rooms = %v, %v", states, err)
+	}
+	rooms := []storage.Room{{Class: "c", Name: "mine"}, {Class: "c", Name: "theirs"}, {Class: "c", Name: "free"}, {Class: "c", Name: "old token"}}
+	mine, err := c.Acquire(ctx, rooms[0], "node-a", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := c.Acquire(ctx, rooms[1], "node-b", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := c.Acquire(ctx, rooms[3], "node-a", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Acquire(ctx, rooms[3], "node-a", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	states, err := c.Renew(ctx, "node-a", time.Minute, rooms, []uint64{mine.Token, theirs.Token, mine.Token, old.Token})
+	want := []storage.LeaseState{storage.LeaseRenewed, storage.LeaseLost, storage.LeaseLost, storage.LeaseLost}
+	if err != nil || !slices.Equal(states, want) {
+		t.Fatalf("Renew = %v, %v; want %v", states, err, want)
+	}
+	if l := owner(t, c, rooms[1]); l != theirs {
+		t.Fatalf("node-a's renewal changed node-b's lease: %+v, want %+v", l, theirs)
+	}
+}
+
+// Owners answers for every room asked, the zero Lease for a free one.
+func testOwners(t *testing.T, c storage.Coordinator) {
+	if got, err := c.Owners(ctx, nil); err != nil || len(got) != 0 {
+		t.Fatalf("owners of no rooms = %v, %v", got, err)
+	}
+	rooms := []storage.Room{{Class: "c", Name: "a"}, {Class: "c", Name: "free"}, {Class: "d", Name: "a"}}
+	a, err := c.Acquire(ctx, rooms[0], "node-a", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.Acquire(ctx, rooms[2], "node-b", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Owners(ctx, rooms)
+	if want := []storage.Lease{a, {}, b}; err != nil || !slices.Equal(got, want) {
+		t.Fatalf("Owners = %+v, %v; want %+v", got, err, want)
+	}
+}
+
 // A draining node releases all its leases in one call; a lease that is no
 // longer the caller's stays with its holder.
 func testReleaseMany(t *testing.T, c storage.Coordinator) {
@@ -145,6 +269,31 @@ func testNodeRegistry(t *testing.T, c storage.Coordinator) {
 	c.Leave(ctx, "a")
 	if nodes, _ := c.Nodes(ctx); len(nodes) != 1 || nodes[0].ID != "b" {
 		t.Fatalf("after Leave: %+v", nodes)
+	}
+}
+
+// A node's heartbeat replaces its record, and says until when it is
+// alive; leaving a registry one is not in is no error.
+func testHeartbeatOverwrites(t *testing.T, c storage.Coordinator) {
+	if nodes, err := c.Nodes(ctx); err != nil || len(nodes) != 0 {
+		t.Fatalf("Nodes of an empty registry = %+v, %v", nodes, err)
+	}
+	if err := c.Heartbeat(ctx, storage.NodeRecord{ID: "a", Address: "127.0.0.1:1", Sockets: 3}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	if err := c.Heartbeat(ctx, storage.NodeRecord{ID: "a", Address: "127.0.0.1:1", Sockets: 5, ActiveRooms: 2}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	nodes, err := c.Nodes(ctx)
+	if err != nil || len(nodes) != 1 || nodes[0].Sockets != 5 || nodes[0].ActiveRooms != 2 {
+		t.Fatalf("Nodes after a second heartbeat = %+v, %v; want node a with 5 sockets and 2 rooms", nodes, err)
+	}
+	if exp := nodes[0].Expires; exp.Before(before.Add(time.Minute)) || exp.After(time.Now().Add(time.Minute)) {
+		t.Fatalf("Expires = %v, want the heartbeat's time plus its minute", exp)
+	}
+	if err := c.Leave(ctx, "never here"); err != nil {
+		t.Fatalf("Leave of an unknown node: %v", err)
 	}
 }
 
