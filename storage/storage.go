@@ -1,8 +1,10 @@
 // Package storage holds the small interface the room runtime persists
 // through, and its errors. Implementations live in subpackages so the
 // runtime links only what it is given: storage/filestore (embedded, one
-// node) and, in cluster mode, a Redis store. storage/storagetest is the
-// conformance suite every implementation passes.
+// node) and, in cluster mode, a Redis store (storage/redisstore), which is
+// also the cluster's Coordinator; storage/localcoord is the Coordinator of
+// a single node. storage/storagetest is the conformance suite every
+// implementation passes.
 //
 // A Store is safe for concurrent use. The runtime keeps at most one Commit
 // in flight per room, so a Store may apply one room's batches in the order

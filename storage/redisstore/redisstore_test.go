@@ -44,72 +44,19 @@ func TestConformanceOnRedisCluster(t *testing.T) {
 		n++
 		return open(t, redisstore.Options{URL: addrs[0] + "," + addrs[1] + "," + addrs[2], Prefix: fmt.Sprintf("t%d:", n)})
 	})
+	storagetest.RunCoordinator(t, func(t *testing.T) storage.Coordinator {
+		n++
+		return open(t, redisstore.Options{URL: addrs[0] + "," + addrs[1] + "," + addrs[2], Prefix: fmt.Sprintf("t%d:", n)})
+	})
 }
 
-func TestLeases(t *testing.T) {
+func TestCoordinatorConformance(t *testing.T) {
 	srv := redistest.Start(t)
-	s := open(t, redisstore.Options{URL: srv.URL()})
-	r := storage.Room{Class: "chat", Name: "lobby"}
-	a, err := s.Acquire(ctx, r, "node-a", time.Second)
-	if err != nil || a.Token == 0 || a.Node != "node-a" {
-		t.Fatalf("first acquire = %+v, %v", a, err)
-	}
-	held, err := s.Acquire(ctx, r, "node-b", time.Second)
-	if !errors.Is(err, storage.ErrLeaseHeld) || held != a {
-		t.Fatalf("second acquire = %+v, %v; want the holder's lease and ErrLeaseHeld", held, err)
-	}
-	if ok, err := s.Renew(ctx, "node-a", 200*time.Millisecond, []storage.Room{r}, []uint64{a.Token}); err != nil || ok[0] != storage.LeaseRenewed {
-		t.Fatalf("renew by the holder = %v, %v", ok, err)
-	}
-	if ok, _ := s.Renew(ctx, "node-b", time.Second, []storage.Room{r}, []uint64{a.Token}); ok[0] != storage.LeaseLost {
-		t.Fatal("a node renewed a lease it does not hold")
-	}
-	time.Sleep(300 * time.Millisecond) // past the renewed 200 ms
-	b, err := s.Acquire(ctx, r, "node-b", time.Second)
-	if err != nil || b.Token <= a.Token {
-		t.Fatalf("acquire after expiry = %+v, %v; want a greater token than %d", b, err, a.Token)
-	}
-	// The former owner's commit is refused: its token is older.
-	if err := storage.CommitAndWait(ctx, s, r, &storage.Batch{Puts: []storage.KV{{Key: "k", Value: []byte("a")}}, Token: a.Token}); !errors.Is(err, storage.ErrFenced) {
-		t.Fatalf("stale owner's commit: %v, want ErrFenced", err)
-	}
-	if err := storage.CommitAndWait(ctx, s, r, &storage.Batch{Puts: []storage.KV{{Key: "k", Value: []byte("b")}}, Token: b.Token}); err != nil {
-		t.Fatal(err)
-	}
-	if ok, _ := s.Renew(ctx, "node-a", time.Second, []storage.Room{r}, []uint64{a.Token}); ok[0] != storage.LeaseLost {
-		t.Fatal("the former owner renewed a lease taken over")
-	}
-	s.Release(ctx, []storage.Room{r}, []storage.Lease{a}) // not its lease any more: nothing happens
-	if l := owner(t, s, r); l != b {
-		t.Fatalf("owner = %+v, want %+v", l, b)
-	}
-	if err := s.Release(ctx, []storage.Room{r}, []storage.Lease{b}); err != nil {
-		t.Fatal(err)
-	}
-	if l := owner(t, s, r); l.Node != "" {
-		t.Fatalf("released lease still held by %+v", l)
-	}
-	c, _ := s.Acquire(ctx, r, "node-a", time.Second)
-	if c.Token <= b.Token {
-		t.Fatalf("token after release = %d, want > %d", c.Token, b.Token)
-	}
-}
-
-func TestNodeRegistry(t *testing.T) {
-	srv := redistest.Start(t)
-	s := open(t, redisstore.Options{URL: srv.URL()})
-	s.Heartbeat(ctx, storage.NodeRecord{ID: "b", Address: "127.0.0.1:2"}, time.Minute)
-	s.Heartbeat(ctx, storage.NodeRecord{ID: "a", Address: "127.0.0.1:1", Sockets: 3}, time.Minute)
-	s.Heartbeat(ctx, storage.NodeRecord{ID: "gone", Address: "127.0.0.1:3"}, time.Millisecond)
-	time.Sleep(10 * time.Millisecond)
-	nodes, err := s.Nodes(ctx)
-	if err != nil || len(nodes) != 2 || nodes[0].ID != "a" || nodes[0].Sockets != 3 || nodes[1].ID != "b" {
-		t.Fatalf("Nodes = %+v, %v", nodes, err)
-	}
-	s.Leave(ctx, "a")
-	if nodes, _ := s.Nodes(ctx); len(nodes) != 1 || nodes[0].ID != "b" {
-		t.Fatalf("after Leave: %+v", nodes)
-	}
+	n := 0
+	storagetest.RunCoordinator(t, func(t *testing.T) storage.Coordinator {
+		n++
+		return open(t, redisstore.Options{URL: srv.URL(), Prefix: fmt.Sprintf("t%d:", n)})
+	})
 }
 
 // A stale alarm index entry (its commit's tidy-up never ran) is corrected
@@ -205,38 +152,6 @@ func TestRenewAnswersWhatItCan(t *testing.T) {
 	want := []storage.LeaseState{storage.LeaseRenewed, storage.LeaseUnknown, storage.LeaseRenewed}
 	if err == nil || !slices.Equal(states, want) {
 		t.Fatalf("renew with one unanswerable lease = %v, %v; want %v and an error", states, err, want)
-	}
-}
-
-// A draining node releases all its leases in one call; a lease that is no
-// longer the caller's stays with its holder.
-func TestReleaseMany(t *testing.T) {
-	srv := redistest.Start(t)
-	s := open(t, redisstore.Options{URL: srv.URL()})
-	var rooms []storage.Room
-	var leases []storage.Lease
-	for i := range 5 {
-		r := storage.Room{Class: "c", Name: fmt.Sprint("r", i)}
-		l, err := s.Acquire(ctx, r, "node-a", time.Minute)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rooms, leases = append(rooms, r), append(leases, l)
-	}
-	stale := leases[4]
-	stale.Token-- // as if node-a's lease had been taken over since
-	leases[4] = stale
-	if err := s.Release(ctx, rooms, leases); err != nil {
-		t.Fatal(err)
-	}
-	owners, err := s.Owners(ctx, rooms)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, l := range owners {
-		if held := l.Node != ""; held != (i == 4) {
-			t.Fatalf("room %d: held %v after the release", i, held)
-		}
 	}
 }
 

@@ -1,5 +1,6 @@
-// Package storagetest is the conformance suite every storage.Store passes:
-// call Run from the implementation's tests with a factory for fresh stores.
+// Package storagetest is the conformance suite every storage.Store passes,
+// and every storage.Coordinator: call Run, or RunCoordinator, from the
+// implementation's tests with a factory for fresh ones.
 package storagetest
 
 import (
