@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"sort"
 	"strings"
 	"time"
@@ -52,14 +51,13 @@ type NodeInfo struct {
 // instance here, and in a cluster the lease on it when it runs elsewhere
 // (the zero Lease: nowhere).
 func (rt *Runtime) info(a Addr, st storage.Stat, stored bool, in *instance, owner storage.Lease) RoomInfo {
-	ri := RoomInfo{Class: a.Class, Room: a.Room, State: "stored", Owner: rt.o.NodeID}
-	if rt.cl != nil && in == nil {
-		ri.Owner = ""
-		if owner.Node != "" {
-			// Running on another node: its connections are those persisted.
-			ri.Owner, ri.State = owner.Node, "active"
-			ri.Connections = st.Members
-		}
+	ri := RoomInfo{Class: a.Class, Room: a.Room, State: "stored", Owner: owner.Node}
+	if in != nil {
+		ri.Owner = rt.o.NodeID
+	} else if owner.Node != "" {
+		// Running on another node: its connections are those persisted.
+		ri.State = "active"
+		ri.Connections = st.Members
 	}
 	if stored {
 		ri.StorageKeys, ri.StorageBytes = st.Keys, st.Bytes
@@ -92,7 +90,7 @@ func (rt *Runtime) Room(ctx context.Context, a Addr) (RoomInfo, error) {
 	}
 	in := rt.active(a)
 	var owner storage.Lease
-	if rt.cl != nil && in == nil {
+	if in == nil {
 		if owners, err := rt.o.Coordinator.Owners(ctx, []storage.Room{a.storageRoom()}); err == nil {
 			owner = owners[0]
 		}
@@ -150,20 +148,18 @@ func (rt *Runtime) Rooms(ctx context.Context, class, prefix, cursor string, limi
 		addrs = addrs[:limit]
 		next = addrs[limit-1].String()
 	}
-	// In a cluster, the owners of the rooms not running here, in one round
-	// trip; a lease that cannot be read shows as no owner.
+	// The owners of the rooms not running here, in one round trip; a
+	// lease that cannot be read shows as no owner.
 	owners := map[Addr]storage.Lease{}
-	if rt.cl != nil {
-		var elsewhere []storage.Room
-		for _, a := range addrs {
-			if live[a] == nil {
-				elsewhere = append(elsewhere, a.storageRoom())
-			}
+	var elsewhere []storage.Room
+	for _, a := range addrs {
+		if live[a] == nil {
+			elsewhere = append(elsewhere, a.storageRoom())
 		}
-		leases, _ := rt.o.Coordinator.Owners(ctx, elsewhere)
-		for i, l := range leases {
-			owners[Addr{Class: elsewhere[i].Class, Room: elsewhere[i].Name}] = l
-		}
+	}
+	leases, _ := rt.o.Coordinator.Owners(ctx, elsewhere)
+	for i, l := range leases {
+		owners[Addr{Class: elsewhere[i].Class, Room: elsewhere[i].Name}] = l
 	}
 	out := make([]RoomInfo, 0, len(addrs))
 	for _, a := range addrs {
@@ -176,11 +172,8 @@ func (rt *Runtime) Rooms(ctx context.Context, class, prefix, cursor string, limi
 // DeleteRoom closes the room's sockets with 4404 and deletes its storage
 // and alarm. Deleting a room that does not exist is not an error.
 func (rt *Runtime) DeleteRoom(ctx context.Context, a Addr) error {
-	if rt.cl != nil {
-		_, err := rt.cl.call(ctx, a, func() event { return event{kind: evDelete} }, &linkMsg{typ: tAsk, kind: askDelete, addr: a})
-		return err
-	}
-	return rt.ask(ctx, a, event{kind: evDelete})
+	_, err := rt.cl.call(ctx, a, func() event { return event{kind: evDelete} }, wireMsg(&linkMsg{typ: tAsk, kind: askDelete, addr: a}))
+	return err
 }
 
 // Connections lists the room's sockets; a hibernated room's come from
@@ -228,37 +221,21 @@ func (rt *Runtime) Kick(ctx context.Context, a Addr, id SocketID) error {
 			return ErrSocketNotFound // nothing to wake the room for
 		}
 	}
-	if rt.cl != nil {
-		_, err := rt.cl.call(ctx, a, func() event { return event{kind: evKick, id: id} }, &linkMsg{typ: tAsk, kind: askKick, addr: a, sock: id})
-		return err
-	}
-	return rt.ask(ctx, a, event{kind: evKick, id: id})
+	_, err := rt.cl.call(ctx, a, func() event { return event{kind: evKick, id: id} }, wireMsg(&linkMsg{typ: tAsk, kind: askKick, addr: a, sock: id}))
+	return err
 }
 
 // Broadcast sends f to every socket of the room, or those tagged tag, in
 // order with the room's own sends.
 func (rt *Runtime) Broadcast(ctx context.Context, a Addr, tag string, f Frame) error {
-	if rt.cl != nil {
-		_, err := rt.cl.call(ctx, a, func() event { return event{kind: evBroadcast, tag: tag, frame: f} },
-			&linkMsg{typ: tAsk, kind: askBroadcast, addr: a, text: tag, op: f.Op, data: f.Data})
-		return err
-	}
-	return rt.ask(ctx, a, event{kind: evBroadcast, tag: tag, frame: f})
+	_, err := rt.cl.call(ctx, a, func() event { return event{kind: evBroadcast, tag: tag, frame: f} },
+		wireMsg(&linkMsg{typ: tAsk, kind: askBroadcast, addr: a, text: tag, op: f.Op, data: f.Data}))
+	return err
 }
 
 // Request hands req to the room's OnRequest and writes its response to w.
 func (rt *Runtime) Request(ctx context.Context, a Addr, w http.ResponseWriter, req *http.Request) error {
-	if rt.cl != nil {
-		return rt.cl.request(ctx, a, w, req)
-	}
-	rec := httptest.NewRecorder()
-	if err := rt.ask(ctx, a, event{kind: evRequest, rec: rec, req: req}); err != nil {
-		return err
-	}
-	// Answered: the room is done with rec, and the write happens here, on
-	// the HTTP goroutine, so a slow client never holds up the room.
-	copyResponse(w, rec.Result())
-	return nil
+	return rt.cl.request(ctx, a, w, req)
 }
 
 // copyResponse writes a room's response to the client; one that left has
@@ -284,22 +261,21 @@ func (rt *Runtime) Storage(ctx context.Context, a Addr, prefix string, limit int
 	return kvs, nil
 }
 
-// Nodes lists the nodes of the cluster; in embedded mode, this one.
+// Nodes lists the nodes of the cluster; with no shared Coordinator, this one.
 func (rt *Runtime) Nodes(ctx context.Context) ([]NodeInfo, error) {
-	if rt.cl != nil {
-		list, err := rt.o.Coordinator.Nodes(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
-		}
-		out := make([]NodeInfo, 0, len(list))
-		for _, n := range list {
-			out = append(out, NodeInfo{ID: n.ID, Address: n.Address, Sockets: n.Sockets, ActiveRooms: n.ActiveRooms, StartedAt: n.StartedAt})
-		}
-		return out, nil
+	list, err := rt.o.Coordinator.Nodes(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	n := NodeInfo{ID: rt.o.NodeID, Address: rt.o.Address, StartedAt: rt.started.UTC(),
-		Sockets: int(rt.nsocks.Load()), ActiveRooms: int(rt.nrooms.Load())}
-	return []NodeInfo{n}, nil
+	out := make([]NodeInfo, 0, len(list))
+	for _, n := range list {
+		if n.ID == rt.o.NodeID {
+			// This node knows its own figures now, not as of its heartbeat.
+			n.Sockets, n.ActiveRooms = int(rt.nsocks.Load()), int(rt.nrooms.Load())
+		}
+		out = append(out, NodeInfo{ID: n.ID, Address: n.Address, Sockets: n.Sockets, ActiveRooms: n.ActiveRooms, StartedAt: n.StartedAt})
+	}
+	return out, nil
 }
 
 // Ready reports whether the runtime can serve: its store answers and, in a
@@ -308,8 +284,5 @@ func (rt *Runtime) Ready(ctx context.Context) error {
 	if err := rt.store.Ping(ctx); err != nil {
 		return err
 	}
-	if rt.cl != nil {
-		return rt.cl.inRegistry()
-	}
-	return nil
+	return rt.cl.inRegistry()
 }

@@ -123,26 +123,21 @@ func (rt *Runtime) fireAlarms(ctx context.Context) {
 			}
 			a := Addr{Class: d.Room.Class, Room: d.Room.Name}
 			ev := event{kind: evAlarm, alarm: AlarmInfo{Scheduled: d.At}}
-			var err error
-			if rt.cl != nil {
-				// Every node polls the one index; an alarm runs where its
-				// room does, or here if the room has no owner: the owner
-				// died, and its alarms are taken over. One its owner runs
-				// is not this node's to count as busy.
-				var remote string
-				if remote, err = rt.cl.here(ctx, a, ev, false, false); remote != "" {
-					rt.alarmFinishedQuietly(d.Room, true)
-					continue
-				}
-			} else {
-				err = rt.send(a, ev, false)
+			// Every node polls the one index; an alarm runs where its room
+			// does, or here if the room has no owner: the owner died, and
+			// its alarms are taken over. One its owner runs is not this
+			// node's to count as busy.
+			remote, err := rt.cl.here(ctx, a, ev, false, false)
+			if remote != "" {
+				rt.alarmFinishedQuietly(d.Room, true)
+				continue
 			}
 			if err != nil {
 				if errors.Is(err, ErrUnknownClass) {
 					continue // stays busy: no code can ever run it, and it must not hide the others
 				}
 				rt.log.Warn("alarm not delivered", "room", a.String(), "err", err)
-				rt.alarmFinishedQuietly(d.Room, rt.cl != nil) // a cluster retries on its next pass
+				rt.alarmFinishedQuietly(d.Room, true) // retried on the next pass
 			}
 		}
 		// An alarm due now is either handed out above or busy; a busy one's

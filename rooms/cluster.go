@@ -64,6 +64,12 @@ type cluster struct {
 	nodes        atomic.Pointer[map[string]storage.NodeRecord]
 	hbMu         sync.Mutex   // one heartbeat at a time, so node lists are compared in order
 	registered   atomic.Int64 // cl.now() of the last heartbeat Redis took; 0 before the first
+	// linked is set once any link has been up. Until then no other owner
+	// can have sent to this node's sockets, and a room's own sends need
+	// no fence check (release).
+	linked atomic.Bool
+
+	routes [shards]routeShard // spread like the runtime's shards
 
 	placeMu sync.Mutex
 	placing map[Addr]*placement // rooms whose lease this node is asking for
@@ -84,6 +90,10 @@ func newCluster(rt *Runtime) *cluster {
 		cl.fwdIn[t] = rt.m.forwarded.WithLabelValues("in", names[t])
 		cl.fwdOut[t] = rt.m.forwarded.WithLabelValues("out", names[t])
 	}
+	for i := range cl.routes {
+		cl.routes[i].owners = make(map[Addr]string)
+		cl.routes[i].fences = make(map[Addr]fence)
+	}
 	empty := map[string]storage.NodeRecord{}
 	cl.nodes.Store(&empty)
 	cl.publishLinks()
@@ -99,13 +109,20 @@ func (cl *cluster) deadline(start time.Time) int64 {
 	return int64(start.Sub(cl.epoch) + cl.ttl - cl.ttl/10)
 }
 
-// LinkHandler serves the links of other nodes; mount it at LinkPath.
-func (rt *Runtime) LinkHandler() http.Handler {
-	if rt.cl == nil {
-		return http.NotFoundHandler()
-	}
-	return rt.cl
+// LinkHandler serves the links of other nodes; mount it at LinkPath. With
+// no shared Coordinator no other node is registered, and every link is
+// refused.
+func (rt *Runtime) LinkHandler() http.Handler { return rt.cl }
+
+// routeShard is what this node remembers of rooms that may run elsewhere.
+// Its lock is taken alone, or inside a runtime shard's.
+type routeShard struct {
+	mu     sync.Mutex
+	owners map[Addr]string // the node that holds the room's lease, as last seen
+	fences map[Addr]fence  // the newest owner token seen for the room's sockets here
 }
+
+func (cl *cluster) route(a Addr) *routeShard { return &cl.routes[cl.rt.shardOf(a)] }
 
 // run keeps the node registered and its leases renewed until ctx ends.
 func (cl *cluster) run(ctx context.Context) {
@@ -129,16 +146,16 @@ func (cl *cluster) run(ctx context.Context) {
 			// not stay in the maps.
 			prune = time.Now()
 			stale := cl.now() - int64(time.Minute)
-			for i := range cl.rt.shards {
-				sh := &cl.rt.shards[i]
-				sh.mu.Lock()
-				clear(sh.owners)
-				for a, f := range sh.fences {
+			for i := range cl.routes {
+				r := &cl.routes[i]
+				r.mu.Lock()
+				clear(r.owners)
+				for a, f := range r.fences {
 					if f.seen < stale {
-						delete(sh.fences, a)
+						delete(r.fences, a)
 					}
 				}
-				sh.mu.Unlock()
+				r.mu.Unlock()
 			}
 		}
 	}

@@ -34,7 +34,7 @@ func (cl *cluster) closedLater(a Addr, id SocketID, code int, reason string) {
 
 func (cl *cluster) connect(ctx context.Context, a Addr, s Socket, info ConnectInfo) error {
 	remote, err := cl.call(ctx, a, func() event { return event{kind: evConnect, sock: s, info: info} },
-		&linkMsg{typ: tConnect, addr: a, sock: s.ID(), info: info})
+		wireMsg(&linkMsg{typ: tConnect, addr: a, sock: s.ID(), info: info}))
 	if remote != nil && errors.Is(err, ErrDraining) {
 		// The link to the owner closed with the connect unanswered: the
 		// owner may have let the socket in before it went. The socket is
@@ -48,7 +48,7 @@ func (cl *cluster) connect(ctx context.Context, a Addr, s Socket, info ConnectIn
 // runs: here, or on the owner through a tConnect or tAsk. A wrong cached
 // owner is corrected from its answer. remote is the owner's answer when
 // the room ran elsewhere.
-func (cl *cluster) call(ctx context.Context, a Addr, mk func() event, m *linkMsg) (remote *linkMsg, err error) {
+func (cl *cluster) call(ctx context.Context, a Addr, mk func() event, wire func() (*linkMsg, error)) (remote *linkMsg, err error) {
 	for range 3 {
 		ev := mk()
 		ev.reply = make(chan error, 1)
@@ -63,6 +63,10 @@ func (cl *cluster) call(ctx context.Context, a Addr, mk func() event, m *linkMsg
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
+		}
+		m, err := wire()
+		if err != nil {
+			return nil, err
 		}
 		ans, err := cl.callRemote(ctx, owner, m)
 		if errors.Is(err, errNotOwner) {
@@ -94,11 +98,16 @@ func (cl *cluster) callRemote(ctx context.Context, node string, m *linkMsg) (lin
 }
 
 func (cl *cluster) message(a Addr, s Socket, f Frame) error {
-	remote := cl.knownOwner(a)
+	// The room running here is the common case, and on one node the only
+	// one: one lock, no placement.
+	ev := event{kind: evMessage, id: s.ID(), frame: f}
+	ev.frame.Data = append([]byte(nil), f.Data...) // the room keeps it; f.Data is the gateway's
+	err := cl.rt.send(a, ev, true)
+	if !errors.Is(err, errNotHere) {
+		return err
+	}
+	remote := cl.cachedOwner(a)
 	if remote == "" {
-		ev := event{kind: evMessage, id: s.ID(), frame: f}
-		ev.frame.Data = append([]byte(nil), f.Data...) // the room keeps it; f.Data is the gateway's
-		var err error
 		if remote, err = cl.here(context.Background(), a, ev, true, true); err != nil || remote == "" {
 			return err
 		}
@@ -363,15 +372,18 @@ func (cl *cluster) request(ctx context.Context, a Addr, w http.ResponseWriter, r
 		return fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
 	req.Body = io.NopCloser(bytes.NewReader(body))
-	wire := req.Clone(ctx)
-	wire.Body, wire.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
-	var dump bytes.Buffer
-	if err := wire.Write(&dump); err != nil {
-		return fmt.Errorf("%w: %w", ErrBadRequest, err)
-	}
 	rec := httptest.NewRecorder()
-	m := &linkMsg{typ: tAsk, kind: askRequest, addr: a, data: dump.Bytes()}
-	ans, err := cl.call(ctx, a, func() event { return event{kind: evRequest, rec: rec, req: req} }, m)
+	// Serialized only for a room that runs on another node.
+	wire := func() (*linkMsg, error) {
+		out := req.Clone(ctx)
+		out.Body, out.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		var dump bytes.Buffer
+		if err := out.Write(&dump); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
+		}
+		return &linkMsg{typ: tAsk, kind: askRequest, addr: a, data: dump.Bytes()}, nil
+	}
+	ans, err := cl.call(ctx, a, func() event { return event{kind: evRequest, rec: rec, req: req} }, wire)
 	if err != nil {
 		return err
 	}
@@ -383,6 +395,13 @@ func (cl *cluster) request(ctx context.Context, a Addr, w http.ResponseWriter, r
 		copyResponse(w, resp)
 		return nil
 	}
+	// Answered here: the room is done with rec, and the write happens on
+	// the HTTP goroutine, so a slow client never holds up the room.
 	copyResponse(w, rec.Result())
 	return nil
+}
+
+// wireMsg is call's wire for a message built in advance.
+func wireMsg(m *linkMsg) func() (*linkMsg, error) {
+	return func() (*linkMsg, error) { return m, nil }
 }

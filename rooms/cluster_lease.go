@@ -133,16 +133,14 @@ func (cl *cluster) place(ctx context.Context, a Addr, useCache bool, start func(
 		return "", false, ErrUnknownClass
 	}
 	sh := cl.rt.shard(a)
-	sh.mu.Lock()
-	if sh.rooms[a] != nil {
-		sh.mu.Unlock()
+	if cl.rt.active(a) != nil {
 		return "", true, nil
 	}
-	if n, ok := sh.owners[a]; ok && useCache {
-		sh.mu.Unlock()
-		return n, false, nil
+	if useCache {
+		if n := cl.cachedOwner(a); n != "" {
+			return n, false, nil
+		}
 	}
-	sh.mu.Unlock()
 
 	cl.placeMu.Lock()
 	if p := cl.placing[a]; p != nil {
@@ -182,9 +180,10 @@ func (cl *cluster) place(ctx context.Context, a Addr, useCache bool, start func(
 		p.err = start(&heldLease{Lease: l, start: begin})
 		return "", false, p.err
 	case errors.Is(err, storage.ErrLeaseHeld):
-		sh.mu.Lock()
-		sh.owners[a] = l.Node
-		sh.mu.Unlock()
+		r := cl.route(a)
+		r.mu.Lock()
+		r.owners[a] = l.Node
+		r.mu.Unlock()
 		p.remote = l.Node
 		return l.Node, false, nil
 	default:
@@ -195,25 +194,24 @@ func (cl *cluster) place(ctx context.Context, a Addr, useCache bool, start func(
 	}
 }
 
-// knownOwner is the node a's events go to as far as this node knows
-// without asking Redis: "" when the room runs here or is not known.
-func (cl *cluster) knownOwner(a Addr) string {
-	sh := cl.rt.shard(a)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if sh.rooms[a] != nil {
-		return ""
-	}
-	return sh.owners[a]
+// cachedOwner is the node that held a's lease when this node last asked,
+// or "": an event sent there may bounce (errNotOwner), and is sent again.
+func (cl *cluster) cachedOwner(a Addr) string {
+	r := cl.route(a)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.owners[a]
 }
 
+// forgetOwner drops a's cached owner if it is node, or whoever it is when
+// node is "".
 func (cl *cluster) forgetOwner(a Addr, node string) {
-	sh := cl.rt.shard(a)
-	sh.mu.Lock()
-	if sh.owners[a] == node {
-		delete(sh.owners, a)
+	r := cl.route(a)
+	r.mu.Lock()
+	if n, ok := r.owners[a]; ok && (node == "" || n == node) {
+		delete(r.owners, a)
 	}
-	sh.mu.Unlock()
+	r.mu.Unlock()
 }
 
 // here delivers ev to a's instance on this node, taking the room's lease
@@ -287,15 +285,15 @@ func (cl *cluster) inOrder(a Addr, f, refuse func()) {
 // owner, frozen while another took over, never gets a late frame between
 // the new owner's.
 func (cl *cluster) fenceOK(a Addr, token uint64) bool {
-	sh := cl.rt.shard(a)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	cur := sh.fences[a]
+	r := cl.route(a)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cur := r.fences[a]
 	if token < cur.token {
 		cl.rt.m.fencedCommits.WithLabelValues("edge").Inc()
 		return false
 	}
-	sh.fences[a] = fence{token: token, seen: cl.now()}
+	r.fences[a] = fence{token: token, seen: cl.now()}
 	return true
 }
 

@@ -91,6 +91,7 @@ func (cl *cluster) register(l *link) *link {
 		cl.rt.m.links.Inc()
 	}
 	cl.links[l.peer] = l
+	cl.linked.Store(true)
 	l.gen = cl.gens[l.peer] + 1 // the frames backlogged for it are of this generation too
 	if b := cl.backlog[l.peer]; len(b) > 0 {
 		l.sendRaw(b)
@@ -107,6 +108,7 @@ func (cl *cluster) register(l *link) *link {
 func (cl *cluster) accepted(l *link) {
 	cl.mu.Lock()
 	cl.inbound[l] = struct{}{}
+	cl.linked.Store(true)
 	cl.mu.Unlock()
 }
 
@@ -215,15 +217,15 @@ func (cl *cluster) linkLost(l *link, pending map[uint64]pendingCall, err error) 
 		cl.rt.m.linkErrors.WithLabelValues("lost").Inc()
 		cl.rt.log.Warn("link to node lost", "node", l.peer, "unanswered", len(pending), "err", err)
 	}
-	for i := range cl.rt.shards {
-		sh := &cl.rt.shards[i]
-		sh.mu.Lock()
-		for a, n := range sh.owners {
+	for i := range cl.routes {
+		r := &cl.routes[i]
+		r.mu.Lock()
+		for a, n := range r.owners {
 			if n == l.peer {
-				delete(sh.owners, a)
+				delete(r.owners, a)
 			}
 		}
-		sh.mu.Unlock()
+		r.mu.Unlock()
 	}
 	for _, p := range pending {
 		switch p.typ {

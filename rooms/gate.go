@@ -15,10 +15,10 @@ import (
 
 // accept adds a successful event's writes and outputs to the pipeline.
 func (in *instance) accept(ctx context.Context, w *writeSet, outs []output, from *Conn) {
-	if in.rt.cl != nil && in.hasUnsaved() {
-		// In a cluster another node may have to take the room over at any
-		// moment, and must know every socket: records go with the event
-		// that changed them.
+	if !in.rt.o.LazyMembers && in.hasUnsaved() {
+		// Another node may have to take the room over at any moment, and
+		// must know every socket: records go with the event that changed
+		// them.
 		in.collectUnsaved(w)
 	}
 	if !w.empty() || in.inflight != nil {
@@ -56,7 +56,9 @@ func (in *instance) pump(ctx context.Context) {
 	in.inflight, in.inOut, in.inFrom, in.inEvents, in.inExtra = &w, in.penOut, in.penFrom, in.penEvents, in.penExtra
 	in.pending, in.penOut, in.penFrom, in.penEvents, in.penExtra = writeSet{}, nil, nil, 0, nil
 	b := w.batch()
-	b.Token = in.lease.Token
+	if !in.rt.o.Unfenced {
+		b.Token = in.lease.Token
+	}
 	in.rt.commit(ctx, in.room, b, in.onCommit)
 }
 
@@ -95,9 +97,7 @@ func (in *instance) committed(ctx context.Context, err error) {
 	if errors.Is(err, storage.ErrFenced) {
 		// Another node took the room over: what this one did since is void.
 		in.rt.m.fencedCommits.WithLabelValues("store").Inc()
-		if in.rt.cl != nil {
-			in.rt.cl.lose(in)
-		}
+		in.rt.cl.lose(in)
 		code, reason = 1012, "room moved, reconnect"
 	}
 	// A socket whose connect waited for this commit is refused (the edge
@@ -149,7 +149,7 @@ func (in *instance) release(outs []output) {
 	cl := in.rt.cl
 	checked, fenced := false, false // once per release: the token is the instance's
 	for _, o := range outs {
-		if cl != nil && len(o.to) > 0 {
+		if len(o.to) > 0 && cl.linked.Load() {
 			if !checked {
 				checked, fenced = true, !cl.fenceOK(in.addr, in.lease.Token)
 			}
@@ -169,7 +169,7 @@ func (in *instance) release(outs []output) {
 			}
 		case len(o.to) > 0:
 			local := o.to
-			if cl != nil {
+			if in.nremote > 0 {
 				local = in.deliverRemote(cl, o)
 			}
 			if len(local) >= fanoutMin {

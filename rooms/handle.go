@@ -72,6 +72,9 @@ func (in *instance) addConn(c *Conn) {
 	in.list = append(in.list, c)
 	in.conns[c.id] = c
 	in.nconns.Store(int32(len(in.list)))
+	if _, remote := c.sock.(*remoteSocket); remote {
+		in.nremote++
+	}
 }
 
 func (in *instance) removeConn(c *Conn) {
@@ -86,6 +89,9 @@ func (in *instance) removeConn(c *Conn) {
 	c.gone = true
 	c.rec &^= recUnsaved // it stays in in.unsaved, skipped there
 	in.nconns.Store(int32(len(in.list)))
+	if _, remote := c.sock.(*remoteSocket); remote {
+		in.nremote--
+	}
 }
 
 // call runs a handler method in an event scope and turns a panic into an error.
@@ -255,10 +261,10 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 			}
 		}
 		in.markUnsaved(c)
-		if in.rt.cl != nil {
-			// In a cluster the socket's membership record is written with
-			// this event, and the socket is accepted only once it is
-			// committed: a new owner must know every socket that was let in.
+		if !in.rt.o.LazyMembers {
+			// The socket's membership record is written with this event,
+			// and the socket is accepted only once it is committed: a new
+			// owner must know every socket that was let in.
 			in.accept(ctx, w, append(outs, output{done: ev.reply.answer, join: c}), c)
 			return
 		}

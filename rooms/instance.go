@@ -109,6 +109,7 @@ type instance struct {
 	r         Room
 	conns     map[SocketID]*Conn
 	list      []*Conn
+	nremote   int // sockets in list held by other nodes: while 0, sends skip the cluster's delivery
 	inEvent   bool
 	cur       *writeSet
 	curOut    []output
@@ -208,7 +209,7 @@ func (in *instance) run(ctx context.Context) {
 	defer idle.Stop()
 	var batch []event
 	for {
-		if cl := in.rt.cl; cl != nil && (in.lost.Load() || cl.now() >= in.leaseUntil.Load()) {
+		if cl := in.rt.cl; in.lost.Load() || cl.now() >= in.leaseUntil.Load() {
 			// Another node may run the room now: take no more events.
 			cl.lose(in)
 			in.abandon()

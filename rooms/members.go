@@ -103,7 +103,7 @@ func (in *instance) load(ctx context.Context, ev *event) bool {
 		switch {
 		case m.Edge == in.rt.o.NodeID:
 			s = in.rt.lookup(SocketID(m.ID))
-		case in.rt.cl != nil && in.rt.cl.alive(m.Edge):
+		case in.rt.cl.alive(m.Edge):
 			// Open as far as the registry knows; its edge is asked below.
 			s = &remoteSocket{id: SocketID(m.ID), edge: m.Edge, cl: in.rt.cl, in: in}
 		}
@@ -135,7 +135,7 @@ func (in *instance) load(ctx context.Context, ev *event) bool {
 	for _, c := range lost {
 		in.closeConn(ctx, &event{kind: evClose}, c, 1006, "connection lost")
 	}
-	if in.rt.cl != nil {
+	if in.nremote > 0 {
 		in.probeEdges()
 	}
 	return true

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/roomgate/roomgate/storage"
+	"github.com/roomgate/roomgate/storage/localcoord"
 )
 
 // Options configure a Runtime. A zero field means its default.
@@ -28,12 +29,34 @@ type Options struct {
 	StartupWakes    int                   // rooms running at once while a restart wakes those whose sockets died with the last run; default 1024
 	Clock           func() time.Time      // the time eviction judges idleness by; default time.Now. Tests move it ahead
 
-	// Cluster mode, when Coordinator is set: each room runs on the node
-	// holding its lease, events from other edges reach it over links to
-	// the other nodes, and Address is where they dial this node.
+	// Every room runs on the node holding its lease, taken through
+	// Coordinator: one shared by the nodes of a cluster (Redis), where
+	// events from other edges reach the room over links to the other
+	// nodes and Address is where they dial this node; or, when nil, an
+	// in-process one of which this node is the only member. The same
+	// placement and lease code runs either way.
 	Coordinator   storage.Coordinator
 	LeaseTTL      time.Duration // default 5s
 	ClusterSecret string        // when set, links must present it
+
+	// Shortcuts that are safe only when no other node can take a room
+	// over, because none shares the store: all three are on when Coordinator
+	// is nil, and off with a shared one unless set.
+	//
+	// LazyMembers saves a socket's membership record only before its room
+	// leaves memory (or drains), not with the event that changed it: a
+	// burst of connects costs no writes. A crash loses only the records of
+	// sockets that died with the process.
+	LazyMembers bool
+	// WakeLostOnStart wakes, once at start, every room with persisted
+	// members, so each hears (OnClose, 1006) of the sockets that died with
+	// the last run. In a cluster the registry tells the rooms instead.
+	WakeLostOnStart bool
+	// Unfenced commits carry no fencing token: the store's own lock on its
+	// directory keeps any other process out, and the in-process
+	// Coordinator's tokens start again with each process, below those a
+	// store would have kept.
+	Unfenced bool
 }
 
 func (o *Options) init() error {
@@ -70,8 +93,12 @@ func (o *Options) init() error {
 	if o.LeaseTTL == 0 {
 		o.LeaseTTL = 5 * time.Second
 	}
-	if o.Coordinator != nil && o.Address == "" {
-		return errors.New("rooms: cluster mode needs Options.Address, where other nodes reach this one")
+	switch {
+	case o.Coordinator == nil:
+		o.Coordinator = localcoord.New()
+		o.LazyMembers, o.WakeLostOnStart, o.Unfenced = true, true, true
+	case o.Address == "":
+		return errors.New("rooms: a shared Coordinator needs Options.Address, where other nodes reach this one")
 	}
 	if o.HibernateAfter < 0 || o.LeaseTTL < 0 || o.MaxActiveRooms < 0 || o.MaxQueuedEvents < 0 || o.CommitTimeout < 0 || o.AlarmRetryBase < 0 || o.StartupWakes < 0 {
 		return errors.New("rooms: negative option")

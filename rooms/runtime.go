@@ -33,7 +33,7 @@ type Runtime struct {
 	stop   context.CancelFunc
 	wg     sync.WaitGroup // one per running instance
 	seed   maphash.Seed
-	shards [64]shard
+	shards [shards]shard
 	nrooms atomic.Int64            // instances in memory
 	nrun   atomic.Int64            // instances with a goroutine (roomgate_rooms_running)
 	edge   atomic.Pointer[Sockets] // set by Attach
@@ -41,18 +41,19 @@ type Runtime struct {
 	policy hibernation.Policy
 	press  chan struct{} // nrooms passed MaxActiveRooms: sweep now
 
-	cl *cluster // nil in embedded mode
+	cl *cluster // placement, leases and links: the same code with one node or many
 
 	alarmMu   sync.Mutex
 	alarmBusy map[storage.Room]bool // alarms handed to their room and not finished
 	alarmWake chan struct{}
 }
 
+// shards is how many locks the rooms in memory are spread over.
+const shards = 64
+
 type shard struct {
 	mu       sync.Mutex
 	rooms    map[Addr]*instance
-	owners   map[Addr]string // cluster mode: the node that holds the room's lease, as last seen
-	fences   map[Addr]fence  // cluster mode: the newest owner token seen for the room's sockets here
 	draining bool
 }
 
@@ -82,12 +83,8 @@ func New(o Options) (*Runtime, error) {
 	rt.life, rt.stop = context.WithCancel(context.Background())
 	for i := range rt.shards {
 		rt.shards[i].rooms = make(map[Addr]*instance)
-		rt.shards[i].owners = make(map[Addr]string)
-		rt.shards[i].fences = make(map[Addr]fence)
 	}
-	if o.Coordinator != nil {
-		rt.cl = newCluster(rt)
-	}
+	rt.cl = newCluster(rt)
 	return rt, nil
 }
 
@@ -118,17 +115,17 @@ func (rt *Runtime) Classes() []string {
 // when all have stopped. Stop the gateway first, so the sockets' last
 // events are already queued.
 func (rt *Runtime) Run(ctx context.Context) error {
-	var bg sync.WaitGroup
+	var bg, clusterLoop sync.WaitGroup
+	// Leases are renewed until the very end of the drain: the rooms still
+	// commit, and a commit needs an unexpired token.
+	clusterCtx, stopCluster := context.WithCancel(context.Background())
+	defer func() {
+		stopCluster()
+		clusterLoop.Wait()
+	}()
+	clusterLoop.Go(func() { rt.cl.run(clusterCtx) })
 	bg.Go(func() { rt.evictIdle(ctx) })
-	if rt.cl != nil {
-		// Leases are renewed until the very end of the drain: the rooms
-		// still commit, and a commit needs an unexpired token.
-		clusterCtx, stopCluster := context.WithCancel(context.Background())
-		defer stopCluster()
-		go rt.cl.run(clusterCtx)
-	} else {
-		// In a cluster, a room learns of lost sockets from the registry
-		// and from the edges when it wakes (cluster.edgeLost, load).
+	if rt.o.WakeLostOnStart {
 		bg.Go(func() { rt.closeLostMembers(ctx) })
 	}
 	rt.fireAlarms(ctx)
@@ -169,30 +166,30 @@ func (rt *Runtime) Run(ctx context.Context) error {
 		}
 		sh.mu.Unlock()
 	}
-	if rt.cl != nil {
-		rt.cl.leave(held)
-	}
+	rt.cl.leave(held)
 	return nil
 }
 
-func (rt *Runtime) shard(a Addr) *shard {
+func (rt *Runtime) shard(a Addr) *shard { return &rt.shards[rt.shardOf(a)] }
+
+// shardOf spreads rooms over the runtime's shards, and the cluster's.
+func (rt *Runtime) shardOf(a Addr) int {
 	var h maphash.Hash
 	h.SetSeed(rt.seed)
 	h.WriteString(a.Class)
 	h.WriteByte(0)
 	h.WriteString(a.Room)
-	return &rt.shards[h.Sum64()%uint64(len(rt.shards))]
+	return int(h.Sum64() % shards)
 }
 
-// send queues ev for room a, starting its instance if needed. In cluster
-// mode it reaches only a room running here (errNotHere otherwise); the
+// send queues ev for room a if it runs here (errNotHere otherwise); the
 // Router and Admin methods place rooms first.
 func (rt *Runtime) send(a Addr, ev event, bounded bool) error {
 	return rt.sendWith(a, ev, bounded, nil)
 }
 
-// sendWith is send; in cluster mode lease, when not nil, is the room's
-// lease just taken, with which a new instance starts.
+// sendWith is send; lease, when not nil, is the room's lease just taken,
+// with which a new instance starts.
 func (rt *Runtime) sendWith(a Addr, ev event, bounded bool, lease *heldLease) error {
 	cls := rt.classes[a.Class]
 	if cls == nil {
@@ -207,16 +204,14 @@ func (rt *Runtime) sendWith(a Addr, ev event, bounded bool, lease *heldLease) er
 		if sh.draining {
 			return ErrDraining
 		}
-		if rt.cl != nil && lease == nil {
+		if lease == nil {
 			return errNotHere
 		}
 		in = newInstance(rt, a, cls)
-		if lease != nil {
-			in.lease = lease.Lease
-			in.leaseUntil.Store(rt.cl.deadline(lease.start))
-			delete(sh.owners, a)
-			rt.m.leases.Inc()
-		}
+		in.lease = lease.Lease
+		in.leaseUntil.Store(rt.cl.deadline(lease.start))
+		rt.cl.forgetOwner(a, "")
+		rt.m.leases.Inc()
 		sh.rooms[a] = in
 		rt.m.rooms.WithLabelValues("active").Inc()
 		rt.m.wakes.Inc()
@@ -293,12 +288,7 @@ func (rt *Runtime) HasClass(class string) bool { return rt.classes[class] != nil
 
 // Connect implements Router: the room's OnConnect accepts or refuses s.
 func (rt *Runtime) Connect(ctx context.Context, a Addr, s Socket, info ConnectInfo) error {
-	var err error
-	if rt.cl != nil {
-		err = rt.cl.connect(ctx, a, s, info)
-	} else {
-		err = rt.ask(ctx, a, event{kind: evConnect, sock: s, info: info})
-	}
+	err := rt.cl.connect(ctx, a, s, info)
 	if err == nil {
 		rt.nsocks.Add(1)
 	}
@@ -313,24 +303,20 @@ func (rt *Runtime) Attach(s Sockets) { rt.edge.Store(&s) }
 // waiting for the room; a room with too many queued events refuses it with
 // ErrOverloaded.
 func (rt *Runtime) Message(ctx context.Context, a Addr, s Socket, f Frame) error {
-	if rt.cl != nil {
-		return rt.cl.message(a, s, f)
-	}
-	f.Data = append([]byte(nil), f.Data...)
-	return rt.send(a, event{kind: evMessage, id: s.ID(), frame: f}, true)
+	return rt.cl.message(a, s, f)
 }
 
 // Closed implements Router.
 func (rt *Runtime) Closed(a Addr, s Socket, code int, reason string) {
 	rt.nsocks.Add(-1)
-	if rt.cl != nil {
-		if err := rt.cl.closed(a, s.ID(), code, reason); err != nil {
-			go rt.cl.closedLater(a, s.ID(), code, reason)
-		}
-		return
-	}
-	if err := rt.send(a, event{kind: evClose, id: s.ID(), code: code, reason: reason}, false); err != nil {
+	switch err := rt.cl.closed(a, s.ID(), code, reason); {
+	case err == nil:
+	case errors.Is(err, ErrDraining) && !errors.Is(err, errMoved):
+		// This node is stopping and the room does not run here: retrying
+		// cannot help, and in a cluster the registry tells its owner.
 		rt.log.Warn("socket close not delivered", "room", a.String(), "err", err)
+	default:
+		go rt.cl.closedLater(a, s.ID(), code, reason)
 	}
 }
 
@@ -356,9 +342,7 @@ func (rt *Runtime) remove(sh *shard, in *instance) {
 		delete(sh.rooms, in.addr)
 		rt.nrooms.Add(-1)
 		rt.m.rooms.WithLabelValues("active").Dec()
-		if rt.cl != nil {
-			rt.m.leases.Dec()
-		}
+		rt.m.leases.Dec()
 	}
 }
 

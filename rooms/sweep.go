@@ -51,11 +51,7 @@ func (rt *Runtime) sweep(now time.Time) (more bool) {
 	var idle []hibernation.Candidate[*instance]
 	var save []Addr
 	var evicted []*instance
-	defer func() {
-		if rt.cl != nil {
-			rt.cl.release(evicted...)
-		}
-	}()
+	defer func() { rt.cl.release(evicted...) }()
 	excess := rt.policy.Excess(int(rt.nrooms.Load()))
 	for i := range rt.shards {
 		sh := &rt.shards[i]
@@ -144,7 +140,7 @@ func (rt *Runtime) closeLostMembers(ctx context.Context) {
 				case <-time.After(10 * time.Millisecond):
 				}
 			}
-			if err := rt.send(a, event{kind: evWake}, false); err != nil {
+			if _, err := rt.cl.here(ctx, a, event{kind: evWake}, false, false); err != nil {
 				return // draining
 			}
 		}
