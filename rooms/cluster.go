@@ -77,6 +77,14 @@ type cluster struct {
 	nqueued atomic.Int32        // len(queued): while 0, forwarded events skip placeMu
 
 	fwdIn, fwdOut [linkTypes]prometheus.Counter
+
+	// Work the cluster hands to goroutines of its own (background): Run
+	// waits for all of it before it returns.
+	life     context.Context // ends once the node has left the cluster
+	stopLife context.CancelFunc
+	tasksMu  sync.Mutex
+	tasks    sync.WaitGroup
+	stopped  bool // guarded by tasksMu: no task starts once set
 }
 
 func newCluster(rt *Runtime) *cluster {
@@ -94,6 +102,7 @@ func newCluster(rt *Runtime) *cluster {
 		cl.routes[i].owners = make(map[Addr]string)
 		cl.routes[i].fences = make(map[Addr]fence)
 	}
+	cl.life, cl.stopLife = context.WithCancel(context.Background())
 	empty := map[string]storage.NodeRecord{}
 	cl.nodes.Store(&empty)
 	cl.publishLinks()
@@ -113,6 +122,29 @@ func (cl *cluster) deadline(start time.Time) int64 {
 // no shared Coordinator no other node is registered, and every link is
 // refused.
 func (rt *Runtime) LinkHandler() http.Handler { return rt.cl }
+
+// background runs f on a goroutine the cluster owns (a close retried, a
+// lease release, a probe, an answer awaited, events queued for a
+// placement): Run waits for it, and ctx ends once the node has left the
+// cluster. Once the node has left, f does not run: its rooms are gone,
+// and the registry has told the other nodes.
+func (cl *cluster) background(f func(ctx context.Context)) {
+	cl.tasksMu.Lock()
+	defer cl.tasksMu.Unlock()
+	if cl.stopped {
+		return
+	}
+	cl.tasks.Go(func() { f(cl.life) })
+}
+
+// stop ends the cluster's background work and waits for it.
+func (cl *cluster) stop() {
+	cl.tasksMu.Lock()
+	cl.stopped = true
+	cl.tasksMu.Unlock()
+	cl.stopLife()
+	cl.tasks.Wait()
+}
 
 // routeShard is what this node remembers of rooms that may run elsewhere.
 // Its lock is taken alone, or inside a runtime shard's.

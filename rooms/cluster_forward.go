@@ -19,17 +19,26 @@ import (
 // closedLater reports a socket's close to its room's current owner,
 // retrying while the room has none: the close must not be lost, or the
 // room would keep the socket for good.
-func (cl *cluster) closedLater(a Addr, id SocketID, code int, reason string) {
+func (cl *cluster) closedLater(ctx context.Context, a Addr, id SocketID, code int, reason string) {
 	backoff := 100 * time.Millisecond
 	deadline := time.Now().Add(3*cl.ttl + time.Second)
 	for time.Now().Before(deadline) {
 		if cl.closed(a, id, code, reason) == nil {
 			return
 		}
-		time.Sleep(backoff)
+		select {
+		case <-ctx.Done():
+			return // the node left: the registry tells the room's owner
+		case <-time.After(backoff):
+		}
 		backoff = min(2*backoff, time.Second)
 	}
 	cl.rt.log.Warn("socket close not delivered", "room", a.String(), "socket", id.String())
+}
+
+// closeLater runs closedLater in the background.
+func (cl *cluster) closeLater(a Addr, id SocketID, code int, reason string) {
+	cl.background(func(ctx context.Context) { cl.closedLater(ctx, a, id, code, reason) })
 }
 
 func (cl *cluster) connect(ctx context.Context, a Addr, s Socket, info ConnectInfo) error {
@@ -39,7 +48,7 @@ func (cl *cluster) connect(ctx context.Context, a Addr, s Socket, info ConnectIn
 		// The link to the owner closed with the connect unanswered: the
 		// owner may have let the socket in before it went. The socket is
 		// refused here, so the room must hear it is gone.
-		go cl.closedLater(a, s.ID(), 1006, "connect lost")
+		cl.closeLater(a, s.ID(), 1006, "connect lost")
 	}
 	return err
 }
@@ -195,7 +204,7 @@ func (cl *cluster) dispatch(l *link, m *linkMsg) {
 			if errors.Is(err, errNotOwner) {
 				cl.forgetOwner(p.addr, l.peer)
 			}
-			go cl.closedLater(p.addr, p.sock, p.code, p.text)
+			cl.closeLater(p.addr, p.sock, p.code, p.text)
 		}
 	case tDeliver:
 		if !cl.fenceOK(m.addr, m.token) {
@@ -264,14 +273,14 @@ func (cl *cluster) forwardedCall(l *link, m *linkMsg, ev event, result func() []
 		cl.answer(l, tReply, seq, err, nil)
 		return
 	}
-	go func() {
-		err := <-ev.reply
+	cl.background(func(context.Context) {
+		err := <-ev.reply // every queued event is answered, on a drain too
 		var data []byte
 		if err == nil && result != nil {
 			data = result()
 		}
 		cl.answer(l, tReply, seq, err, data)
-	}()
+	})
 }
 
 func (cl *cluster) answer(l *link, typ linkType, seq uint64, err error, data []byte) {

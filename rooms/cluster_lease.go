@@ -96,7 +96,7 @@ func (cl *cluster) lose(in *instance) {
 // still running. One not released expires within the TTL.
 func (cl *cluster) release(ins ...*instance) {
 	if len(ins) > 0 {
-		go cl.releaseNow(ins)
+		cl.background(func(context.Context) { cl.releaseNow(ins) })
 	}
 }
 
@@ -261,7 +261,7 @@ func (cl *cluster) inOrder(a Addr, f, refuse func()) {
 	cl.queued[a] = []func(){f}
 	cl.nqueued.Add(1)
 	cl.placeMu.Unlock()
-	go func() {
+	cl.background(func(context.Context) {
 		for {
 			cl.placeMu.Lock()
 			q := cl.queued[a]
@@ -277,7 +277,7 @@ func (cl *cluster) inOrder(a Addr, f, refuse func()) {
 				f()
 			}
 		}
-	}()
+	})
 }
 
 // fenceOK reports whether a frame from the owner with token may reach a's

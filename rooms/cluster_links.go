@@ -234,7 +234,7 @@ func (cl *cluster) linkLost(l *link, pending map[uint64]pendingCall, err error) 
 				s.Close(1012, "room owner lost, reconnect")
 			}
 		case tClosed:
-			go cl.closedLater(p.addr, p.sock, p.code, p.text)
+			cl.closeLater(p.addr, p.sock, p.code, p.text)
 		default:
 			if p.reply != nil {
 				m := linkMsg{typ: tReply}

@@ -27,13 +27,6 @@ import (
 
 // TestMain lets this test binary run as a node process that a test can
 // kill -9: a crash must be real for the alarm guarantee to mean anything.
-func TestMain(m *testing.M) {
-	if dir := os.Getenv("ROOMGATE_TEST_NODE"); dir != "" {
-		os.Exit(runNode(dir))
-	}
-	os.Exit(m.Run())
-}
-
 // alarmer sets its alarm on request and logs every OnAlarm run to a file,
 // synced before it returns, so the log outlives a kill.
 type alarmer struct {

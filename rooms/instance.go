@@ -364,7 +364,7 @@ func (in *instance) moved(ev *event) {
 		if ev.done != nil {
 			ev.done(errMoved) // the edge sends it again, to the new owner
 		} else {
-			go in.rt.cl.closedLater(in.addr, ev.id, ev.code, ev.reason)
+			in.rt.cl.closeLater(in.addr, ev.id, ev.code, ev.reason)
 		}
 	case evAlarm:
 		in.rt.alarmFinished(in.room)

@@ -155,8 +155,8 @@ func (in *instance) probeEdges() {
 		}
 	}
 	for edge, ids := range byEdge {
-		go func() {
-			held, ok := cl.probe(context.Background(), edge, ids)
+		cl.background(func(ctx context.Context) {
+			held, ok := cl.probe(ctx, edge, ids)
 			if !ok {
 				return // cannot tell; if the node is gone, the registry says so soon (edgeLost)
 			}
@@ -169,6 +169,6 @@ func (in *instance) probeEdges() {
 			if len(gone) > 0 {
 				cl.rt.sendWith(in.addr, event{kind: evProbed, reason: edge, gone: gone}, false, nil)
 			}
-		}()
+		})
 	}
 }

@@ -167,6 +167,7 @@ func (rt *Runtime) Run(ctx context.Context) error {
 		sh.mu.Unlock()
 	}
 	rt.cl.leave(held)
+	rt.cl.stop()
 	return nil
 }
 
@@ -316,7 +317,7 @@ func (rt *Runtime) Closed(a Addr, s Socket, code int, reason string) {
 		// cannot help, and in a cluster the registry tells its owner.
 		rt.log.Warn("socket close not delivered", "room", a.String(), "err", err)
 	default:
-		go rt.cl.closedLater(a, s.ID(), code, reason)
+		rt.cl.closeLater(a, s.ID(), code, reason)
 	}
 }
 
