@@ -32,10 +32,10 @@ type ConnectHandler interface {
 	OnConnect(ctx context.Context, r *Room, c *Conn) error
 }
 
-// CloseHandler learns that a socket is gone, with the code that ended it
-// (1006 when the connection dropped). c is no longer in r.Conns.
+// CloseHandler learns that a socket is gone, and how (see CloseInfo). c is
+// no longer in r.Conns.
 type CloseHandler interface {
-	OnClose(ctx context.Context, r *Room, c *Conn, code int, reason string) error
+	OnClose(ctx context.Context, r *Room, c *Conn, info CloseInfo) error
 }
 
 // AlarmHandler runs when the room's alarm is due. An error retries it with
@@ -50,6 +50,22 @@ type AlarmHandler interface {
 // until the event's writes are committed.
 type RequestHandler interface {
 	OnRequest(ctx context.Context, r *Room, w http.ResponseWriter, req *http.Request) error
+}
+
+// CloseInfo describes how a socket ended, like the browser's CloseEvent
+// and the arguments of Durable Objects' webSocketClose. It is a struct so
+// that fields can be added without breaking every class.
+type CloseInfo struct {
+	// Code is the close frame's code: the client's (1005 when its frame
+	// had none), or the one sent to it by the room (Conn.Close, a
+	// CloseError), a kick (4403), or the runtime and the edge (1008 slow
+	// consumer, 1011 failed event, 1012 drain). 1006 when there was none.
+	Code   int
+	Reason string
+	// Clean is true when the socket ended with a close frame, the client's
+	// or one sent to it; false, with Code 1006, when the connection
+	// dropped or the node that held it was lost.
+	Clean bool
 }
 
 // AlarmInfo describes an alarm run.

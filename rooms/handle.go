@@ -350,7 +350,10 @@ func (in *instance) closeConn(ctx context.Context, ev *event, c *Conn, code int,
 	w, outs := &writeSet{}, []output(nil)
 	if ch, isCH := h.(CloseHandler); ok && isCH {
 		var err error
-		w, outs, err = in.call(ctx, func() error { return ch.OnClose(ctx, &in.r, c, code, reason) })
+		// 1006 is never on the wire (RFC 6455 §7.4.1): the edge and the
+		// runtime report it exactly when no close frame ended the socket.
+		info := CloseInfo{Code: code, Reason: reason, Clean: code != 1006}
+		w, outs, err = in.call(ctx, func() error { return ch.OnClose(ctx, &in.r, c, info) })
 		if err != nil {
 			in.reset("handler", err)
 			w, outs = &writeSet{}, nil
