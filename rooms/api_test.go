@@ -2,6 +2,9 @@ package rooms
 
 import (
 	"context"
+	"fmt"
+	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -43,4 +46,72 @@ func TestOnCloseSaysWhetherTheCloseWasClean(t *testing.T) {
 			t.Fatalf("OnClose did not run for %+v", want)
 		}
 	}
+}
+
+// Classes with an On… method the runtime would never call.
+type (
+	misspeltClose struct{ probe }
+	oldClose      struct{ probe }
+	valueClass    struct{}
+	unknownOn     struct{ probe }
+)
+
+func (*misspeltClose) OnClsoe(ctx context.Context, r *Room, c *Conn, info CloseInfo) error {
+	return nil
+}
+
+func (*oldClose) OnClose(ctx context.Context, r *Room, c *Conn, code int, reason string) error {
+	return nil
+}
+
+func (valueClass) OnMessage(context.Context, *Room, *Conn, Frame) error { return nil }
+func (*valueClass) OnClose(context.Context, *Room, *Conn, CloseInfo) error {
+	return nil
+}
+
+func (*unknownOn) OnTick() {}
+
+// Register refuses a class whose On… method would be silently ignored,
+// naming the method and the interface it should match.
+func TestRegisterRefusesAnOnMethodThatMatchesNoHandler(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		new  func() Handler
+		want []string // in the panic's message
+	}{
+		{"misspelt OnClose", func() Handler { return &misspeltClose{} }, []string{"OnClsoe", "rooms.CloseHandler", "OnClose"}},
+		{"OnClose with the old signature", func() Handler { return &oldClose{} },
+			[]string{"OnClose(context.Context, *rooms.Room, *rooms.Conn, int, string) error", "rooms.CloseHandler",
+				"OnClose(context.Context, *rooms.Room, *rooms.Conn, rooms.CloseInfo) error"}},
+		{"pointer method of a value class", func() Handler { return valueClass{} }, []string{"OnClose", "pointer receiver", "*rooms.valueClass"}},
+		{"no such handler", func() Handler { return &unknownOn{} }, []string{"OnTick", "matches no handler interface", "OnStart, OnConnect"}},
+		{"nil handler", func() Handler { return nil }, []string{"returned nil"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rt := newFixture(t, Options{}, nil).rt
+			got := func() (msg string) {
+				defer func() { msg = fmt.Sprint(recover()) }()
+				rt.Register("bad", tc.new)
+				return ""
+			}()
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("Register panicked with %q, want it to mention %q", got, w)
+				}
+			}
+			if rt.HasClass("bad") {
+				t.Error("the class was registered")
+			}
+		})
+	}
+	// newFixture registered probe, and this class has every other handler.
+	newFixture(t, Options{}, nil).rt.Register("fine", func() Handler { return &everyHandler{} })
+}
+
+type everyHandler struct{ closeInfos }
+
+func (*everyHandler) OnConnect(context.Context, *Room, *Conn) error   { return nil }
+func (*everyHandler) OnAlarm(context.Context, *Room, AlarmInfo) error { return nil }
+func (*everyHandler) OnRequest(context.Context, *Room, http.ResponseWriter, *http.Request) error {
+	return nil
 }

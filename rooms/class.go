@@ -2,8 +2,12 @@ package rooms
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"reflect"
+	"strings"
 	"time"
+	"unicode"
 )
 
 // Handler is a room class's code. The runtime makes one Handler per room
@@ -87,4 +91,86 @@ func (e *CloseError) Error() string { return "rooms: close " + e.Reason }
 type class struct {
 	name string
 	new  func() Handler
+}
+
+// handlerMethods maps each handler method's name to its interface.
+var handlerMethods = map[string]reflect.Type{
+	"OnMessage": reflect.TypeFor[Handler](),
+	"OnStart":   reflect.TypeFor[StartHandler](),
+	"OnConnect": reflect.TypeFor[ConnectHandler](),
+	"OnClose":   reflect.TypeFor[CloseHandler](),
+	"OnAlarm":   reflect.TypeFor[AlarmHandler](),
+	"OnRequest": reflect.TypeFor[RequestHandler](),
+}
+
+// checkHandler finds an On… method of h that the runtime would never call,
+// because the runtime finds handlers by type assertion: a misspelt name,
+// a signature that differs from its interface's (OnClose before it took a
+// CloseInfo), or a pointer method of a class whose constructor returns a
+// value. Any of them compiles and is silently ignored.
+func checkHandler(h Handler) error {
+	t := reflect.TypeOf(h)
+	if t == nil {
+		return fmt.Errorf("the constructor returned nil")
+	}
+	all := t
+	if t.Kind() != reflect.Pointer {
+		all = reflect.PointerTo(t)
+	}
+	for i := range all.NumMethod() {
+		name := all.Method(i).Name
+		if len(name) <= 2 || !strings.HasPrefix(name, "On") || !unicode.IsUpper(rune(name[2])) {
+			continue
+		}
+		if _, ok := t.MethodByName(name); !ok {
+			return fmt.Errorf("%s has a pointer receiver and the constructor returns a %s, so the runtime would never call it; return a %s", name, t, all)
+		}
+		iface, ok := handlerMethods[name]
+		if !ok {
+			hint := "the handler methods are OnStart, OnConnect, OnMessage, OnClose, OnAlarm and OnRequest"
+			if want, d := closestHandlerMethod(name); d <= 3 {
+				hint = fmt.Sprintf("did you mean %s's %s?", handlerMethods[want], want)
+			}
+			return fmt.Errorf("%s has %s, which matches no handler interface, so the runtime would never call it (%s)", t, name, hint)
+		}
+		if !t.Implements(iface) {
+			got := reflect.ValueOf(h).MethodByName(name).Type()
+			want, _ := iface.MethodByName(name)
+			return fmt.Errorf("%s has %s%s, which does not match %s's %s%s, so the runtime would never call it",
+				t, name, strings.TrimPrefix(got.String(), "func"), iface, name, strings.TrimPrefix(want.Type.String(), "func"))
+		}
+	}
+	return nil
+}
+
+// closestHandlerMethod returns the handler method whose name is nearest to
+// name, and its edit distance; ties go to the first in alphabetical order.
+func closestHandlerMethod(name string) (best string, dist int) {
+	for m := range handlerMethods {
+		d := editDistance(name, m)
+		if best == "" || d < dist || d == dist && m < best {
+			best, dist = m, d
+		}
+	}
+	return best, dist
+}
+
+// editDistance is the Levenshtein distance between a and b, by byte.
+func editDistance(a, b string) int {
+	prev, cur := make([]int, len(b)+1), make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

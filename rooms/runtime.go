@@ -92,13 +92,19 @@ func New(o Options) (*Runtime, error) {
 }
 
 // Register adds a class: newHandler makes the Handler of each room
-// instance. It panics on an invalid or duplicate name, a programmer error.
+// instance. It panics on a programmer error: an invalid or duplicate name,
+// or a Handler with an On… method the runtime would never call (a name or
+// a signature that matches none of the handler interfaces), which Register
+// calls newHandler once to find.
 func (rt *Runtime) Register(name string, newHandler func() Handler) {
 	if !ValidClass(name) {
 		panic(fmt.Sprintf("rooms: invalid class name %q", name))
 	}
 	if _, dup := rt.classes[name]; dup {
 		panic(fmt.Sprintf("rooms: class %q registered twice", name))
+	}
+	if err := checkHandler(newHandler()); err != nil {
+		panic(fmt.Sprintf("rooms: class %q: %v", name, err))
 	}
 	rt.classes[name] = &class{name: name, new: newHandler}
 }
