@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -114,4 +115,31 @@ func (*everyHandler) OnConnect(context.Context, *Room, *Conn) error   { return n
 func (*everyHandler) OnAlarm(context.Context, *Room, AlarmInfo) error { return nil }
 func (*everyHandler) OnRequest(context.Context, *Room, http.ResponseWriter, *http.Request) error {
 	return nil
+}
+
+// A send from outside a handler, like a write, belongs to no event: it is
+// refused with the exported ErrOutsideEvent, so a class can test for it.
+func TestSendsOutsideAnEventAreRefused(t *testing.T) {
+	var kept *Room
+	var keptConn *Conn
+	fx := newFixture(t, Options{}, func(ctx context.Context, r *Room, c *Conn, msg string) error {
+		kept, keptConn = r, c
+		return c.SendText("kept")
+	})
+	s := fx.connect(t)
+	fx.say(t, s, "keep")
+	s.next(t) // sent after the event ended
+	for name, err := range map[string]error{
+		"Conn.Send":          keptConn.Send(Frame{Op: Text, Data: []byte("x")}),
+		"Conn.SendText":      keptConn.SendText("x"),
+		"Conn.SendJSON":      keptConn.SendJSON("x"),
+		"Conn.Close":         keptConn.Close(4000, "x"),
+		"Conn.SetAttachment": keptConn.SetAttachment([]byte("x")),
+		"Room.Broadcast":     kept.Broadcast(Frame{Op: Text, Data: []byte("x")}),
+		"Room.BroadcastJSON": kept.BroadcastJSON("x"),
+	} {
+		if !errors.Is(err, ErrOutsideEvent) {
+			t.Errorf("%s outside an event: %v, want ErrOutsideEvent", name, err)
+		}
+	}
 }

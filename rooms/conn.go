@@ -148,7 +148,7 @@ func (c *Conn) Attachment() []byte {
 // handler may call it, while it runs.
 func (c *Conn) SetAttachment(b []byte) error {
 	if !c.inst.inEvent {
-		return errOutsideEvent
+		return ErrOutsideEvent
 	}
 	if len(b) > MaxAttachmentSize {
 		return fmt.Errorf("%w: attachment of %d bytes, at most %d", ErrLimit, len(b), MaxAttachmentSize)

@@ -18,7 +18,7 @@ import (
 // belong to no commit: it is refused, as a send is, not silently lost.
 func (in *instance) writes() (*writeSet, error) {
 	if !in.inEvent {
-		return nil, errOutsideEvent
+		return nil, ErrOutsideEvent
 	}
 	return in.cur, nil
 }
@@ -36,11 +36,9 @@ func (in *instance) layers() []*writeSet {
 	return l
 }
 
-var errOutsideEvent = errors.New("rooms: a room can send and write only from a handler while it runs")
-
 func (in *instance) emit(o output) error {
 	if !in.inEvent {
-		return errOutsideEvent
+		return ErrOutsideEvent
 	}
 	in.curOut = append(in.curOut, o)
 	return nil

@@ -3,6 +3,7 @@ package rooms
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -10,6 +11,13 @@ import (
 
 	"github.com/roomgate/roomgate/storage"
 )
+
+// ErrOutsideEvent is what a send, a storage write, an alarm change or
+// SetAttachment returns when it is made outside a handler call: from a
+// goroutine of the room's own, or through a Room or Conn kept after its
+// event. Such a change would belong to no event's commit, so it is
+// refused instead of silently lost.
+var ErrOutsideEvent = errors.New("rooms: a room can send and write only from a handler while it runs")
 
 // Room is a Handler's view of its room: its name, storage, alarm and
 // sockets. Only the room's goroutine may use it, i.e. only from within a
