@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // closeInfos is a class that hands every OnClose's info to the test.
@@ -141,5 +143,116 @@ func TestSendsOutsideAnEventAreRefused(t *testing.T) {
 		if !errors.Is(err, ErrOutsideEvent) {
 			t.Errorf("%s outside an event: %v, want ErrOutsideEvent", name, err)
 		}
+	}
+}
+
+// strict is a class that closes a socket for bad input: it writes, counts,
+// sets every socket's attachment and broadcasts first, so the test can see
+// that the event committed.
+type strict struct {
+	starts *atomic.Int32
+	n      int // in memory only: lost if the instance is rebuilt
+}
+
+func (h *strict) OnStart(ctx context.Context, r *Room) error {
+	h.starts.Add(1)
+	return nil
+}
+
+func (h *strict) OnMessage(ctx context.Context, r *Room, c *Conn, f Frame) error {
+	msg := string(f.Data)
+	if msg == "count" {
+		return c.SendText(fmt.Sprintf("n=%d starts=%d att=%s", h.n, h.starts.Load(), c.Attachment()))
+	}
+	h.n++
+	if err := r.Storage().Put(msg, []byte("v")); err != nil {
+		return err
+	}
+	for _, o := range r.Conns("") {
+		if err := o.SetAttachment([]byte(msg)); err != nil {
+			return err
+		}
+	}
+	if err := r.Broadcast(Frame{Op: Text, Data: []byte(msg)}); err != nil {
+		return err
+	}
+	switch msg {
+	case "bad":
+		return &CloseError{Code: 4000, Reason: "bad input"}
+	case "bad, wrapped":
+		return fmt.Errorf("parse: %w", &CloseError{Code: 4001, Reason: "worse input"})
+	}
+	return errors.New("failed")
+}
+
+// A *CloseError from OnMessage closes only its socket, after the event's
+// writes and sends have committed, and leaves the instance as it is; a
+// plain error still fails the event and rebuilds the instance.
+func TestCloseErrorFromOnMessageCommitsAndKeepsTheInstance(t *testing.T) {
+	fx := newFixture(t, Options{}, nil)
+	starts := new(atomic.Int32)
+	fx.rt.Register("strict", func() Handler { return &strict{starts: starts} })
+	a := Addr{Class: "strict", Room: "r"}
+	connect := func() *testSocket {
+		s := newSocket()
+		if err := fx.rt.Connect(context.Background(), a, s, ConnectInfo{}); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	say := func(s *testSocket, msg string) {
+		if err := fx.rt.Message(context.Background(), a, s, Frame{Op: Text, Data: []byte(msg)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stored := func(key string) bool {
+		kvs, err := fx.rt.Storage(context.Background(), a, key, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(kvs) == 1
+	}
+	other := connect()
+	for i, tc := range []struct{ msg, closed string }{
+		{"bad", "closed 4000 bad input"},
+		{"bad, wrapped", "closed 4001 worse input"},
+	} {
+		s := connect()
+		say(s, tc.msg)
+		if got := other.next(t); got != tc.msg {
+			t.Fatalf("%s: the other socket got %q, want the broadcast", tc.msg, got)
+		}
+		if got := s.next(t); got != tc.msg {
+			t.Fatalf("%s: the offender got %q, want the broadcast before its close", tc.msg, got)
+		}
+		if got := s.next(t); got != tc.closed {
+			t.Fatalf("%s: the offender got %q, want %q", tc.msg, got, tc.closed)
+		}
+		if !stored(tc.msg) {
+			t.Fatalf("%s: the event's write was not committed", tc.msg)
+		}
+		say(other, "count")
+		if got, want := other.next(t), fmt.Sprintf("n=%d starts=1 att=%s", i+1, tc.msg); got != want {
+			t.Fatalf("%s: %q, want %q: the instance kept, the attachment set", tc.msg, got, want)
+		}
+	}
+	if other.code != 0 {
+		t.Fatalf("the other socket was closed: %d", other.code)
+	}
+	if n := testutil.ToFloat64(fx.rt.m.failures.WithLabelValues("handler")); n != 0 {
+		t.Errorf("handler failures counted %v, want 0", n)
+	}
+
+	s := connect()
+	say(s, "plain")
+	if got := s.next(t); got != "closed 1011 room handler failed" {
+		t.Fatalf("a plain error: the sender got %q, want a 1011 close and no broadcast", got)
+	}
+	say(other, "count")
+	if got, want := other.next(t), "n=0 starts=2 att=bad, wrapped"; got != want {
+		t.Fatalf("after a plain error: %q, want %q: the broadcast and attachment dropped, the instance rebuilt", got, want)
+	}
+	if stored("plain") {
+		t.Fatal("a failed event's write was committed")
 	}
 }

@@ -18,6 +18,8 @@ import (
 // in Storage stays.
 type Handler interface {
 	// OnMessage handles one client message. f.Data belongs to the handler.
+	// An error fails the event, closing c with 1011, except a *CloseError:
+	// it commits the event and then closes c with its code.
 	OnMessage(ctx context.Context, r *Room, c *Conn, f Frame) error
 }
 
@@ -78,8 +80,14 @@ type AlarmInfo struct {
 	Retry     int       // 0 on the first try
 }
 
-// CloseError lets OnConnect or OnMessage choose the close code of the
-// socket it fails, e.g. &CloseError{Code: 4401, Reason: "token expired"}.
+// CloseError closes a socket with a code of the class's choosing, e.g.
+// &CloseError{Code: 4000, Reason: "bad input"}; errors.As finds it when
+// wrapped. Returned from OnConnect it refuses the socket with that code.
+// Returned from OnMessage it is a deliberate close, not a failure: the
+// event's writes and sends commit as usual, then only the message's
+// socket is closed (after what it was sent), and the instance keeps its
+// fields. From any other handler it fails the event like any error. A code
+// that may not appear on the wire is sent as 1011 (see Socket.Close).
 type CloseError struct {
 	Code   int
 	Reason string

@@ -276,7 +276,7 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 			}
 			return
 		}
-		in.run1(ctx, ev, c, func() error { return h.OnMessage(ctx, &in.r, c, ev.frame) })
+		in.message(ctx, ev, c, h)
 	case evAlarm:
 		in.runAlarm(ctx, ev, h)
 	case evRequest:
@@ -370,17 +370,29 @@ func (in *instance) handlerFor(ctx context.Context, ev *event) (Handler, bool) {
 	return in.h, true
 }
 
-// run1 runs one handler call for ev; from is the socket whose message it is.
-func (in *instance) run1(ctx context.Context, ev *event, from *Conn, f func() error) {
-	w, outs, err := in.call(ctx, f)
+// message runs OnMessage for c's message ev. A *CloseError it returns is
+// a deliberate close, not a failure: the event's writes and sends commit
+// as usual, then c alone is closed with the error's code, and the instance
+// keeps its fields (bad input must not wipe a room's cache). Any other
+// error fails the event (see failClose).
+func (in *instance) message(ctx context.Context, ev *event, c *Conn, h Handler) {
+	var ce *CloseError
+	w, outs, err := in.call(ctx, func() error {
+		err := h.OnMessage(ctx, &in.r, c, ev.frame)
+		if errors.As(err, &ce) {
+			return nil // so that call keeps the event's tags and attachments
+		}
+		return err
+	})
 	if err != nil {
 		in.reset("handler", err)
-		if from != nil {
-			in.failClose(ctx, from, err)
-		}
+		in.failClose(ctx, c, err)
 		return
 	}
-	in.accept(ctx, w, in.withDone(ev, outs), from)
+	if ce != nil {
+		outs = append(outs, output{to: c.self[:], close: true, code: ce.Code, reason: ce.Reason})
+	}
+	in.accept(ctx, w, in.withDone(ev, outs), c)
 }
 
 // withDone adds ev's done to its outputs: it runs when they are released.
