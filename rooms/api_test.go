@@ -256,3 +256,27 @@ func TestCloseErrorFromOnMessageCommitsAndKeepsTheInstance(t *testing.T) {
 		t.Fatal("a failed event's write was committed")
 	}
 }
+
+// Admin's Broadcast may give up waiting (its ctx ends) while the room
+// still holds the broadcast in its queue. The caller may then reuse its
+// buffer, as Frame allows: the sockets must still get what it sent.
+func TestAdminBroadcastKeepsACopyOfData(t *testing.T) {
+	release := make(chan struct{})
+	fx := newFixture(t, Options{}, func(ctx context.Context, r *Room, c *Conn, msg string) error {
+		<-release // holds the room, so the broadcast waits in its queue
+		return nil
+	})
+	s := fx.connect(t)
+	fx.say(t, s, "block")
+	buf := []byte("original")
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := fx.rt.Broadcast(ctx, probeRoom, "", Frame{Op: Text, Data: buf}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Broadcast to a busy room: %v, want it to give up with its ctx", err)
+	}
+	copy(buf, "REUSED!!")
+	close(release)
+	if got := s.next(t); got != "original" {
+		t.Fatalf("the socket got %q, want %q", got, "original")
+	}
+}
