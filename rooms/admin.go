@@ -236,8 +236,8 @@ func (rt *Runtime) Kick(ctx context.Context, a Addr, id SocketID) error {
 }
 
 // Broadcast sends f to every socket of the room, or those tagged tag, in
-// order with the room's own sends. It keeps a copy of f.Data: when ctx
-// ends first it returns, and the room sends the broadcast later.
+// order with the room's own sends. It keeps a copy of f.Data (see Frame):
+// when ctx ends first it returns, and the room sends the broadcast later.
 func (rt *Runtime) Broadcast(ctx context.Context, a Addr, tag string, f Frame) error {
 	f.Data = append([]byte(nil), f.Data...)
 	if rt.cl != nil {

@@ -17,7 +17,8 @@ import (
 // rebuilt (after a failure, an eviction or a restart), while what it puts
 // in Storage stays.
 type Handler interface {
-	// OnMessage handles one client message. f.Data belongs to the handler.
+	// OnMessage handles one client message. f.Data is valid until OnMessage
+	// returns (see Frame).
 	// An error fails the event, closing c with 1011, except a *CloseError:
 	// it commits the event and then closes c with its code.
 	OnMessage(ctx context.Context, r *Room, c *Conn, f Frame) error

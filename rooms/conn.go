@@ -163,7 +163,7 @@ func (c *Conn) SetAttachment(b []byte) error {
 func (c *Conn) LastAutoResponse() time.Time { return c.sock.LastAutoResponse() }
 
 // Send sends f to the socket once the current event's writes are committed
-// (the output gate). f.Data is copied.
+// (the output gate). It keeps a copy of f.Data (see Frame).
 func (c *Conn) Send(f Frame) error {
 	if f.Op != Text && f.Op != Binary {
 		return ErrOpcode

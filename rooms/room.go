@@ -56,7 +56,8 @@ func (r *Room) Conns(tag string) []*Conn {
 func (r *Room) Conn(id SocketID) *Conn { return r.inst.conns[id] }
 
 // Broadcast sends f to every socket but those in except, once the current
-// event's writes are committed. f.Data is copied once and shared.
+// event's writes are committed. It keeps one copy of f.Data for them all
+// (see Frame).
 func (r *Room) Broadcast(f Frame, except ...SocketID) error {
 	if f.Op != Text && f.Op != Binary {
 		return ErrOpcode

@@ -315,7 +315,7 @@ func (rt *Runtime) Connect(ctx context.Context, a Addr, s Socket, info ConnectIn
 // through s.
 func (rt *Runtime) Attach(s Sockets) { rt.edge.Store(&s) }
 
-// Message implements Router. It queues a copy of f and returns without
+// Message implements Router. It queues a copy of f.Data and returns without
 // waiting for the room; a room with too many queued events refuses it with
 // ErrOverloaded.
 func (rt *Runtime) Message(ctx context.Context, a Addr, s Socket, f Frame) error {
