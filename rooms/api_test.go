@@ -138,6 +138,7 @@ func TestSendsOutsideAnEventAreRefused(t *testing.T) {
 		"Conn.Close":         keptConn.Close(4000, "x"),
 		"Conn.SetAttachment": keptConn.SetAttachment([]byte("x")),
 		"Room.Broadcast":     kept.Broadcast(Frame{Op: Text, Data: []byte("x")}),
+		"Room.BroadcastText": kept.BroadcastText("x"),
 		"Room.BroadcastJSON": kept.BroadcastJSON("x"),
 	} {
 		if !errors.Is(err, ErrOutsideEvent) {
@@ -278,5 +279,30 @@ func TestAdminBroadcastKeepsACopyOfData(t *testing.T) {
 	close(release)
 	if got := s.next(t); got != "original" {
 		t.Fatalf("the socket got %q, want %q", got, "original")
+	}
+}
+
+// BroadcastText sends a text message to every socket but the excepted,
+// once the event commits, like Broadcast.
+func TestBroadcastText(t *testing.T) {
+	fx := newFixture(t, Options{}, func(ctx context.Context, r *Room, c *Conn, msg string) error {
+		if err := r.Storage().Put("k", []byte(msg)); err != nil {
+			return err
+		}
+		return r.BroadcastText("said "+msg, c.ID())
+	})
+	sender, a, b := fx.connect(t), fx.connect(t), fx.connect(t)
+	fx.say(t, sender, "hi")
+	for _, s := range []*testSocket{a, b} {
+		if got := s.next(t); got != "said hi" {
+			t.Fatalf("socket %d got %q, want %q", s.id, got, "said hi")
+		}
+	}
+	fx.say(t, a, "again")
+	if got := sender.next(t); got != "said again" {
+		t.Fatalf("the first sender got %q, want only the second broadcast", got)
+	}
+	if kvs, _ := fx.rt.Storage(context.Background(), probeRoom, "k", 0); len(kvs) != 1 || string(kvs[0].Value) != "again" {
+		t.Fatalf("stored %v, want the write committed before the send", kvs)
 	}
 }

@@ -66,6 +66,12 @@ func (r *Room) Broadcast(f Frame, except ...SocketID) error {
 	return r.inst.emit(output{to: r.inst.targets("", except), frame: f})
 }
 
+// BroadcastText sends s as a text message to every socket but those in
+// except, as Conn.SendText does to one.
+func (r *Room) BroadcastText(s string, except ...SocketID) error {
+	return r.inst.emit(output{to: r.inst.targets("", except), frame: Frame{Op: Text, Data: []byte(s)}})
+}
+
 // BroadcastJSON sends v encoded as JSON to every socket but those in except.
 func (r *Room) BroadcastJSON(v any, except ...SocketID) error {
 	b, err := json.Marshal(v)
