@@ -18,9 +18,8 @@ import (
 // in Storage stays.
 type Handler interface {
 	// OnMessage handles one client message. f.Data is valid until OnMessage
-	// returns (see Frame).
-	// An error fails the event, closing c with 1011, except a *CloseError:
-	// it commits the event and then closes c with its code.
+	// returns (see Frame). An error fails the event and closes c with 1011,
+	// except a *CloseError: the event commits, then c is closed with its code.
 	OnMessage(ctx context.Context, r *Room, c *Conn, f Frame) error
 }
 
