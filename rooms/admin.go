@@ -226,8 +226,10 @@ func (rt *Runtime) Kick(ctx context.Context, a Addr, id SocketID) error {
 }
 
 // Broadcast sends f to every socket of the room, or those tagged tag, in
-// order with the room's own sends.
+// order with the room's own sends. It keeps a copy of f.Data (see Frame):
+// when ctx ends first it returns, and the room sends the broadcast later.
 func (rt *Runtime) Broadcast(ctx context.Context, a Addr, tag string, f Frame) error {
+	f.Data = append([]byte(nil), f.Data...) // the room may run after ctx ends and the caller reuses f.Data
 	_, err := rt.cl.call(ctx, a, func() event { return event{kind: evBroadcast, tag: tag, frame: f} },
 		wireMsg(&linkMsg{typ: tAsk, kind: askBroadcast, addr: a, text: tag, op: f.Op, data: f.Data}))
 	return err

@@ -2,8 +2,12 @@ package rooms
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"reflect"
+	"strings"
 	"time"
+	"unicode"
 )
 
 // Handler is a room class's code. The runtime makes one Handler per room
@@ -13,7 +17,9 @@ import (
 // rebuilt (after a failure, an eviction or a restart), while what it puts
 // in Storage stays.
 type Handler interface {
-	// OnMessage handles one client message. f.Data belongs to the handler.
+	// OnMessage handles one client message. f.Data is valid until OnMessage
+	// returns (see Frame). An error fails the event and closes c with 1011,
+	// except a *CloseError: the event commits, then c is closed with its code.
 	OnMessage(ctx context.Context, r *Room, c *Conn, f Frame) error
 }
 
@@ -32,10 +38,10 @@ type ConnectHandler interface {
 	OnConnect(ctx context.Context, r *Room, c *Conn) error
 }
 
-// CloseHandler learns that a socket is gone, with the code that ended it
-// (1006 when the connection dropped). c is no longer in r.Conns.
+// CloseHandler learns that a socket is gone, and how (see CloseInfo). c is
+// no longer in r.Conns.
 type CloseHandler interface {
-	OnClose(ctx context.Context, r *Room, c *Conn, code int, reason string) error
+	OnClose(ctx context.Context, r *Room, c *Conn, info CloseInfo) error
 }
 
 // AlarmHandler runs when the room's alarm is due. An error retries it with
@@ -52,14 +58,36 @@ type RequestHandler interface {
 	OnRequest(ctx context.Context, r *Room, w http.ResponseWriter, req *http.Request) error
 }
 
+// CloseInfo describes how a socket ended, like the browser's CloseEvent
+// and the arguments of Durable Objects' webSocketClose. It is a struct so
+// that fields can be added without breaking every class.
+type CloseInfo struct {
+	// Code is the close frame's code: the client's (1005 when its frame
+	// had none), or the one sent to it by the room (Conn.Close, a
+	// CloseError), a kick (4403), or the runtime and the edge (1008 slow
+	// consumer, 1011 failed event, 1012 drain). 1006 when there was none.
+	Code   int
+	Reason string
+	// Clean is true when the socket ended with a close frame, the client's
+	// or one sent to it; false, with Code 1006, when the connection
+	// dropped or the node that held it was lost.
+	Clean bool
+}
+
 // AlarmInfo describes an alarm run.
 type AlarmInfo struct {
 	Scheduled time.Time // when the alarm was set to fire
 	Retry     int       // 0 on the first try
 }
 
-// CloseError lets OnConnect or OnMessage choose the close code of the
-// socket it fails, e.g. &CloseError{Code: 4401, Reason: "token expired"}.
+// CloseError closes a socket with a code of the class's choosing, e.g.
+// &CloseError{Code: 4000, Reason: "bad input"}; errors.As finds it when
+// wrapped. Returned from OnConnect it refuses the socket with that code.
+// Returned from OnMessage it is a deliberate close, not a failure: the
+// event's writes and sends commit as usual, then only the message's
+// socket is closed (after what it was sent), and the instance keeps its
+// fields. From any other handler it fails the event like any error. A code
+// that may not appear on the wire is sent as 1011 (see Socket.Close).
 type CloseError struct {
 	Code   int
 	Reason string
@@ -71,4 +99,86 @@ func (e *CloseError) Error() string { return "rooms: close " + e.Reason }
 type class struct {
 	name string
 	new  func() Handler
+}
+
+// handlerMethods maps each handler method's name to its interface.
+var handlerMethods = map[string]reflect.Type{
+	"OnMessage": reflect.TypeFor[Handler](),
+	"OnStart":   reflect.TypeFor[StartHandler](),
+	"OnConnect": reflect.TypeFor[ConnectHandler](),
+	"OnClose":   reflect.TypeFor[CloseHandler](),
+	"OnAlarm":   reflect.TypeFor[AlarmHandler](),
+	"OnRequest": reflect.TypeFor[RequestHandler](),
+}
+
+// checkHandler finds an On… method of h that the runtime would never call,
+// because the runtime finds handlers by type assertion: a misspelt name,
+// a signature that differs from its interface's (OnClose before it took a
+// CloseInfo), or a pointer method of a class whose constructor returns a
+// value. Any of them compiles and is silently ignored.
+func checkHandler(h Handler) error {
+	t := reflect.TypeOf(h)
+	if t == nil {
+		return fmt.Errorf("the constructor returned nil")
+	}
+	all := t
+	if t.Kind() != reflect.Pointer {
+		all = reflect.PointerTo(t)
+	}
+	for i := range all.NumMethod() {
+		name := all.Method(i).Name
+		if len(name) <= 2 || !strings.HasPrefix(name, "On") || !unicode.IsUpper(rune(name[2])) {
+			continue
+		}
+		if _, ok := t.MethodByName(name); !ok {
+			return fmt.Errorf("%s has a pointer receiver and the constructor returns a %s, so the runtime would never call it; return a %s", name, t, all)
+		}
+		iface, ok := handlerMethods[name]
+		if !ok {
+			hint := "the handler methods are OnStart, OnConnect, OnMessage, OnClose, OnAlarm and OnRequest"
+			if want, d := closestHandlerMethod(name); d <= 3 {
+				hint = fmt.Sprintf("did you mean %s's %s?", handlerMethods[want], want)
+			}
+			return fmt.Errorf("%s has %s, which matches no handler interface, so the runtime would never call it (%s)", t, name, hint)
+		}
+		if !t.Implements(iface) {
+			got := reflect.ValueOf(h).MethodByName(name).Type()
+			want, _ := iface.MethodByName(name)
+			return fmt.Errorf("%s has %s%s, which does not match %s's %s%s, so the runtime would never call it",
+				t, name, strings.TrimPrefix(got.String(), "func"), iface, name, strings.TrimPrefix(want.Type.String(), "func"))
+		}
+	}
+	return nil
+}
+
+// closestHandlerMethod returns the handler method whose name is nearest to
+// name, and its edit distance; ties go to the first in alphabetical order.
+func closestHandlerMethod(name string) (best string, dist int) {
+	for m := range handlerMethods {
+		d := editDistance(name, m)
+		if best == "" || d < dist || d == dist && m < best {
+			best, dist = m, d
+		}
+	}
+	return best, dist
+}
+
+// editDistance is the Levenshtein distance between a and b, by byte.
+func editDistance(a, b string) int {
+	prev, cur := make([]int, len(b)+1), make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

@@ -148,7 +148,7 @@ func (c *Conn) Attachment() []byte {
 // handler may call it, while it runs.
 func (c *Conn) SetAttachment(b []byte) error {
 	if !c.inst.inEvent {
-		return errOutsideEvent
+		return ErrOutsideEvent
 	}
 	if len(b) > MaxAttachmentSize {
 		return fmt.Errorf("%w: attachment of %d bytes, at most %d", ErrLimit, len(b), MaxAttachmentSize)
@@ -163,7 +163,7 @@ func (c *Conn) SetAttachment(b []byte) error {
 func (c *Conn) LastAutoResponse() time.Time { return c.sock.LastAutoResponse() }
 
 // Send sends f to the socket once the current event's writes are committed
-// (the output gate). f.Data is copied.
+// (the output gate). It keeps a copy of f.Data (see Frame).
 func (c *Conn) Send(f Frame) error {
 	if f.Op != Text && f.Op != Binary {
 		return ErrOpcode

@@ -197,8 +197,8 @@ type closeRecorder struct {
 	closed chan string
 }
 
-func (c *closeRecorder) OnClose(ctx context.Context, r *Room, conn *Conn, code int, reason string) error {
-	c.closed <- fmt.Sprintf("%s %s %d %d", conn.User().ID, conn.Attachment(), code, len(r.Conns("")))
+func (c *closeRecorder) OnClose(ctx context.Context, r *Room, conn *Conn, info CloseInfo) error {
+	c.closed <- fmt.Sprintf("%s %s %d %d", conn.User().ID, conn.Attachment(), info.Code, len(r.Conns("")))
 	return nil
 }
 

@@ -18,7 +18,7 @@ import (
 // belong to no commit: it is refused, as a send is, not silently lost.
 func (in *instance) writes() (*writeSet, error) {
 	if !in.inEvent {
-		return nil, errOutsideEvent
+		return nil, ErrOutsideEvent
 	}
 	return in.cur, nil
 }
@@ -36,11 +36,9 @@ func (in *instance) layers() []*writeSet {
 	return l
 }
 
-var errOutsideEvent = errors.New("rooms: a room can send and write only from a handler while it runs")
-
 func (in *instance) emit(o output) error {
 	if !in.inEvent {
-		return errOutsideEvent
+		return ErrOutsideEvent
 	}
 	in.curOut = append(in.curOut, o)
 	return nil
@@ -284,7 +282,7 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 			}
 			return
 		}
-		in.run1(ctx, ev, c, func() error { return h.OnMessage(ctx, &in.r, c, ev.frame) })
+		in.message(ctx, ev, c, h)
 	case evAlarm:
 		in.runAlarm(ctx, ev, h)
 	case evRequest:
@@ -356,7 +354,10 @@ func (in *instance) closeConn(ctx context.Context, ev *event, c *Conn, code int,
 	w, outs := &writeSet{}, []output(nil)
 	if ch, isCH := h.(CloseHandler); ok && isCH {
 		var err error
-		w, outs, err = in.call(ctx, func() error { return ch.OnClose(ctx, &in.r, c, code, reason) })
+		// 1006 is never on the wire (RFC 6455 §7.4.1): the edge and the
+		// runtime report it exactly when no close frame ended the socket.
+		info := CloseInfo{Code: code, Reason: reason, Clean: code != 1006}
+		w, outs, err = in.call(ctx, func() error { return ch.OnClose(ctx, &in.r, c, info) })
 		if err != nil {
 			in.reset("handler", err)
 			w, outs = &writeSet{}, nil
@@ -375,17 +376,29 @@ func (in *instance) handlerFor(ctx context.Context, ev *event) (Handler, bool) {
 	return in.h, true
 }
 
-// run1 runs one handler call for ev; from is the socket whose message it is.
-func (in *instance) run1(ctx context.Context, ev *event, from *Conn, f func() error) {
-	w, outs, err := in.call(ctx, f)
+// message runs OnMessage for c's message ev. A *CloseError it returns is
+// a deliberate close, not a failure: the event's writes and sends commit
+// as usual, then c alone is closed with the error's code, and the instance
+// keeps its fields (bad input must not wipe a room's cache). Any other
+// error fails the event (see failClose).
+func (in *instance) message(ctx context.Context, ev *event, c *Conn, h Handler) {
+	var ce *CloseError
+	w, outs, err := in.call(ctx, func() error {
+		err := h.OnMessage(ctx, &in.r, c, ev.frame)
+		if errors.As(err, &ce) {
+			return nil // so that call keeps the event's tags and attachments
+		}
+		return err
+	})
 	if err != nil {
 		in.reset("handler", err)
-		if from != nil {
-			in.failClose(ctx, from, err)
-		}
+		in.failClose(ctx, c, err)
 		return
 	}
-	in.accept(ctx, w, in.withDone(ev, outs), from)
+	if ce != nil {
+		outs = append(outs, output{to: c.self[:], close: true, code: ce.Code, reason: ce.Reason})
+	}
+	in.accept(ctx, w, in.withDone(ev, outs), c)
 }
 
 // withDone adds ev's done to its outputs: it runs when they are released.

@@ -79,7 +79,7 @@ func newFailingStore(t *testing.T) (*filestore.Store, *failingStore) {
 // and then fails when asked to.
 type closeCounter struct{ closes *atomic.Int32 }
 
-func (h *closeCounter) OnClose(context.Context, *Room, *Conn, int, string) error {
+func (h *closeCounter) OnClose(context.Context, *Room, *Conn, CloseInfo) error {
 	h.closes.Add(1)
 	return nil
 }

@@ -3,6 +3,7 @@ package rooms
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -10,6 +11,13 @@ import (
 
 	"github.com/roomgate/roomgate/storage"
 )
+
+// ErrOutsideEvent is what a send, a storage write, an alarm change or
+// SetAttachment returns when it is made outside a handler call: from a
+// goroutine of the room's own, or through a Room or Conn kept after its
+// event. Such a change would belong to no event's commit, so it is
+// refused instead of silently lost.
+var ErrOutsideEvent = errors.New("rooms: a room can send and write only from a handler while it runs")
 
 // Room is a Handler's view of its room: its name, storage, alarm and
 // sockets. Only the room's goroutine may use it, i.e. only from within a
@@ -48,13 +56,20 @@ func (r *Room) Conns(tag string) []*Conn {
 func (r *Room) Conn(id SocketID) *Conn { return r.inst.conns[id] }
 
 // Broadcast sends f to every socket but those in except, once the current
-// event's writes are committed. f.Data is copied once and shared.
+// event's writes are committed. It keeps one copy of f.Data for them all
+// (see Frame).
 func (r *Room) Broadcast(f Frame, except ...SocketID) error {
 	if f.Op != Text && f.Op != Binary {
 		return ErrOpcode
 	}
 	f.Data = append([]byte(nil), f.Data...)
 	return r.inst.emit(output{to: r.inst.targets("", except), frame: f})
+}
+
+// BroadcastText sends s as a text message to every socket but those in
+// except, as Conn.SendText does to one.
+func (r *Room) BroadcastText(s string, except ...SocketID) error {
+	return r.inst.emit(output{to: r.inst.targets("", except), frame: Frame{Op: Text, Data: []byte(s)}})
 }
 
 // BroadcastJSON sends v encoded as JSON to every socket but those in except.

@@ -74,8 +74,13 @@ const (
 	Binary Opcode = 2
 )
 
-// Frame is one complete WebSocket message. Data borrowed from the gateway is
-// valid only until the call that received it returns.
+// Frame is one complete WebSocket message. Its Data is lent, never handed
+// over: it is valid only until the call that received the Frame returns,
+// and whoever keeps it longer keeps a copy. That holds for every call that
+// takes a Frame: Router.Message, Handler.OnMessage, Socket.Send, Conn.Send,
+// Room.Broadcast and Admin.Broadcast. So a caller may reuse its buffer as
+// soon as the call returns (the gateway reuses its read buffers), and a
+// handler that keeps a message past OnMessage copies it.
 type Frame struct {
 	Op   Opcode
 	Data []byte
@@ -104,7 +109,7 @@ type Socket interface {
 	// ID returns the socket's id.
 	ID() SocketID
 	// Send queues f for the client without blocking. f.Data may be reused as
-	// soon as Send returns. It returns ErrSlow when the socket's bounded
+	// soon as Send returns (see Frame). It returns ErrSlow when the socket's bounded
 	// queue overflowed (the socket is then closed with 1008), ErrClosed once
 	// the socket is closing, and ErrOpcode unless f.Op is Text or Binary.
 	Send(f Frame) error
@@ -160,7 +165,8 @@ type Router interface {
 	// the Router hears no Closed for it.
 	Connect(ctx context.Context, a Addr, s Socket, info ConnectInfo) error
 	// Message delivers one complete client message. f.Data is valid until
-	// Message returns. An error closes the socket with the error's code.
+	// Message returns (see Frame). An error closes the socket with the
+	// error's code.
 	Message(ctx context.Context, a Addr, s Socket, f Frame) error
 	// Closed reports that the socket is gone, with the close code that ended
 	// it (1006 when the connection dropped without a close frame).

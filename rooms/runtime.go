@@ -89,13 +89,19 @@ func New(o Options) (*Runtime, error) {
 }
 
 // Register adds a class: newHandler makes the Handler of each room
-// instance. It panics on an invalid or duplicate name, a programmer error.
+// instance. It panics on a programmer error: an invalid or duplicate name,
+// or a Handler with an On… method the runtime would never call (a name or
+// a signature that matches none of the handler interfaces), which Register
+// calls newHandler once to find.
 func (rt *Runtime) Register(name string, newHandler func() Handler) {
 	if !ValidClass(name) {
 		panic(fmt.Sprintf("rooms: invalid class name %q", name))
 	}
 	if _, dup := rt.classes[name]; dup {
 		panic(fmt.Sprintf("rooms: class %q registered twice", name))
+	}
+	if err := checkHandler(newHandler()); err != nil {
+		panic(fmt.Sprintf("rooms: class %q: %v", name, err))
 	}
 	rt.classes[name] = &class{name: name, new: newHandler}
 }
@@ -300,7 +306,7 @@ func (rt *Runtime) Connect(ctx context.Context, a Addr, s Socket, info ConnectIn
 // through s.
 func (rt *Runtime) Attach(s Sockets) { rt.edge.Store(&s) }
 
-// Message implements Router. It queues a copy of f and returns without
+// Message implements Router. It queues a copy of f.Data and returns without
 // waiting for the room; a room with too many queued events refuses it with
 // ErrOverloaded.
 func (rt *Runtime) Message(ctx context.Context, a Addr, s Socket, f Frame) error {

@@ -533,8 +533,8 @@ func TestWritesOutsideAnEventAreRefused(t *testing.T) {
 		"Alarm.Set":    kept.Alarm().Set(time.Now().Add(time.Hour)),
 		"Alarm.Delete": kept.Alarm().Delete(),
 	} {
-		if !errors.Is(err, errOutsideEvent) {
-			t.Errorf("%s outside an event: %v, want errOutsideEvent", name, err)
+		if !errors.Is(err, ErrOutsideEvent) {
+			t.Errorf("%s outside an event: %v, want ErrOutsideEvent", name, err)
 		}
 	}
 }

@@ -157,7 +157,7 @@ func (cv *Canvas) OnMessage(ctx context.Context, r *rooms.Room, c *rooms.Conn, f
 }
 
 // OnClose announces the player's departure.
-func (cv *Canvas) OnClose(ctx context.Context, r *rooms.Room, c *rooms.Conn, code int, reason string) error {
+func (cv *Canvas) OnClose(ctx context.Context, r *rooms.Room, c *rooms.Conn, info rooms.CloseInfo) error {
 	delete(cv.cursors, c.ID())
 	return r.BroadcastJSON(struct {
 		Type   string `json:"type"`

@@ -147,7 +147,7 @@ func (ch *Chat) OnMessage(ctx context.Context, r *rooms.Room, c *rooms.Conn, f r
 }
 
 // OnClose announces a user whose last socket left.
-func (ch *Chat) OnClose(ctx context.Context, r *rooms.Room, c *rooms.Conn, code int, reason string) error {
+func (ch *Chat) OnClose(ctx context.Context, r *rooms.Room, c *rooms.Conn, info rooms.CloseInfo) error {
 	id := c.User().ID
 	if ch.sockets[id]--; ch.sockets[id] > 0 {
 		return nil
