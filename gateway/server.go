@@ -243,7 +243,6 @@ func (s *Server) Run(ctx context.Context) error {
 		return nil
 	})
 	err := g.Wait()
-	s.hsWait.Wait() // drain closed their connections; none can open a socket after this
 	for _, p := range s.pollers {
 		p.stop()
 	}
@@ -312,6 +311,8 @@ func (s *Server) handshakeDone(c net.Conn) {
 // drain stops intake and closes every socket with 1012, giving clients
 // DrainTimeout to answer the close frame. Then it cuts the rest, cancels
 // room calls still running, and waits a last moment for their reports.
+// It returns once every handshake has finished and the goroutines it
+// started have exited.
 func (s *Server) drain(hs *http.Server, ln net.Listener, cancelWork func()) {
 	deadline := time.Now().Add(s.o.DrainTimeout)
 	s.hsMu.Lock()
@@ -321,10 +322,18 @@ func (s *Server) drain(hs *http.Server, ln net.Listener, cancelWork func()) {
 	}
 	s.hsMu.Unlock()
 	ln.Close()
-	shutdownCtx, cancel := context.WithDeadline(context.Background(), deadline)
-	defer cancel()
-	go hs.Shutdown(shutdownCtx)
-	if !waitUntil(&s.hsWait, deadline) {
+	// Shutdown closes net/http's idle connections now and its busy ones as
+	// they finish, while the sockets drain below.
+	shutdownCtx, cancelShutdown := context.WithDeadline(context.Background(), deadline)
+	shutdownDone := make(chan struct{})
+	go func() {
+		defer close(shutdownDone)
+		hs.Shutdown(shutdownCtx)
+	}()
+	handshakes := doneChan(&s.hsWait)
+	select {
+	case <-handshakes:
+	case <-time.After(time.Until(deadline)):
 		s.log.Warn("drain: handshakes still running at the deadline")
 	}
 
@@ -346,6 +355,9 @@ func (s *Server) drain(hs *http.Server, ln net.Listener, cancelWork func()) {
 		}
 	}
 	hs.Close()
+	cancelShutdown() // Shutdown may still be polling for connections Close just cut
+	<-shutdownDone
+	<-handshakes // their connections were closed above; none can open a socket after this
 }
 
 // janitor closes sockets that began a message and did not finish it within
@@ -371,16 +383,16 @@ func (s *Server) janitor(ctx context.Context) {
 	}
 }
 
-// waitUntil waits for wg until deadline and reports whether it finished.
-func waitUntil(wg *sync.WaitGroup, deadline time.Time) bool {
+// doneChan returns a channel closed once wg's count reaches zero. The
+// goroutine that closes it lives until then, so a caller that stops
+// waiting early still receives from the channel before it returns.
+func doneChan(wg *sync.WaitGroup) <-chan struct{} {
 	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return true
-	case <-time.After(time.Until(deadline)):
-		return false
-	}
+	go func() {
+		defer close(done)
+		wg.Wait()
+	}()
+	return done
 }
 
 func (s *Server) signalAllDone() { s.doneOnce.Do(func() { close(s.allDone) }) }
