@@ -118,12 +118,13 @@ type Server struct {
 	allDone    chan struct{} // closed once swept and no socket is left
 	doneOnce   sync.Once
 
-	httpConns *connQueue
-	hsMu      sync.Mutex            // guards hsConns and hsWait.Add against drain
-	hsConns   map[net.Conn]struct{} // connections in their handshake, closed on shutdown
-	hsWait    sync.WaitGroup        // handshakes on either path, until their socket is open
-	ln        net.Listener
-	bound     chan struct{} // closed once ln is set
+	httpConns   *connQueue
+	httpServing sync.WaitGroup        // net/http's connection goroutines, from StateNew to StateClosed or StateHijacked
+	hsMu        sync.Mutex            // guards hsConns and hsWait.Add against drain
+	hsConns     map[net.Conn]struct{} // connections in their handshake, closed on shutdown
+	hsWait      sync.WaitGroup        // handshakes on either path, until their socket is open
+	ln          net.Listener
+	bound       chan struct{} // closed once ln is set
 }
 
 // New checks o and builds a Server. It starts nothing; Run does.
@@ -213,7 +214,7 @@ func (s *Server) Run(ctx context.Context) error {
 		ReadHeaderTimeout: s.o.HandshakeTimeout,
 		MaxHeaderBytes:    maxHandshakeBytes,
 		IdleTimeout:       2 * time.Minute,
-		ConnState:         marks.connState,
+		ConnState:         func(c net.Conn, st http.ConnState) { marks.connState(c, st); s.trackHTTPConn(st) },
 		ConnContext:       marks.connContext,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
@@ -243,6 +244,9 @@ func (s *Server) Run(ctx context.Context) error {
 		return nil
 	})
 	err := g.Wait()
+	// drain closed net/http's connections, but a handler still running
+	// keeps its goroutine; its request's context ended with ctx.
+	s.httpServing.Wait()
 	for _, p := range s.pollers {
 		p.stop()
 	}
@@ -393,6 +397,20 @@ func doneChan(wg *sync.WaitGroup) <-chan struct{} {
 		wg.Wait()
 	}()
 	return done
+}
+
+// trackHTTPConn counts the goroutine net/http starts for each connection,
+// so Run can wait for it: hs.Close closes connections but does not wait
+// for their handlers. Every connection net/http serves reports StateNew
+// before Serve can return, and ends in StateClosed or, on the chi upgrade
+// path, StateHijacked, where hsWait takes over.
+func (s *Server) trackHTTPConn(st http.ConnState) {
+	switch st {
+	case http.StateNew:
+		s.httpServing.Add(1)
+	case http.StateClosed, http.StateHijacked:
+		s.httpServing.Done()
+	}
 }
 
 func (s *Server) signalAllDone() { s.doneOnce.Do(func() { close(s.allDone) }) }
