@@ -123,6 +123,7 @@ type Server struct {
 	hsMu        sync.Mutex            // guards hsConns and hsWait.Add against drain
 	hsConns     map[net.Conn]struct{} // connections in their handshake, closed on shutdown
 	hsWait      sync.WaitGroup        // handshakes on either path, until their socket is open
+	closeTimers sync.WaitGroup        // sockets' close timers, until stopped or their callback returned
 	ln          net.Listener
 	bound       chan struct{} // closed once ln is set
 }
@@ -247,6 +248,12 @@ func (s *Server) Run(ctx context.Context) error {
 	// drain closed net/http's connections, but a handler still running
 	// keeps its goroutine; its request's context ended with ctx.
 	s.httpServing.Wait()
+	// Every socket has ended, so its timer is stopped, unless its callback
+	// is still returning, or the socket opened after drain swept the table
+	// (a handshake that outlasted DrainTimeout) and is still closing. No new
+	// timer can start: every socket left is closing already. The pollers
+	// keep running meanwhile, so the timer's socket is reported Closed.
+	s.closeTimers.Wait()
 	for _, p := range s.pollers {
 		p.stop()
 	}
