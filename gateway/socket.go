@@ -30,7 +30,8 @@ import (
 //     closed only once the socket has ended and the count is zero, so a
 //     reused descriptor number can never be touched through a stale socket.
 //
-// Lock order: wmu is a leaf. The Router is never called with wmu held.
+// Lock order (doc.go): wmu comes before a poller's mu and after the
+// Router's locks; the Router is never called with wmu held.
 type socket struct {
 	id   rooms.SocketID
 	fd   int
