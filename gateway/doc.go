@@ -28,6 +28,15 @@
 // methods are called from many goroutines, but for one socket never at once
 // and always in order: Connect, then each Message, then Closed.
 //
+// # Goroutines
+//
+// New starts none. Run starts them all and returns once all have exited:
+// the accept loop, the janitor, net/http's Serve and drain under an
+// errgroup (drain waits for the two it starts); one worker per epoll
+// instance; and, counted by the Server, one per handshake (hsWait), per
+// plain-HTTP connection (httpServing) and per close timer that fires
+// (closeTimers). An idle socket has none.
+//
 // # Lock order
 //
 // The gateway's locks nest one way only: a socket's wmu (socket.go) may be
