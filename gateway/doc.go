@@ -27,4 +27,29 @@
 // rooms.Socket handed to the Router is safe for concurrent use. The Router's
 // methods are called from many goroutines, but for one socket never at once
 // and always in order: Connect, then each Message, then Closed.
+//
+// # Goroutines
+//
+// New starts none. Run starts them all and returns once all have exited:
+// the accept loop, the janitor, net/http's Serve and drain under an
+// errgroup (drain waits for the two it starts); one worker per epoll
+// instance; and, counted by the Server, one per handshake (hsWait), per
+// plain-HTTP connection (httpServing) and per close timer that fires
+// (closeTimers). An idle socket has none.
+//
+// # Lock order
+//
+// The gateway's locks nest one way only: a socket's wmu (socket.go) may be
+// held while taking a poller's mu (poller.go), because ending a socket
+// under wmu queues its reader (terminateLocked, kickReader, push).
+// Otherwise:
+//   - poller.mu, fdTable.mu (fdtable.go) and Server.hsMu (server.go) are
+//     leaves: nothing else is locked while one is held.
+//   - no goroutine holds two sockets' wmu at once.
+//   - no gateway lock is held while calling the Router, Admin, Ready or
+//     Options.Handler. The Router may call a socket's methods, which take
+//     its wmu, with its own locks held, so the whole order is: the rooms
+//     runtime's locks, then socket.wmu, then poller.mu.
+//
+// Prometheus collectors take their own locks under wmu; they are leaves.
 package gateway

@@ -26,16 +26,6 @@ import (
 	"github.com/roomgate/roomgate/storage/redisstore/redistest"
 )
 
-// TestMain lets this test binary double as the client process of the
-// hibernation test: 10,000 server sockets and their 10,000 client sockets
-// do not fit one process's 20,000 descriptors.
-func TestMain(m *testing.M) {
-	if os.Getenv("ROOMGATE_TEST_CLIENTS") != "" {
-		os.Exit(runClients())
-	}
-	os.Exit(m.Run())
-}
-
 // keeper tags each socket with its room, keeps its user in the attachment
 // and answers "ping" at the edge; its replies show what a woken instance
 // knows of the socket.

@@ -118,12 +118,14 @@ type Server struct {
 	allDone    chan struct{} // closed once swept and no socket is left
 	doneOnce   sync.Once
 
-	httpConns *connQueue
-	hsMu      sync.Mutex            // guards hsConns and hsWait.Add against drain
-	hsConns   map[net.Conn]struct{} // connections in their handshake, closed on shutdown
-	hsWait    sync.WaitGroup        // handshakes on either path, until their socket is open
-	ln        net.Listener
-	bound     chan struct{} // closed once ln is set
+	httpConns   *connQueue
+	httpServing sync.WaitGroup        // net/http's connection goroutines, from StateNew to StateClosed or StateHijacked
+	hsMu        sync.Mutex            // guards hsConns and hsWait.Add against drain
+	hsConns     map[net.Conn]struct{} // connections in their handshake, closed on shutdown
+	hsWait      sync.WaitGroup        // handshakes on either path, until their socket is open
+	closeTimers sync.WaitGroup        // sockets' close timers, until stopped or their callback returned
+	ln          net.Listener
+	bound       chan struct{} // closed once ln is set
 }
 
 // New checks o and builds a Server. It starts nothing; Run does.
@@ -213,7 +215,7 @@ func (s *Server) Run(ctx context.Context) error {
 		ReadHeaderTimeout: s.o.HandshakeTimeout,
 		MaxHeaderBytes:    maxHandshakeBytes,
 		IdleTimeout:       2 * time.Minute,
-		ConnState:         marks.connState,
+		ConnState:         func(c net.Conn, st http.ConnState) { marks.connState(c, st); s.trackHTTPConn(st) },
 		ConnContext:       marks.connContext,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
@@ -243,7 +245,15 @@ func (s *Server) Run(ctx context.Context) error {
 		return nil
 	})
 	err := g.Wait()
-	s.hsWait.Wait() // drain closed their connections; none can open a socket after this
+	// drain closed net/http's connections, but a handler still running
+	// keeps its goroutine; its request's context ended with ctx.
+	s.httpServing.Wait()
+	// Every socket has ended, so its timer is stopped, unless its callback
+	// is still returning, or the socket opened after drain swept the table
+	// (a handshake that outlasted DrainTimeout) and is still closing. No new
+	// timer can start: every socket left is closing already. The pollers
+	// keep running meanwhile, so the timer's socket is reported Closed.
+	s.closeTimers.Wait()
 	for _, p := range s.pollers {
 		p.stop()
 	}
@@ -312,6 +322,8 @@ func (s *Server) handshakeDone(c net.Conn) {
 // drain stops intake and closes every socket with 1012, giving clients
 // DrainTimeout to answer the close frame. Then it cuts the rest, cancels
 // room calls still running, and waits a last moment for their reports.
+// It returns once every handshake has finished and the goroutines it
+// started have exited.
 func (s *Server) drain(hs *http.Server, ln net.Listener, cancelWork func()) {
 	deadline := time.Now().Add(s.o.DrainTimeout)
 	s.hsMu.Lock()
@@ -321,10 +333,18 @@ func (s *Server) drain(hs *http.Server, ln net.Listener, cancelWork func()) {
 	}
 	s.hsMu.Unlock()
 	ln.Close()
-	shutdownCtx, cancel := context.WithDeadline(context.Background(), deadline)
-	defer cancel()
-	go hs.Shutdown(shutdownCtx)
-	if !waitUntil(&s.hsWait, deadline) {
+	// Shutdown closes net/http's idle connections now and its busy ones as
+	// they finish, while the sockets drain below.
+	shutdownCtx, cancelShutdown := context.WithDeadline(context.Background(), deadline)
+	shutdownDone := make(chan struct{})
+	go func() {
+		defer close(shutdownDone)
+		hs.Shutdown(shutdownCtx)
+	}()
+	handshakes := doneChan(&s.hsWait)
+	select {
+	case <-handshakes:
+	case <-time.After(time.Until(deadline)):
 		s.log.Warn("drain: handshakes still running at the deadline")
 	}
 
@@ -346,6 +366,9 @@ func (s *Server) drain(hs *http.Server, ln net.Listener, cancelWork func()) {
 		}
 	}
 	hs.Close()
+	cancelShutdown() // Shutdown may still be polling for connections Close just cut
+	<-shutdownDone
+	<-handshakes // their connections were closed above; none can open a socket after this
 }
 
 // janitor closes sockets that began a message and did not finish it within
@@ -371,15 +394,29 @@ func (s *Server) janitor(ctx context.Context) {
 	}
 }
 
-// waitUntil waits for wg until deadline and reports whether it finished.
-func waitUntil(wg *sync.WaitGroup, deadline time.Time) bool {
+// doneChan returns a channel closed once wg's count reaches zero. The
+// goroutine that closes it lives until then, so a caller that stops
+// waiting early still receives from the channel before it returns.
+func doneChan(wg *sync.WaitGroup) <-chan struct{} {
 	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return true
-	case <-time.After(time.Until(deadline)):
-		return false
+	go func() {
+		defer close(done)
+		wg.Wait()
+	}()
+	return done
+}
+
+// trackHTTPConn counts the goroutine net/http starts for each connection,
+// so Run can wait for it: hs.Close closes connections but does not wait
+// for their handlers. Every connection net/http serves reports StateNew
+// before Serve can return, and ends in StateClosed or, on the chi upgrade
+// path, StateHijacked, where hsWait takes over.
+func (s *Server) trackHTTPConn(st http.ConnState) {
+	switch st {
+	case http.StateNew:
+		s.httpServing.Add(1)
+	case http.StateClosed, http.StateHijacked:
+		s.httpServing.Done()
 	}
 }
 

@@ -30,7 +30,8 @@ import (
 //     closed only once the socket has ended and the count is zero, so a
 //     reused descriptor number can never be touched through a stale socket.
 //
-// Lock order: wmu is a leaf. The Router is never called with wmu held.
+// Lock order (doc.go): wmu comes before a poller's mu and after the
+// Router's locks; the Router is never called with wmu held.
 type socket struct {
 	id   rooms.SocketID
 	fd   int
@@ -218,9 +219,21 @@ func (s *socket) closeLocked(code int, reason string, linger bool) {
 	s.wstate = wsClosing
 	s.closing.Store(true)
 	s.endCode, s.endReason, s.linger = code, reason, linger
-	s.timer = time.AfterFunc(s.srv.o.CloseTimeout, func() { s.terminate(code, reason) })
+	s.armCloseTimerLocked(code, reason)
 	s.srv.m.closesSent.WithLabelValues(codeLabel(code)).Inc()
 	s.sendLocked(ws.OpClose, closeBody(code, reason), false)
+}
+
+// armCloseTimerLocked ends the socket with code after CloseTimeout unless
+// the close handshake finishes first. The timer's callback runs on a
+// goroutine of its own, so the Server counts the timer in closeTimers
+// until it is stopped or its callback has returned, and Run waits for it.
+func (s *socket) armCloseTimerLocked(code int, reason string) {
+	s.srv.closeTimers.Add(1)
+	s.timer = time.AfterFunc(s.srv.o.CloseTimeout, func() {
+		defer s.srv.closeTimers.Done()
+		s.terminate(code, reason)
+	})
 }
 
 // slowLocked closes a socket whose queue overflowed. Frames not yet started
@@ -252,7 +265,7 @@ func (s *socket) peerCloseLocked(payload []byte) {
 	s.wstate = wsClosing
 	s.closing.Store(true)
 	s.endCode, s.endReason = code, reason
-	s.timer = time.AfterFunc(s.srv.o.CloseTimeout, func() { s.terminate(code, reason) })
+	s.armCloseTimerLocked(code, reason)
 	// Echo the code, as RFC 6455 §5.5.1 suggests; no code, no body.
 	s.sendLocked(ws.OpClose, payload[:min(len(payload), 2)], false)
 }
@@ -275,7 +288,9 @@ func (s *socket) terminateLocked(code int, reason string) {
 	s.wstate = wsEnded
 	s.closing.Store(true)
 	if s.timer != nil {
-		s.timer.Stop()
+		if s.timer.Stop() {
+			s.srv.closeTimers.Done() // its callback will never run
+		}
 		s.timer = nil
 	}
 	s.out = nil
