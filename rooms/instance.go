@@ -104,7 +104,7 @@ type instance struct {
 	auto      *AutoResponse
 	dirty     []*Conn      // sockets whose membership record the current event changed
 	dirtyWas  []*connExtra // their tags and attachment before it, restored if it fails
-	unsaved   []*Conn      // sockets whose record changed since the last save (recUnsaved); some may have left since
+	unsaved   unsavedList  // sockets whose record changed since the last save (recUnsaved); some may have left since
 	left      []SocketID   // sockets gone since the last save whose record is stored
 	r         Room
 	conns     map[SocketID]*Conn
@@ -192,7 +192,7 @@ func (in *instance) backlogged() bool {
 // parked room stays in memory, its sockets and handler intact, and its
 // goroutine starts again with the next event: an idle room costs no
 // goroutine (DESIGN §2), and a restart costs about a microsecond. Only a
-// parked room can be evicted (Runtime.sweep): it has nothing in flight.
+// parked room can be evicted (hibernation.Sweeper): it has nothing in flight.
 const parkAfter = time.Second
 
 func (in *instance) run(ctx context.Context) {

@@ -21,26 +21,16 @@ func (in *instance) markUnsaved(c *Conn) {
 		}
 	case c.rec&recUnsaved == 0:
 		c.rec |= recUnsaved
-		if len(in.unsaved) >= 2*len(in.list)+64 {
-			in.compactUnsaved()
-		}
-		in.unsaved = append(in.unsaved, c)
+		in.unsaved.Add(c, len(in.list), dueSave)
 	}
 }
 
-// compactUnsaved drops the sockets that left from the unsaved list. A
-// busy room is saved only when it falls idle, so without this its list
-// would keep every socket that ever joined, and their attachments with them.
-func (in *instance) compactUnsaved() {
-	kept := in.unsaved[:0]
-	for _, c := range in.unsaved {
-		if !c.gone && c.rec&recUnsaved != 0 {
-			kept = append(kept, c)
-		}
-	}
-	clear(in.unsaved[len(kept):])
-	in.unsaved = kept
-}
+// unsavedList is a room's list of sockets whose record awaits a save.
+type unsavedList = hibernation.Unsaved[*Conn]
+
+// dueSave reports whether c's record is to be saved: it changed since the
+// last save and c is still a member.
+func dueSave(c *Conn) bool { return !c.gone && c.rec&recUnsaved != 0 }
 
 func (in *instance) hasUnsaved() bool { return len(in.unsaved) > 0 || len(in.left) > 0 }
 
@@ -64,7 +54,7 @@ func (in *instance) saveMembers(ctx context.Context) {
 // cost the square of their number.
 func (in *instance) collectUnsaved(w *writeSet) {
 	for _, c := range in.unsaved {
-		if !c.gone && c.rec&recUnsaved != 0 {
+		if dueSave(c) {
 			w.member(c.id, c.record())
 			c.rec = recStored
 		}
@@ -72,11 +62,8 @@ func (in *instance) collectUnsaved(w *writeSet) {
 	for _, id := range in.left {
 		w.member(id, nil)
 	}
-	clear(in.unsaved)
-	in.unsaved, in.left = in.unsaved[:0], nil
-	if cap(in.unsaved) > 256 {
-		in.unsaved = nil // a burst of connects is over: do not keep its array
-	}
+	in.unsaved.Reset()
+	in.left = nil
 }
 
 // load reads the room's members when the instance is new: after a wake, a

@@ -38,8 +38,8 @@ type Runtime struct {
 	nrun   atomic.Int64            // instances with a goroutine (roomgate_rooms_running)
 	edge   atomic.Pointer[Sockets] // set by Attach
 	nsocks atomic.Int64            // sockets accepted and not yet closed
-	policy hibernation.Policy
-	press  chan struct{} // nrooms passed MaxActiveRooms: sweep now
+
+	sweeper *hibernation.Sweeper[*instance] // evicts idle rooms; rooms enter memory only in sendWith, which tells it
 
 	cl *cluster // placement, leases and links: the same code with one node or many
 
@@ -77,9 +77,13 @@ func New(o Options) (*Runtime, error) {
 		seed:      maphash.MakeSeed(),
 		alarmBusy: make(map[storage.Room]bool),
 		alarmWake: make(chan struct{}, 1),
-		policy:    hibernation.Policy{After: o.HibernateAfter, MaxActive: o.MaxActiveRooms},
-		press:     make(chan struct{}, 1),
 	}
+	rt.sweeper = hibernation.NewSweeper[*instance](sweepRooms{rt}, hibernation.Options{
+		Policy:       hibernation.Policy{After: o.HibernateAfter, MaxActive: o.MaxActiveRooms},
+		Store:        o.Store,
+		StartupWakes: o.StartupWakes,
+		Clock:        o.Clock,
+	})
 	rt.life, rt.stop = context.WithCancel(context.Background())
 	for i := range rt.shards {
 		rt.shards[i].rooms = make(map[Addr]*instance)
@@ -130,7 +134,7 @@ func (rt *Runtime) Run(ctx context.Context) error {
 		clusterLoop.Wait()
 	}()
 	clusterLoop.Go(func() { rt.cl.run(clusterCtx) })
-	bg.Go(func() { rt.evictIdle(ctx) })
+	bg.Go(func() { rt.sweeper.Run(ctx) })
 	if rt.o.WakeLostOnStart {
 		bg.Go(func() { rt.closeLostMembers(ctx) })
 	}
@@ -228,12 +232,7 @@ func (rt *Runtime) sendWith(a Addr, ev event, bounded bool, lease *heldLease) er
 			// room this run evicted.
 			rt.m.rooms.WithLabelValues("hibernated").Inc()
 		}
-		if rt.policy.Excess(int(rt.nrooms.Add(1))) > 0 {
-			select {
-			case rt.press <- struct{}{}:
-			default:
-			}
-		}
+		rt.sweeper.Added(int(rt.nrooms.Add(1)))
 		rt.wg.Add(1)
 		rt.nrun.Add(1) // counted from here, so a burst of wakes sees itself
 		go in.run(rt.life)
