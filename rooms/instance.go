@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/roomgate/roomgate/hibernation"
 	"github.com/roomgate/roomgate/storage"
 )
 
@@ -102,10 +103,10 @@ type instance struct {
 	started   bool
 	loaded    bool // the room's members were read from storage
 	auto      *AutoResponse
-	dirty     []*Conn      // sockets whose membership record the current event changed
-	dirtyWas  []*connExtra // their tags and attachment before it, restored if it fails
-	unsaved   unsavedList  // sockets whose record changed since the last save (recUnsaved); some may have left since
-	left      []SocketID   // sockets gone since the last save whose record is stored
+	dirty     []*Conn                    // sockets whose membership record the current event changed
+	dirtyWas  []*connExtra               // their tags and attachment before it, restored if it fails
+	unsaved   hibernation.Unsaved[*Conn] // sockets whose record changed since the last save (recUnsaved); some may have left since
+	left      []SocketID                 // sockets gone since the last save whose record is stored
 	r         Room
 	conns     map[SocketID]*Conn
 	list      []*Conn

@@ -25,9 +25,6 @@ func (in *instance) markUnsaved(c *Conn) {
 	}
 }
 
-// unsavedList is a room's list of sockets whose record awaits a save.
-type unsavedList = hibernation.Unsaved[*Conn]
-
 // dueSave reports whether c's record is to be saved: it changed since the
 // last save and c is still a member.
 func dueSave(c *Conn) bool { return !c.gone && c.rec&recUnsaved != 0 }
