@@ -21,6 +21,24 @@ import (
 // instance, starting instances on demand, and serves the admin API. It
 // implements Router and Admin and is safe for concurrent use; Register
 // every class before the first socket arrives.
+//
+// # Lock order
+//
+// The locks of package rooms nest one way only, outermost first:
+//
+//	cluster.hbMu, cluster.placeMu  →  shard.mu  →  instance.mu, routeShard.mu
+//	cluster.mu  →  link.mu
+//
+// hbMu is held while a departed node's rooms are told (tellRooms takes
+// each shard's lock, then sendWith pushes under it); placeMu while
+// inOrder checks whether the room runs here; a shard's lock while an
+// event is pushed (instance.mu) and a new instance forgets the room's
+// cached owner (routeShard.mu). cluster.mu is held while a frame is handed
+// to a link (link.mu), and is never held while taking hbMu, placeMu or a
+// shard's lock. alarmMu, cluster.tasksMu, instance.mu, routeShard.mu and
+// link.mu are leaves. A room's own state has no lock: only its goroutine
+// touches it. The gateway's Socket methods may be called with any of
+// these held (gateway/doc.go continues the order).
 type Runtime struct {
 	o       Options
 	store   storage.Store
