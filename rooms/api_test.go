@@ -74,40 +74,57 @@ func (*valueClass) OnClose(context.Context, *Room, *Conn, CloseInfo) error {
 
 func (*unknownOn) OnTick() {}
 
-// Register refuses a class whose On… method would be silently ignored,
-// naming the method and the interface it should match.
-func TestRegisterRefusesAnOnMethodThatMatchesNoHandler(t *testing.T) {
+// A class whose On… method would be silently ignored is refused: by
+// Register when the name is a handler's (a wrong signature, a pointer
+// method of a value class), and by CheckClass, which a class's tests run,
+// for any On… name (a misspelling). The messages name what to fix.
+func TestOnMethodsThatMatchNoHandlerAreRefused(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		new  func() Handler
-		want []string // in the panic's message
+		name     string
+		new      func() Handler
+		register bool     // Register refuses it too
+		want     []string // in the message
 	}{
-		{"misspelt OnClose", func() Handler { return &misspeltClose{} }, []string{"OnClsoe", "rooms.CloseHandler", "OnClose"}},
-		{"OnClose with the old signature", func() Handler { return &oldClose{} },
+		{"misspelt OnClose", func() Handler { return &misspeltClose{} }, false, []string{"OnClsoe", "rooms.CloseHandler", "OnClose"}},
+		{"OnClose with the old signature", func() Handler { return &oldClose{} }, true,
 			[]string{"OnClose(context.Context, *rooms.Room, *rooms.Conn, int, string) error", "rooms.CloseHandler",
 				"OnClose(context.Context, *rooms.Room, *rooms.Conn, rooms.CloseInfo) error"}},
-		{"pointer method of a value class", func() Handler { return valueClass{} }, []string{"OnClose", "pointer receiver", "*rooms.valueClass"}},
-		{"no such handler", func() Handler { return &unknownOn{} }, []string{"OnTick", "matches no handler interface", "OnStart, OnConnect"}},
-		{"nil handler", func() Handler { return nil }, []string{"returned nil"}},
+		{"pointer method of a value class", func() Handler { return valueClass{} }, true, []string{"OnClose", "pointer receiver", "*rooms.valueClass"}},
+		{"no such handler", func() Handler { return &unknownOn{} }, false, []string{"OnTick", "matches no handler interface", "OnStart, OnConnect"}},
+		{"nil handler", func() Handler { return nil }, true, []string{"returned nil"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			mention := func(what, got string) {
+				for _, w := range tc.want {
+					if !strings.Contains(got, w) {
+						t.Errorf("%s said %q, want it to mention %q", what, got, w)
+					}
+				}
+			}
+			err := CheckClass(tc.new)
+			if err == nil {
+				t.Fatal("CheckClass accepted it")
+			}
+			mention("CheckClass", err.Error())
+			if !tc.register {
+				return
+			}
 			rt := newFixture(t, Options{}, nil).rt
 			got := func() (msg string) {
 				defer func() { msg = fmt.Sprint(recover()) }()
 				rt.Register("bad", tc.new)
 				return ""
 			}()
-			for _, w := range tc.want {
-				if !strings.Contains(got, w) {
-					t.Errorf("Register panicked with %q, want it to mention %q", got, w)
-				}
-			}
+			mention("Register's panic", got)
 			if rt.HasClass("bad") {
 				t.Error("the class was registered")
 			}
 		})
 	}
 	// newFixture registered probe, and this class has every other handler.
+	if err := CheckClass(func() Handler { return &everyHandler{} }); err != nil {
+		t.Errorf("CheckClass refused a class with every handler: %v", err)
+	}
 	newFixture(t, Options{}, nil).rt.Register("fine", func() Handler { return &everyHandler{} })
 }
 

@@ -142,3 +142,18 @@ func lastIsProbe(class, msg string) bool {
 	}
 	return false
 }
+
+// Every built-in's On… methods are ones the runtime calls: none is
+// misspelt or off its interface's signature.
+func TestBuiltinsHaveOnlyRealHandlers(t *testing.T) {
+	for name, newHandler := range map[string]func() rooms.Handler{
+		"echo":    func() rooms.Handler { return builtin.Echo{} },
+		"counter": func() rooms.Handler { return new(builtin.Counter) },
+		"chat":    func() rooms.Handler { return new(builtin.Chat) },
+		"canvas":  func() rooms.Handler { return new(builtin.Canvas) },
+	} {
+		if err := rooms.CheckClass(newHandler); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
