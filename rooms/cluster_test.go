@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/roomgate/roomgate/hibernation"
+	"github.com/roomgate/roomgate/internal/testkit"
 	"github.com/roomgate/roomgate/storage"
 	"github.com/roomgate/roomgate/storage/redisstore"
 	"github.com/roomgate/roomgate/storage/redisstore/redistest"
@@ -30,10 +31,7 @@ import (
 // tune, when given, adjusts the node's options before it starts.
 func clusterNode(t *testing.T, redisURL, id string, register func(*Runtime), tune ...func(*Options)) *Runtime {
 	t.Helper()
-	rs, err := redisstore.Open(context.Background(), redisstore.Options{URL: redisURL})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rs := redistest.Open(t, redisstore.Options{URL: redisURL})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +56,6 @@ func clusterNode(t *testing.T, redisURL, id string, register func(*Runtime), tun
 		cancel()
 		<-done
 		srv.Close()
-		rs.Close()
 	})
 	return rt
 }
@@ -68,12 +65,7 @@ func clusterNode(t *testing.T, redisURL, id string, register func(*Runtime), tun
 func startRedisStore(t *testing.T) (*redistest.Server, *redisstore.Store) {
 	t.Helper()
 	redis := redistest.Start(t)
-	rs, err := redisstore.Open(context.Background(), redisstore.Options{URL: redis.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rs.Close() })
-	return redis, rs
+	return redis, redistest.Open(t, redisstore.Options{URL: redis.URL()})
 }
 
 // responder answers requests with what they asked for, from whichever node
@@ -151,11 +143,7 @@ func TestLinksOnlyFromNodes(t *testing.T) {
 	}
 	// Two more registered nodes: one at an address this test does not
 	// dial from, one on loopback like the test.
-	rs, err := redisstore.Open(context.Background(), redisstore.Options{URL: redis.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rs.Close()
+	rs := redistest.Open(t, redisstore.Options{URL: redis.URL()})
 	for id, addr := range map[string]string{"elsewhere": "10.0.0.1:1", "near": "127.0.0.1:1"} {
 		if err := rs.Heartbeat(context.Background(), storage.NodeRecord{ID: id, Address: addr}, time.Minute); err != nil {
 			t.Fatal(err)
@@ -484,7 +472,7 @@ func TestDeadNodeNoticedWhoeverReadsTheRegistry(t *testing.T) {
 	time.Sleep(1700 * time.Millisecond)          // x's registration expires
 	rt.cl.node(context.Background(), "newcomer") // a link from or to a node not in the cache reads the registry first
 	rt.cl.heartbeat(context.Background())
-	waitFor(t, "x's socket to leave the room", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "x's socket to leave the room", func() bool {
 		conns, _ := rt.Connections(context.Background(), a)
 		return len(conns) == 0
 	})
@@ -598,7 +586,7 @@ func TestBrokenLinkNeverLeavesAHole(t *testing.T) {
 	}
 	<-done
 	// A room that sends nothing more still closes what may have missed /2.
-	waitFor(t, "/2 delivered or the socket closed", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "/2 delivered or the socket closed", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return s.code != 0 || slices.Contains(s.frames, "/2")
@@ -646,7 +634,7 @@ func TestDeliveryThatOverflowsALinkBreaksTheStream(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the delivery hung: the link's loss waited for the lock the delivery held")
 	}
-	waitFor(t, "the overflowing link to be put away", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the overflowing link to be put away", func() bool {
 		cl.mu.Lock()
 		defer cl.mu.Unlock()
 		return cl.links["slow"] == nil && cl.gens["slow"] == 1

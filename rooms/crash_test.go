@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/roomgate/roomgate/hibernation"
+	"github.com/roomgate/roomgate/internal/testkit"
 	"github.com/roomgate/roomgate/storage"
 	"github.com/roomgate/roomgate/storage/filestore"
 	"github.com/roomgate/roomgate/storage/redisstore"
@@ -131,6 +132,8 @@ func serveNode(rt *Runtime, dir string, ln net.Listener) int {
 	select {}
 }
 
+// startNode runs this test binary as a node on the store in dir (see
+// runNode) and returns once it is ready.
 func startNode(t *testing.T, dir string, env ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -140,10 +143,7 @@ func startNode(t *testing.T, dir string, env ...string) *exec.Cmd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	testkit.StartProcess(t, cmd)
 	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "ready\n" {
 		t.Fatalf("node process: %q", line)
 	}

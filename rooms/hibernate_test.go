@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/roomgate/roomgate/internal/testkit"
 	"github.com/roomgate/roomgate/storage"
 	"github.com/roomgate/roomgate/storage/filestore"
 )
@@ -128,17 +129,17 @@ func TestFailuresKeepMembershipTrue(t *testing.T) {
 
 	// Hibernate, so both records are saved; then a close whose record
 	// deletion fails to commit.
-	waitFor(t, "the room to hibernate", func() bool { return fx.rt.active(a) == nil })
+	testkit.WaitFor(t, 10*time.Second, "the room to hibernate", func() bool { return fx.rt.active(a) == nil })
 	if ms, _ := fs.Members(context.Background(), a.storageRoom()); len(ms) != 2 {
 		t.Fatalf("%d records saved on hibernation, want 2", len(ms))
 	}
 	store.fail.Store(true)
 	fx.rt.Closed(a, leave, 1000, "bye")
 	commitFailures := fx.rt.m.failures.WithLabelValues("commit")
-	waitFor(t, "the save to fail", func() bool { return testutil.ToFloat64(commitFailures) >= 1 })
+	testkit.WaitFor(t, 10*time.Second, "the save to fail", func() bool { return testutil.ToFloat64(commitFailures) >= 1 })
 	store.fail.Store(false)
 	fx.rt.Closed(a, stay, 1011, "")
-	waitFor(t, "the room to hibernate again", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the room to hibernate again", func() bool {
 		ms, _ := fs.Members(context.Background(), a.storageRoom())
 		return fx.rt.active(a) == nil && len(ms) == 0
 	})
@@ -205,17 +206,6 @@ func TestCorruptMembershipClosesItsSocket(t *testing.T) {
 			t.Fatal("the corrupt record stayed")
 		}
 		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func waitFor(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

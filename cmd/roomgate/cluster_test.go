@@ -20,6 +20,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 
+	"github.com/roomgate/roomgate/internal/testkit"
 	"github.com/roomgate/roomgate/storage"
 	"github.com/roomgate/roomgate/storage/redisstore"
 	"github.com/roomgate/roomgate/storage/redisstore/redistest"
@@ -37,7 +38,7 @@ func startCluster(t *testing.T, redisURL string, n int, extra ...string) []*node
 	t.Helper()
 	nodes := make([]*node, n)
 	for i := range nodes {
-		addr := freeAddr(t)
+		addr := testkit.FreeAddr(t)
 		nd := &node{id: fmt.Sprintf("n%d", i+1), addr: addr}
 		args := append([]string{"-addr", addr, "-advertise", addr, "-node-id", nd.id, "-redis", redisURL,
 			"-lease-ttl", "2s", "-log-level", "warn"}, extra...)
@@ -64,16 +65,7 @@ func dialChat(t *testing.T, addr, room, user string) *chatConn {
 // background.
 func dialJSON(t *testing.T, addr, path string) *chatConn {
 	t.Helper()
-	c, br, _, err := ws.Dial(context.Background(), "ws://"+addr+path)
-	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
-	}
-	conn := net.Conn(c)
-	if br != nil {
-		conn = &bufferedConn{Conn: c, r: br}
-	}
-	cc := &chatConn{c: conn, msgs: make(chan chatMsg, 100000), closed: make(chan int, 1)}
-	t.Cleanup(func() { c.Close() })
+	cc := &chatConn{c: testkit.Dial(t, "ws://"+addr+path), msgs: make(chan chatMsg, 100000), closed: make(chan int, 1)}
 	go cc.read()
 	return cc
 }
@@ -238,14 +230,10 @@ func newChatter(addr, room, user string) *chatter {
 
 func (ch *chatter) run(ctx context.Context, every time.Duration) {
 	for n := 0; ctx.Err() == nil; {
-		c, br, _, err := ws.Dial(ctx, "ws://"+ch.addr+"/ws/chat/"+ch.room+"?user="+ch.user+"&name="+ch.user)
+		conn, err := testkit.DialContext(ctx, "ws://"+ch.addr+"/ws/chat/"+ch.room+"?user="+ch.user+"&name="+ch.user)
 		if err != nil {
 			time.Sleep(50 * time.Millisecond)
 			continue
-		}
-		conn := net.Conn(c)
-		if br != nil {
-			conn = &bufferedConn{Conn: c, r: br}
 		}
 		ch.mu.Lock()
 		ch.sockets++
@@ -272,7 +260,7 @@ func (ch *chatter) run(ctx context.Context, every time.Duration) {
 			}
 		}
 		t.Stop()
-		c.Close()
+		conn.Close()
 		<-done
 		time.Sleep(50 * time.Millisecond) // a client's reconnect backoff
 	}

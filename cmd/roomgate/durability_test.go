@@ -1,10 +1,8 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"syscall"
@@ -13,6 +11,8 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
+
+	"github.com/roomgate/roomgate/internal/testkit"
 )
 
 type chatMsg struct {
@@ -26,22 +26,8 @@ type chatMsg struct {
 
 func chatDial(t *testing.T, addr, query string) net.Conn {
 	t.Helper()
-	c, br, _, err := ws.Dial(context.Background(), "ws://"+addr+"/ws/chat/burst"+query)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if br != nil {
-		return &bufferedConn{Conn: c, r: br} // the welcome came with the 101
-	}
-	return c
+	return testkit.Dial(t, "ws://"+addr+"/ws/chat/burst"+query)
 }
-
-type bufferedConn struct {
-	net.Conn
-	r io.Reader
-}
-
-func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // TestNoReceivedMessageIsLost runs a burst of chat messages into a node and
 // stops it mid-burst, with kill -9 and with SIGTERM. After a restart on the
@@ -51,7 +37,7 @@ func TestNoReceivedMessageIsLost(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM} {
 		t.Run(sig.String(), func(t *testing.T) {
 			data := t.TempDir()
-			addr := freeAddr(t)
+			addr := testkit.FreeAddr(t)
 			cmd := start(t, addr, nil, "-addr", addr, "-data", data)
 
 			var mu sync.Mutex

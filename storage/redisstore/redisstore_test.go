@@ -18,22 +18,12 @@ import (
 
 var ctx = context.Background()
 
-func open(t *testing.T, o redisstore.Options) *redisstore.Store {
-	t.Helper()
-	s, err := redisstore.Open(ctx, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
-
 func TestConformance(t *testing.T) {
 	srv := redistest.Start(t)
 	n := 0
 	storagetest.Run(t, func(t *testing.T) storage.Store {
 		n++ // a prefix per store keeps each one empty on one server
-		return open(t, redisstore.Options{URL: srv.URL(), Prefix: fmt.Sprintf("t%d:", n)})
+		return redistest.Open(t, redisstore.Options{URL: srv.URL(), Prefix: fmt.Sprintf("t%d:", n)})
 	})
 }
 
@@ -42,13 +32,13 @@ func TestConformanceOnRedisCluster(t *testing.T) {
 	n := 0
 	storagetest.Run(t, func(t *testing.T) storage.Store {
 		n++
-		return open(t, redisstore.Options{URL: addrs[0] + "," + addrs[1] + "," + addrs[2], Prefix: fmt.Sprintf("t%d:", n)})
+		return redistest.Open(t, redisstore.Options{URL: addrs[0] + "," + addrs[1] + "," + addrs[2], Prefix: fmt.Sprintf("t%d:", n)})
 	})
 }
 
 func TestLeases(t *testing.T) {
 	srv := redistest.Start(t)
-	s := open(t, redisstore.Options{URL: srv.URL()})
+	s := redistest.Open(t, redisstore.Options{URL: srv.URL()})
 	r := storage.Room{Class: "chat", Name: "lobby"}
 	a, err := s.Acquire(ctx, r, "node-a", time.Second)
 	if err != nil || a.Token == 0 || a.Node != "node-a" {
@@ -97,7 +87,7 @@ func TestLeases(t *testing.T) {
 
 func TestNodeRegistry(t *testing.T) {
 	srv := redistest.Start(t)
-	s := open(t, redisstore.Options{URL: srv.URL()})
+	s := redistest.Open(t, redisstore.Options{URL: srv.URL()})
 	s.Heartbeat(ctx, storage.NodeRecord{ID: "b", Address: "127.0.0.1:2"}, time.Minute)
 	s.Heartbeat(ctx, storage.NodeRecord{ID: "a", Address: "127.0.0.1:1", Sockets: 3}, time.Minute)
 	s.Heartbeat(ctx, storage.NodeRecord{ID: "gone", Address: "127.0.0.1:3"}, time.Millisecond)
@@ -116,7 +106,7 @@ func TestNodeRegistry(t *testing.T) {
 // by the reader, not fired.
 func TestStaleAlarmIndexIsCorrected(t *testing.T) {
 	srv := redistest.Start(t)
-	s := open(t, redisstore.Options{URL: srv.URL()})
+	s := redistest.Open(t, redisstore.Options{URL: srv.URL()})
 	r := storage.Room{Class: "c", Name: "r"}
 	at := time.Now().Add(time.Hour)
 	if err := storage.CommitAndWait(ctx, s, r, &storage.Batch{Alarm: &storage.AlarmChange{At: at}}); err != nil {
@@ -170,7 +160,7 @@ func TestCommitsRacingCloseReturn(t *testing.T) {
 // name (a node would take that for "held here" and drop the event).
 func TestCorruptLeaseIsAnError(t *testing.T) {
 	srv := redistest.Start(t)
-	s := open(t, redisstore.Options{URL: srv.URL()})
+	s := redistest.Open(t, redisstore.Options{URL: srv.URL()})
 	r := storage.Room{Class: "c", Name: "bad"}
 	for _, v := range []string{"7 ", "garbage"} {
 		s.Client().Set(ctx, "rg:{c/bad}:lease", v, time.Minute)
@@ -188,7 +178,7 @@ func TestCorruptLeaseIsAnError(t *testing.T) {
 // so a node keeps the rooms it still holds.
 func TestRenewAnswersWhatItCan(t *testing.T) {
 	srv := redistest.Start(t)
-	s := open(t, redisstore.Options{URL: srv.URL()})
+	s := redistest.Open(t, redisstore.Options{URL: srv.URL()})
 	var rooms []storage.Room
 	var tokens []uint64
 	for _, name := range []string{"r0", "r1", "r2"} {
@@ -212,7 +202,7 @@ func TestRenewAnswersWhatItCan(t *testing.T) {
 // longer the caller's stays with its holder.
 func TestReleaseMany(t *testing.T) {
 	srv := redistest.Start(t)
-	s := open(t, redisstore.Options{URL: srv.URL()})
+	s := redistest.Open(t, redisstore.Options{URL: srv.URL()})
 	var rooms []storage.Room
 	var leases []storage.Lease
 	for i := range 5 {
@@ -244,7 +234,7 @@ func TestReleaseMany(t *testing.T) {
 // releases that meet NOSCRIPT load the script and are sent again.
 func TestScriptsLoadedAgainAfterAFlush(t *testing.T) {
 	srv := redistest.Start(t)
-	s := open(t, redisstore.Options{URL: srv.URL()})
+	s := redistest.Open(t, redisstore.Options{URL: srv.URL()})
 	var rooms []storage.Room
 	var leases []storage.Lease
 	var tokens []uint64
