@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/roomgate/roomgate/internal/testkit"
 	"github.com/roomgate/roomgate/storage"
 	"github.com/roomgate/roomgate/storage/redisstore"
 	"github.com/roomgate/roomgate/storage/redisstore/redistest"
@@ -54,10 +55,18 @@ func TestLeases(t *testing.T) {
 	if ok, _ := s.Renew(ctx, "node-b", time.Second, []storage.Room{r}, []uint64{a.Token}); ok[0] != storage.LeaseLost {
 		t.Fatal("a node renewed a lease it does not hold")
 	}
-	time.Sleep(300 * time.Millisecond) // past the renewed 200 ms
-	b, err := s.Acquire(ctx, r, "node-b", time.Second)
-	if err != nil || b.Token <= a.Token {
-		t.Fatalf("acquire after expiry = %+v, %v; want a greater token than %d", b, err, a.Token)
+	if ttl := s.Client().PTTL(ctx, "rg:{chat/lobby}:lease").Val(); ttl <= 0 || ttl > 200*time.Millisecond {
+		t.Fatalf("the lease's TTL after a renewal for 200ms is %v", ttl)
+	}
+	// Redis expires the lease by its own clock: another node takes it then.
+	var b storage.Lease
+	testkit.Eventually(t, 5*time.Second, func() error {
+		var err error
+		b, err = s.Acquire(ctx, r, "node-b", time.Second)
+		return err
+	})
+	if b.Token <= a.Token {
+		t.Fatalf("acquire after expiry = %+v; want a greater token than %d", b, a.Token)
 	}
 	// The former owner's commit is refused: its token is older.
 	if err := storage.CommitAndWait(ctx, s, r, &storage.Batch{Puts: []storage.KV{{Key: "k", Value: []byte("a")}}, Token: a.Token}); !errors.Is(err, storage.ErrFenced) {
@@ -91,7 +100,10 @@ func TestNodeRegistry(t *testing.T) {
 	s.Heartbeat(ctx, storage.NodeRecord{ID: "b", Address: "127.0.0.1:2"}, time.Minute)
 	s.Heartbeat(ctx, storage.NodeRecord{ID: "a", Address: "127.0.0.1:1", Sockets: 3}, time.Minute)
 	s.Heartbeat(ctx, storage.NodeRecord{ID: "gone", Address: "127.0.0.1:3"}, time.Millisecond)
-	time.Sleep(10 * time.Millisecond)
+	testkit.WaitFor(t, 5*time.Second, `"gone" to leave the registry`, func() bool {
+		nodes, _ := s.Nodes(ctx)
+		return !slices.ContainsFunc(nodes, func(n storage.NodeRecord) bool { return n.ID == "gone" })
+	})
 	nodes, err := s.Nodes(ctx)
 	if err != nil || len(nodes) != 2 || nodes[0].ID != "a" || nodes[0].Sockets != 3 || nodes[1].ID != "b" {
 		t.Fatalf("Nodes = %+v, %v", nodes, err)
@@ -142,9 +154,8 @@ func TestCommitsRacingCloseReturn(t *testing.T) {
 			done <- storage.CommitAndWait(ctx, s, r, &storage.Batch{Puts: []storage.KV{{Key: "k", Value: []byte("v")}}})
 		}()
 	}
-	time.Sleep(time.Millisecond)
-	s.Close()
-	for range 200 {
+	returned := func() {
+		t.Helper()
 		select {
 		case err := <-done:
 			if err != nil && !errors.Is(err, storage.ErrClosed) {
@@ -153,6 +164,11 @@ func TestCommitsRacingCloseReturn(t *testing.T) {
 		case <-time.After(15 * time.Second):
 			t.Fatal("a commit racing Close never returned")
 		}
+	}
+	returned() // one is through; Close races the others on their way
+	s.Close()
+	for range 199 {
+		returned()
 	}
 }
 
