@@ -254,31 +254,31 @@ func TestIdleRoomsGiveUpTheirLeases(t *testing.T) {
 	}
 	wg.Wait()
 	deadline := time.Now().Add(15 * time.Second)
-	for a.nrooms.Load() > 0 || counter.leases.Load() < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d rooms still in memory, %d of %d leases released", a.nrooms.Load(), counter.leases.Load(), n)
+	testkit.Eventually(t, time.Until(deadline), func() error {
+		if a.nrooms.Load() > 0 || counter.leases.Load() < n {
+			return fmt.Errorf("%d rooms still in memory, %d of %d leases released", a.nrooms.Load(), counter.leases.Load(), n)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	if calls := counter.calls.Load(); calls > 10 {
 		t.Errorf("%d leases released in %d calls; want one call per sweep", n, calls)
 	}
-	for held := n; held > 0; {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d rooms still leased after their eviction", held, n)
-		}
+	testkit.Eventually(t, time.Until(deadline), func() error {
 		owners, err := counter.Owners(context.Background(), rooms)
 		if err != nil {
 			t.Fatal(err)
 		}
-		held = 0
+		held := 0
 		for _, l := range owners {
 			if l.Node != "" {
 				held++
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		if held > 0 {
+			return fmt.Errorf("%d of %d rooms still leased after their eviction", held, n)
+		}
+		return nil
+	})
 	if by := ask(b, addrs[0]); by != "b" {
 		t.Fatalf("after its eviction from a, the room's next event through b was answered by %q; want b", by)
 	}
@@ -395,25 +395,20 @@ func TestReadyWaitsForTheNodeRegistry(t *testing.T) {
 	done := make(chan struct{})
 	go func() { rt.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	deadline := time.Now().Add(5 * time.Second)
-	for rt.Ready(context.Background()) != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready 5 s after start: %v", rt.Ready(context.Background()))
+	testkit.Eventually(t, 5*time.Second, func() error {
+		if err := rt.Ready(context.Background()); err != nil {
+			return fmt.Errorf("not ready after start: %w", err)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	nodes, err := rs.Nodes(context.Background())
 	if err != nil || len(nodes) != 1 || nodes[0].ID != "late" {
 		t.Fatalf("ready, but the registry lists %+v (%v)", nodes, err)
 	}
 	redis.Stop()
-	deadline = time.Now().Add(5 * time.Second)
-	for rt.Ready(context.Background()) == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("still ready 5 s after Redis stopped")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.WaitFor(t, 5*time.Second, "the node to be unready after Redis stopped", func() bool {
+		return rt.Ready(context.Background()) != nil
+	})
 }
 
 // In a cluster a socket is let in only once its membership record is
@@ -469,7 +464,10 @@ func TestDeadNodeNoticedWhoeverReadsTheRegistry(t *testing.T) {
 	if conns, _ := rt.Connections(context.Background(), a); len(conns) != 1 {
 		t.Fatalf("the room woke with %d members, want x's one", len(conns))
 	}
-	time.Sleep(1700 * time.Millisecond)          // x's registration expires
+	testkit.WaitFor(t, 5*time.Second, "x's registration to expire", func() bool {
+		nodes, err := rs.Nodes(context.Background())
+		return err == nil && !slices.ContainsFunc(nodes, func(n storage.NodeRecord) bool { return n.ID == "x" })
+	})
 	rt.cl.node(context.Background(), "newcomer") // a link from or to a node not in the cache reads the registry first
 	rt.cl.heartbeat(context.Background())
 	testkit.WaitFor(t, 10*time.Second, "x's socket to leave the room", func() bool {
@@ -502,7 +500,7 @@ func TestPlacementFindsTheRoomStartedMeanwhile(t *testing.T) {
 		})
 		second <- err
 	}()
-	time.Sleep(100 * time.Millisecond)
+	testkit.WaitBlocked(t, 5*time.Second, "(*cluster).place(", "sync.Mutex.Lock")
 	// Meanwhile the first event's placement runs to the end.
 	l, err := cl.coord.Acquire(context.Background(), a.storageRoom(), "a", cl.ttl)
 	if err != nil {
@@ -594,7 +592,13 @@ func TestBrokenLinkNeverLeavesAHole(t *testing.T) {
 	for _, p := range []string{"/3", "/4", "/5"} {
 		broadcast(p)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Nothing more comes once the socket is closed, or once it has the
+	// last frame.
+	testkit.WaitFor(t, 10*time.Second, "/5 delivered or the socket closed", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.code != 0 || slices.Contains(s.frames, "/5")
+	})
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, f := range s.frames { // what came after /1
