@@ -357,6 +357,7 @@ func paced(n int, f func(i int) error) error {
 				if i >= n {
 					return
 				}
+				// Pacing, not synchronizing: call i waits for its slot.
 				time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / perSecond)))
 				if err := f(i); err != nil {
 					once.Do(func() { first = err })

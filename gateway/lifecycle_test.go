@@ -196,6 +196,8 @@ func TestStreamingAcrossFrameBoundariesIsNotAStall(t *testing.T) {
 				return
 			}
 			from = to
+			// Pacing, not synchronizing: the stream must outlast several
+			// MessageTimeouts for the test to mean anything.
 			time.Sleep(5 * time.Millisecond)
 		}
 		done <- nil
@@ -238,7 +240,7 @@ func TestIncompleteMessageTimesOut(t *testing.T) {
 	c := dial(t, ts, "/ws/echo/slow-ok")
 	frame := masked(ws.OpText, true, []byte("slowly"))
 	c.Write(frame[:3])
-	time.Sleep(100 * time.Millisecond)
+	time.Sleep(100 * time.Millisecond) // the message is slow on purpose: a third of the timeout passes mid-frame
 	c.Write(frame[3:])
 	if got, _, err := testkit.ReadData(t, c); err != nil || string(got) != "slowly" {
 		t.Fatalf("got %q %v", got, err)
