@@ -42,6 +42,7 @@ func TestNoReceivedMessageIsLost(t *testing.T) {
 
 			var mu sync.Mutex
 			received := map[int]string{}
+			reached := make(chan struct{}) // closed at the 200th message received
 			var wg sync.WaitGroup
 			for i := range 3 {
 				c := chatDial(t, addr, fmt.Sprintf("?user=r%d", i))
@@ -60,6 +61,9 @@ func TestNoReceivedMessageIsLost(t *testing.T) {
 						if m.Type == "message" {
 							mu.Lock()
 							received[m.Seq] = m.Text
+							if len(received) == 200 {
+								close(reached)
+							}
 							mu.Unlock()
 						}
 					}
@@ -74,14 +78,12 @@ func TestNoReceivedMessageIsLost(t *testing.T) {
 					}
 				}
 			}()
-			for {
+			select { // mid-burst
+			case <-reached:
+			case <-time.After(20 * time.Second):
 				mu.Lock()
-				n := len(received)
-				mu.Unlock()
-				if n >= 200 {
-					break
-				}
-				time.Sleep(time.Millisecond)
+				defer mu.Unlock()
+				t.Fatalf("%d of 200 messages received within 20 s", len(received))
 			}
 			cmd.Process.Signal(sig)
 			cmd.Wait()
