@@ -21,6 +21,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 
+	"github.com/roomgate/roomgate/internal/testkit"
 	"github.com/roomgate/roomgate/rooms"
 )
 
@@ -31,7 +32,7 @@ func echoWorks(t *testing.T, ts *testServer) {
 	if err := wsutil.WriteClientText(c, []byte("ping")); err != nil {
 		t.Fatal(err)
 	}
-	got, _, err := readData(t, c)
+	got, _, err := testkit.ReadData(t, c)
 	if err != nil || string(got) != "ping" {
 		t.Fatalf("echo after bad input: %q, %v", got, err)
 	}
@@ -91,8 +92,8 @@ func TestBadFramesGetTheirCloseCode(t *testing.T) {
 			if _, err := c.Write(tc.bytes); err != nil {
 				t.Fatal(err)
 			}
-			expectClose(t, c, tc.code)
-			expectEOF(t, c)
+			testkit.ExpectClose(t, c, tc.code)
+			testkit.ExpectEOF(t, c)
 			if got := ts.badInput(tc.kind); got != before+1 {
 				t.Errorf("roomgate_bad_input_total{kind=%q} = %v, want %v", tc.kind, got, before+1)
 			}
@@ -106,7 +107,7 @@ func TestMessageAtTheLimitPasses(t *testing.T) {
 	c := dial(t, ts, "/ws/echo/limit")
 	msg := bytes.Repeat([]byte("a"), 1024)
 	wsutil.WriteClientText(c, msg)
-	got, _, err := readData(t, c)
+	got, _, err := testkit.ReadData(t, c)
 	if err != nil || !bytes.Equal(got, msg) {
 		t.Fatalf("1024-byte message at a 1024-byte limit: %d bytes, %v", len(got), err)
 	}
@@ -134,7 +135,7 @@ func TestGarbageInsteadOfHTTP(t *testing.T) {
 		}
 		c.Close()
 	}
-	eventually(t, 5*time.Second, func() error {
+	testkit.Eventually(t, 5*time.Second, func() error {
 		if n := ts.badInput("handshake"); n < 3 {
 			return fmt.Errorf("roomgate_bad_input_total{kind=handshake} = %v, want 3", n)
 		}
@@ -170,9 +171,9 @@ func TestHalfOpenHandshakesBlockNobody(t *testing.T) {
 		t.Errorf("a normal client took %v to echo beside 200 half-open handshakes", d)
 	}
 	for _, c := range conns {
-		expectEOF(t, c)
+		testkit.ExpectEOF(t, c)
 	}
-	eventually(t, 5*time.Second, func() error {
+	testkit.Eventually(t, 5*time.Second, func() error {
 		got := ts.badInput("handshake_timeout") + ts.badInput("handshake")
 		if got < 200 {
 			return fmt.Errorf("counted %v dropped handshakes, want 200", got)
@@ -358,7 +359,7 @@ func TestSlowConsumerIsClosed(t *testing.T) {
 		t.Fatalf("roomgate_bad_input_total{kind=slow_consumer} = %v, want 1", got)
 	}
 	// Now read: whole echoes, then the close frame with 1008.
-	expectClose(t, c, 1008)
+	testkit.ExpectClose(t, c, 1008)
 	echoWorks(t, ts)
 }
 
@@ -401,7 +402,7 @@ func TestSlowConsumerQueueStaysWithinBound(t *testing.T) {
 	if queued == 0 {
 		t.Fatal("nothing was ever queued: the test did not reach the bound")
 	}
-	expectClose(t, c, 1008)
+	testkit.ExpectClose(t, c, 1008)
 }
 
 // failing is a class whose handler fails on demand.
@@ -424,9 +425,9 @@ func TestRoomFailureClosesOnlyItsSocket(t *testing.T) {
 	for _, trigger := range []string{"error", "panic"} {
 		c := dial(t, ts, "/ws/failing/r")
 		wsutil.WriteClientText(c, []byte(trigger))
-		expectClose(t, c, 1011)
+		testkit.ExpectClose(t, c, 1011)
 		wsutil.WriteClientText(bystander, []byte("fine"))
-		got, _, err := readData(t, bystander)
+		got, _, err := testkit.ReadData(t, bystander)
 		if err != nil || string(got) != "fine" {
 			t.Fatalf("bystander after %s: %q %v", trigger, got, err)
 		}
@@ -437,7 +438,7 @@ func TestShutdownClosesSocketsWith1012(t *testing.T) {
 	ts := startServer(t, Options{DrainTimeout: time.Second})
 	polite := dial(t, ts, "/ws/echo/a")
 	silent := dial(t, ts, "/ws/echo/b") // never answers the close frame
-	eventually(t, 5*time.Second, func() error {
+	testkit.Eventually(t, 5*time.Second, func() error {
 		if n := ts.openCount.Load(); n != 2 {
 			return fmt.Errorf("%d sockets open, want 2", n)
 		}
@@ -447,7 +448,7 @@ func TestShutdownClosesSocketsWith1012(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		expectClose(t, polite, 1012) // wsutil answers the close frame
+		testkit.ExpectClose(t, polite, 1012) // wsutil answers the close frame
 	}()
 	start := time.Now()
 	ts.stop(t)
@@ -463,7 +464,7 @@ func TestShutdownClosesSocketsWith1012(t *testing.T) {
 	if code, _ := ws.ParseCloseFrameData(f.Payload); f.Header.OpCode != ws.OpClose || code != 1012 {
 		t.Fatalf("silent client got %v %d, want close 1012", f.Header.OpCode, code)
 	}
-	expectEOF(t, silent)
+	testkit.ExpectEOF(t, silent)
 	if _, err := net.Dial("tcp", ts.Addr().String()); err == nil {
 		t.Error("server still accepts connections after shutdown")
 	}
@@ -473,7 +474,7 @@ func TestHealthReadyMetrics(t *testing.T) {
 	ts := startServer(t, Options{})
 	c := dial(t, ts, "/ws/echo/m")
 	wsutil.WriteClientText(c, []byte("x"))
-	readData(t, c)
+	testkit.ReadData(t, c)
 	if resp, _ := httpGet(t, ts.http+"/healthz"); resp.StatusCode != 200 {
 		t.Errorf("healthz: %d", resp.StatusCode)
 	}
@@ -482,7 +483,7 @@ func TestHealthReadyMetrics(t *testing.T) {
 	}
 	// The reader counts a read's frames once it has handed them all on,
 	// so the echo may arrive a moment before its frame is counted.
-	eventually(t, 5*time.Second, func() error {
+	testkit.Eventually(t, 5*time.Second, func() error {
 		_, body := httpGet(t, ts.http+"/metrics")
 		for _, want := range []string{
 			"roomgate_sockets_open 1",

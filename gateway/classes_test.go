@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/gobwas/ws/wsutil"
+
+	"github.com/roomgate/roomgate/internal/testkit"
 )
 
 // msg is a decoded JSON message from a built-in class.
@@ -39,7 +41,7 @@ func sendText(t *testing.T, c net.Conn, s string) {
 // readMsg reads the next JSON message.
 func readMsg(t *testing.T, c net.Conn) msg {
 	t.Helper()
-	b, _, err := readData(t, c)
+	b, _, err := testkit.ReadData(t, c)
 	if err != nil {
 		t.Fatalf("reading a message: %v", err)
 	}

@@ -10,6 +10,8 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
+
+	"github.com/roomgate/roomgate/internal/testkit"
 )
 
 func TestEchoTextAndBinary(t *testing.T) {
@@ -31,7 +33,7 @@ func TestEchoTextAndBinary(t *testing.T) {
 			if err := wsutil.WriteClientMessage(c, tc.op, tc.data); err != nil {
 				t.Fatal(err)
 			}
-			got, op, err := readData(t, c)
+			got, op, err := testkit.ReadData(t, c)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -61,7 +63,7 @@ func TestEchoFragmentedMessage(t *testing.T) {
 			}
 		}
 	}
-	got, op, err := readData(t, c)
+	got, op, err := testkit.ReadData(t, c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,8 +104,8 @@ func TestClientCloseHandshake(t *testing.T) {
 	if f.Header.OpCode != ws.OpClose || code != ws.StatusNormalClosure {
 		t.Fatalf("got %v code %d, want close 1000 echoed", f.Header.OpCode, code)
 	}
-	expectEOF(t, c)
-	eventually(t, 5*time.Second, func() error {
+	testkit.ExpectEOF(t, c)
+	testkit.Eventually(t, 5*time.Second, func() error {
 		if n := ts.openCount.Load(); n != 0 {
 			return errorf("%d sockets still open", n)
 		}
@@ -158,14 +160,14 @@ func TestIdleSocketsCostNoGoroutines(t *testing.T) {
 	// One round trip makes sure workers and pollers are already running.
 	warm := dial(t, ts, "/ws/echo/warm")
 	wsutil.WriteClientText(warm, []byte("x"))
-	if _, _, err := readData(t, warm); err != nil {
+	if _, _, err := testkit.ReadData(t, warm); err != nil {
 		t.Fatal(err)
 	}
 	before := runtime.NumGoroutine()
 	for i := range sockets {
 		dial(t, ts, fmt.Sprintf("/ws/echo/idle-%d", i))
 	}
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		if n := ts.openCount.Load(); n != sockets+1 {
 			return errorf("%d sockets open, want %d", n, sockets+1)
 		}
@@ -173,7 +175,7 @@ func TestIdleSocketsCostNoGoroutines(t *testing.T) {
 	})
 	// Handshake goroutines end just after the socket opens; let them go.
 	var after int
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		after = runtime.NumGoroutine()
 		if after-before >= 50 {
 			return errorf("goroutines grew from %d to %d with %d idle sockets", before, after, sockets)

@@ -2,20 +2,17 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/gobwas/ws"
-	"github.com/gobwas/ws/wsutil"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/roomgate/roomgate/internal/testkit"
 	"github.com/roomgate/roomgate/rooms"
 	"github.com/roomgate/roomgate/rooms/builtin"
 	"github.com/roomgate/roomgate/storage/filestore"
@@ -113,86 +110,10 @@ func (ts *testServer) badInput(kind string) float64 {
 	return testutil.ToFloat64(ts.m.badInput.WithLabelValues(kind))
 }
 
-// dial opens a WebSocket to path on ts.
+// dial opens a WebSocket to path on ts, closed when the test ends.
 func dial(tb testing.TB, ts *testServer, path string) net.Conn {
 	tb.Helper()
-	c, br, _, err := ws.Dial(context.Background(), ts.url+path)
-	if err != nil {
-		tb.Fatalf("dial %s: %v", path, err)
-	}
-	tb.Cleanup(func() { c.Close() })
-	if br != nil {
-		// Frames that came in the same read as the 101 (a greeting, or a
-		// refusal's close frame) wait in br.
-		return &bufferedConn{Conn: c, r: br}
-	}
-	return c
-}
-
-type bufferedConn struct {
-	net.Conn
-	r io.Reader
-}
-
-func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
-
-// readData reads the next data message from the server, answering pings. A
-// close frame comes back as wsutil.ClosedError.
-func readData(tb testing.TB, c net.Conn) ([]byte, ws.OpCode, error) {
-	tb.Helper()
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	defer c.SetReadDeadline(time.Time{})
-	return wsutil.ReadServerData(c)
-}
-
-// expectClose reads until the server's close frame, answers it as a client
-// must, and checks its code. It parses frames itself: gobwas/ws's client
-// helpers refuse codes newer than their table, such as 1012.
-func expectClose(tb testing.TB, c net.Conn, want int) {
-	tb.Helper()
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	defer c.SetReadDeadline(time.Time{})
-	for {
-		f, err := ws.ReadFrame(c)
-		if err != nil {
-			tb.Fatalf("waiting for close %d: %v", want, err)
-		}
-		if f.Header.OpCode != ws.OpClose {
-			continue
-		}
-		code, reason := ws.ParseCloseFrameData(f.Payload)
-		ws.WriteFrame(c, ws.MaskFrameInPlace(ws.NewCloseFrame(f.Payload[:min(len(f.Payload), 2)])))
-		if int(code) != want {
-			tb.Fatalf("close code = %d (%q), want %d", code, reason, want)
-		}
-		return
-	}
-}
-
-// expectEOF checks the server closes the TCP connection.
-func expectEOF(tb testing.TB, c net.Conn) {
-	tb.Helper()
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, err := io.Copy(io.Discard, c)
-	if err != nil && !errors.Is(err, net.ErrClosed) && !strings.Contains(err.Error(), "reset") {
-		tb.Fatalf("waiting for EOF: %v", err)
-	}
-}
-
-// eventually polls f until it returns nil or d passes.
-func eventually(tb testing.TB, d time.Duration, f func() error) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("after %v: %v", d, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return testkit.Dial(tb, ts.url+path)
 }
 
 func httpGet(tb testing.TB, url string) (*http.Response, string) {

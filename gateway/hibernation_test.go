@@ -20,6 +20,7 @@ import (
 	"github.com/gobwas/ws/wsutil"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/roomgate/roomgate/internal/testkit"
 	"github.com/roomgate/roomgate/rooms"
 	"github.com/roomgate/roomgate/storage"
 	"github.com/roomgate/roomgate/storage/redisstore"
@@ -69,13 +70,7 @@ func startHibernationServer(tb testing.TB) *hibernationServer {
 	// store instead; its heap figures then include the store's.
 	var store storage.Store
 	if os.Getenv("ROOMGATE_HIBERNATION_STORE") != "file" {
-		redis := redistest.Start(tb)
-		rs, err := redisstore.Open(context.Background(), redisstore.Options{URL: redis.URL()})
-		if err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(func() { rs.Close() })
-		store = rs
+		store = redistest.Open(tb, redisstore.Options{URL: redistest.Start(tb).URL()})
 	}
 	hs := &hibernationServer{reg: prometheus.NewRegistry()}
 	hs.rt = newRuntime(tb, rooms.Options{
@@ -92,14 +87,14 @@ func startHibernationServer(tb testing.TB) *hibernationServer {
 // HibernateAfter and waits until no room is left in memory.
 func (hs *hibernationServer) hibernateAll(tb testing.TB) {
 	tb.Helper()
-	eventually(tb, 60*time.Second, func() error {
+	testkit.Eventually(tb, 60*time.Second, func() error {
 		if n := metric(tb, hs.reg, "roomgate_rooms_running", ""); n != 0 {
 			return errorf("%v rooms still running", n)
 		}
 		return nil
 	})
 	hs.ahead.Add(int64(2 * time.Hour))
-	eventually(tb, 30*time.Second, func() error {
+	testkit.Eventually(tb, 30*time.Second, func() error {
 		if n := metric(tb, hs.reg, "roomgate_rooms", "active"); n != 0 {
 			return errorf("%v rooms still active", n)
 		}
@@ -164,10 +159,7 @@ func startClients(tb testing.TB, ts *testServer, n int, oneRoom bool) *clients {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	testkit.StartProcess(tb, cmd)
 	return &clients{cmd: cmd, in: bufio.NewWriter(stdin), out: bufio.NewScanner(stdout)}
 }
 
@@ -209,7 +201,7 @@ func TestTenThousandRoomsHibernate(t *testing.T) {
 
 	many := startClients(t, hs.testServer, n, false)
 	many.do(t, "connect")
-	eventually(t, 60*time.Second, func() error {
+	testkit.Eventually(t, 60*time.Second, func() error {
 		if got := metric(t, hs.reg, "roomgate_rooms_running", ""); got != 0 {
 			return errorf("%v rooms still running", got)
 		}
@@ -243,7 +235,7 @@ func TestTenThousandRoomsHibernate(t *testing.T) {
 	// baseline for what the wake costs.
 	t.Logf("round trip to the same rooms, in memory: %s", many.do(t, "wake"))
 	many.do(t, "close")
-	eventually(t, 60*time.Second, func() error {
+	testkit.Eventually(t, 60*time.Second, func() error {
 		if got := metric(t, hs.reg, "roomgate_rooms", "hibernated"); got != 0 {
 			return errorf("%v rooms still hibernated", got)
 		}
@@ -355,6 +347,7 @@ func paced(n int, f func(i int) error) error {
 				if i >= n {
 					return
 				}
+				// Pacing, not synchronizing: call i waits for its slot.
 				time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / perSecond)))
 				if err := f(i); err != nil {
 					once.Do(func() { first = err })
@@ -442,7 +435,7 @@ func TestSocketsOfAHibernatedRoomStayWhole(t *testing.T) {
 	// A close wakes the room, which forgets the socket: the other one sees
 	// itself alone, tag index included.
 	a.Close()
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		if info, _ := hs.rt.Room(context.Background(), rooms.Addr{Class: "keeper", Room: "pair"}); info.Connections != 1 {
 			return errorf("room has %d connections", info.Connections)
 		}
@@ -458,7 +451,7 @@ func TestSocketsOfAHibernatedRoomStayWhole(t *testing.T) {
 	if resp := call(t, hs.testServer, "POST", "/v1/rooms/keeper/pair/broadcast", "wake up", nil); resp.StatusCode != 204 {
 		t.Fatalf("broadcast to a hibernated room: %d", resp.StatusCode)
 	}
-	if got, _, err := readData(t, b); err != nil || string(got) != "wake up" {
+	if got, _, err := testkit.ReadData(t, b); err != nil || string(got) != "wake up" {
 		t.Fatalf("broadcast to a hibernated room: got %q, %v", got, err)
 	}
 
@@ -472,6 +465,6 @@ func TestSocketsOfAHibernatedRoomStayWhole(t *testing.T) {
 	if resp := call(t, hs.testServer, "DELETE", "/v1/rooms/keeper/pair/connections/"+conns.Connections[0].ID, "", nil); resp.StatusCode != 204 {
 		t.Fatalf("kick in a hibernated room: %d", resp.StatusCode)
 	}
-	expectClose(t, b, 4403)
+	testkit.ExpectClose(t, b, 4403)
 	expectError(t, hs.testServer, "DELETE", "/v1/rooms/keeper/never-used/connections/0000000000000001", "", 404, "socket_not_found")
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 
+	"github.com/roomgate/roomgate/internal/testkit"
 	"github.com/roomgate/roomgate/rooms"
 )
 
@@ -83,27 +84,27 @@ func TestRouterSeesConnectMessagesClosedOnce(t *testing.T) {
 	// Closes normally.
 	c := dial(t, ts, "/ws/echo/a")
 	wsutil.WriteClientText(c, []byte("1"))
-	readData(t, c)
+	testkit.ReadData(t, c)
 	ws.WriteFrame(c, ws.MaskFrameInPlace(ws.NewCloseFrame(ws.NewCloseFrameBody(1000, ""))))
-	expectEOF(t, c)
+	testkit.ExpectEOF(t, c)
 	want["connect,message,closed 1000"] = true
 	// Drops the connection.
 	c = dial(t, ts, "/ws/echo/b")
 	wsutil.WriteClientText(c, []byte("2"))
-	readData(t, c)
+	testkit.ReadData(t, c)
 	c.Close()
 	want["connect,message,closed 1006"] = true
 	// Breaks the protocol.
 	c = dial(t, ts, "/ws/echo/c")
 	c.Write(rawFrame(ws.Header{Fin: true, OpCode: ws.OpText, Length: 1}, []byte("x")))
-	expectClose(t, c, 1002)
+	testkit.ExpectClose(t, c, 1002)
 	want["connect,closed 1002"] = true
 	// Refused by the room: Connect, and never Closed.
 	c = dial(t, ts, "/ws/echo/refuse")
-	expectClose(t, c, 4403)
+	testkit.ExpectClose(t, c, 4403)
 	want["connect"] = true
 
-	eventually(t, 5*time.Second, func() error {
+	testkit.Eventually(t, 5*time.Second, func() error {
 		if n := ts.openCount.Load(); n != 0 {
 			return fmt.Errorf("%d sockets still open", n)
 		}
@@ -160,8 +161,8 @@ func TestOversizedHandshakeIsCut(t *testing.T) {
 			}
 		}
 	}()
-	expectEOF(t, c)
-	eventually(t, 5*time.Second, func() error {
+	testkit.ExpectEOF(t, c)
+	testkit.Eventually(t, 5*time.Second, func() error {
 		if ts.badInput("handshake") != before+1 {
 			return fmt.Errorf("oversized handshake not counted")
 		}
@@ -195,12 +196,14 @@ func TestStreamingAcrossFrameBoundariesIsNotAStall(t *testing.T) {
 				return
 			}
 			from = to
+			// Pacing, not synchronizing: the stream must outlast several
+			// MessageTimeouts for the test to mean anything.
 			time.Sleep(5 * time.Millisecond)
 		}
 		done <- nil
 	}()
 	for i := range n {
-		got, _, err := readData(t, c)
+		got, _, err := testkit.ReadData(t, c)
 		if want := fmt.Sprintf("message %03d", i); err != nil || string(got) != want {
 			t.Fatalf("echo %d: %q %v; want %q", i, got, err, want)
 		}
@@ -227,7 +230,7 @@ func TestIncompleteMessageTimesOut(t *testing.T) {
 			before := ts.badInput("incomplete")
 			c := dial(t, ts, "/ws/echo/stall")
 			c.Write(tc.bytes)
-			expectClose(t, c, 1008)
+			testkit.ExpectClose(t, c, 1008)
 			if ts.badInput("incomplete") != before+1 {
 				t.Errorf("roomgate_bad_input_total{kind=incomplete} did not grow")
 			}
@@ -237,9 +240,9 @@ func TestIncompleteMessageTimesOut(t *testing.T) {
 	c := dial(t, ts, "/ws/echo/slow-ok")
 	frame := masked(ws.OpText, true, []byte("slowly"))
 	c.Write(frame[:3])
-	time.Sleep(100 * time.Millisecond)
+	time.Sleep(100 * time.Millisecond) // the message is slow on purpose: a third of the timeout passes mid-frame
 	c.Write(frame[3:])
-	if got, _, err := readData(t, c); err != nil || string(got) != "slowly" {
+	if got, _, err := testkit.ReadData(t, c); err != nil || string(got) != "slowly" {
 		t.Fatalf("got %q %v", got, err)
 	}
 }
@@ -320,7 +323,7 @@ func TestDrainIsBoundedWhenARoomHangs(t *testing.T) {
 	ts := startServer(t, Options{Router: rr, DrainTimeout: 300 * time.Millisecond})
 	c := dial(t, ts, "/ws/echo/hang")
 	wsutil.WriteClientText(c, []byte("stuck"))
-	eventually(t, 5*time.Second, func() error {
+	testkit.Eventually(t, 5*time.Second, func() error {
 		for _, e := range rr.snapshot() {
 			if len(e) >= 2 {
 				return nil

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roomgate/roomgate/internal/testkit"
 	"github.com/roomgate/roomgate/rooms"
 )
 
@@ -121,7 +122,7 @@ func TestRESTRooms(t *testing.T) {
 	if resp := call(t, ts, "DELETE", "/v1/rooms/chat/live/connections/"+conns.Connections[0].ID, "", nil); resp.StatusCode != 204 {
 		t.Fatalf("kick: %d", resp.StatusCode)
 	}
-	expectClose(t, live, 4403)
+	testkit.ExpectClose(t, live, 4403)
 	expectError(t, ts, "DELETE", "/v1/rooms/chat/live/connections/0000000000000001", "", 404, "socket_not_found")
 	expectError(t, ts, "DELETE", "/v1/rooms/chat/live/connections/nope", "", 404, "socket_not_found")
 
@@ -141,7 +142,7 @@ func TestRESTRooms(t *testing.T) {
 			t.Fatalf("delete: %d", resp.StatusCode)
 		}
 	}
-	expectClose(t, c, 4404)
+	testkit.ExpectClose(t, c, 4404)
 	call(t, ts, "GET", "/v1/rooms/counter/c2/storage", "", &items)
 	if len(items.Items) != 0 {
 		t.Fatalf("storage after delete: %+v", items)
@@ -169,7 +170,7 @@ func TestRESTBroadcastAndRequest(t *testing.T) {
 	blue := dial(t, ts, "/ws/tagged/r?tag=blue&tag=team")
 	// The 101 reaches a client before its room has taken the socket in; a
 	// broadcast queued before that would rightly miss it.
-	eventually(t, 5*time.Second, func() error {
+	testkit.Eventually(t, 5*time.Second, func() error {
 		var conns struct{ Connections []rooms.ConnInfo }
 		call(t, ts, "GET", "/v1/rooms/tagged/r/connections", "", &conns)
 		if len(conns.Connections) != 2 {
@@ -180,14 +181,14 @@ func TestRESTBroadcastAndRequest(t *testing.T) {
 	if resp := call(t, ts, "POST", "/v1/rooms/tagged/r/broadcast", "to all", nil); resp.StatusCode != 204 {
 		t.Fatalf("broadcast: %d", resp.StatusCode)
 	}
-	if b, _, _ := readData(t, red); string(b) != "to all" {
+	if b, _, _ := testkit.ReadData(t, red); string(b) != "to all" {
 		t.Fatalf("red got %q", b)
 	}
-	if b, _, _ := readData(t, blue); string(b) != "to all" {
+	if b, _, _ := testkit.ReadData(t, blue); string(b) != "to all" {
 		t.Fatalf("blue got %q", b)
 	}
 	call(t, ts, "POST", "/v1/rooms/tagged/r/broadcast?tag=team", "team only", nil)
-	if b, _, _ := readData(t, blue); string(b) != "team only" {
+	if b, _, _ := testkit.ReadData(t, blue); string(b) != "team only" {
 		t.Fatalf("blue got %q", b)
 	}
 	noMessage(t, red)

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/roomgate/roomgate/hibernation"
+	"github.com/roomgate/roomgate/internal/testkit"
 	"github.com/roomgate/roomgate/storage"
 	"github.com/roomgate/roomgate/storage/redisstore"
 	"github.com/roomgate/roomgate/storage/redisstore/redistest"
@@ -30,10 +31,7 @@ import (
 // tune, when given, adjusts the node's options before it starts.
 func clusterNode(t *testing.T, redisURL, id string, register func(*Runtime), tune ...func(*Options)) *Runtime {
 	t.Helper()
-	rs, err := redisstore.Open(context.Background(), redisstore.Options{URL: redisURL})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rs := redistest.Open(t, redisstore.Options{URL: redisURL})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +56,6 @@ func clusterNode(t *testing.T, redisURL, id string, register func(*Runtime), tun
 		cancel()
 		<-done
 		srv.Close()
-		rs.Close()
 	})
 	return rt
 }
@@ -68,12 +65,7 @@ func clusterNode(t *testing.T, redisURL, id string, register func(*Runtime), tun
 func startRedisStore(t *testing.T) (*redistest.Server, *redisstore.Store) {
 	t.Helper()
 	redis := redistest.Start(t)
-	rs, err := redisstore.Open(context.Background(), redisstore.Options{URL: redis.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rs.Close() })
-	return redis, rs
+	return redis, redistest.Open(t, redisstore.Options{URL: redis.URL()})
 }
 
 // responder answers requests with what they asked for, from whichever node
@@ -151,11 +143,7 @@ func TestLinksOnlyFromNodes(t *testing.T) {
 	}
 	// Two more registered nodes: one at an address this test does not
 	// dial from, one on loopback like the test.
-	rs, err := redisstore.Open(context.Background(), redisstore.Options{URL: redis.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rs.Close()
+	rs := redistest.Open(t, redisstore.Options{URL: redis.URL()})
 	for id, addr := range map[string]string{"elsewhere": "10.0.0.1:1", "near": "127.0.0.1:1"} {
 		if err := rs.Heartbeat(context.Background(), storage.NodeRecord{ID: id, Address: addr}, time.Minute); err != nil {
 			t.Fatal(err)
@@ -266,31 +254,31 @@ func TestIdleRoomsGiveUpTheirLeases(t *testing.T) {
 	}
 	wg.Wait()
 	deadline := time.Now().Add(15 * time.Second)
-	for a.nrooms.Load() > 0 || counter.leases.Load() < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d rooms still in memory, %d of %d leases released", a.nrooms.Load(), counter.leases.Load(), n)
+	testkit.Eventually(t, time.Until(deadline), func() error {
+		if a.nrooms.Load() > 0 || counter.leases.Load() < n {
+			return fmt.Errorf("%d rooms still in memory, %d of %d leases released", a.nrooms.Load(), counter.leases.Load(), n)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	if calls := counter.calls.Load(); calls > 10 {
 		t.Errorf("%d leases released in %d calls; want one call per sweep", n, calls)
 	}
-	for held := n; held > 0; {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d rooms still leased after their eviction", held, n)
-		}
+	testkit.Eventually(t, time.Until(deadline), func() error {
 		owners, err := counter.Owners(context.Background(), rooms)
 		if err != nil {
 			t.Fatal(err)
 		}
-		held = 0
+		held := 0
 		for _, l := range owners {
 			if l.Node != "" {
 				held++
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		if held > 0 {
+			return fmt.Errorf("%d of %d rooms still leased after their eviction", held, n)
+		}
+		return nil
+	})
 	if by := ask(b, addrs[0]); by != "b" {
 		t.Fatalf("after its eviction from a, the room's next event through b was answered by %q; want b", by)
 	}
@@ -407,25 +395,20 @@ func TestReadyWaitsForTheNodeRegistry(t *testing.T) {
 	done := make(chan struct{})
 	go func() { rt.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	deadline := time.Now().Add(5 * time.Second)
-	for rt.Ready(context.Background()) != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready 5 s after start: %v", rt.Ready(context.Background()))
+	testkit.Eventually(t, 5*time.Second, func() error {
+		if err := rt.Ready(context.Background()); err != nil {
+			return fmt.Errorf("not ready after start: %w", err)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	nodes, err := rs.Nodes(context.Background())
 	if err != nil || len(nodes) != 1 || nodes[0].ID != "late" {
 		t.Fatalf("ready, but the registry lists %+v (%v)", nodes, err)
 	}
 	redis.Stop()
-	deadline = time.Now().Add(5 * time.Second)
-	for rt.Ready(context.Background()) == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("still ready 5 s after Redis stopped")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.WaitFor(t, 5*time.Second, "the node to be unready after Redis stopped", func() bool {
+		return rt.Ready(context.Background()) != nil
+	})
 }
 
 // In a cluster a socket is let in only once its membership record is
@@ -481,10 +464,13 @@ func TestDeadNodeNoticedWhoeverReadsTheRegistry(t *testing.T) {
 	if conns, _ := rt.Connections(context.Background(), a); len(conns) != 1 {
 		t.Fatalf("the room woke with %d members, want x's one", len(conns))
 	}
-	time.Sleep(1700 * time.Millisecond)          // x's registration expires
+	testkit.WaitFor(t, 5*time.Second, "x's registration to expire", func() bool {
+		nodes, err := rs.Nodes(context.Background())
+		return err == nil && !slices.ContainsFunc(nodes, func(n storage.NodeRecord) bool { return n.ID == "x" })
+	})
 	rt.cl.node(context.Background(), "newcomer") // a link from or to a node not in the cache reads the registry first
 	rt.cl.heartbeat(context.Background())
-	waitFor(t, "x's socket to leave the room", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "x's socket to leave the room", func() bool {
 		conns, _ := rt.Connections(context.Background(), a)
 		return len(conns) == 0
 	})
@@ -514,7 +500,7 @@ func TestPlacementFindsTheRoomStartedMeanwhile(t *testing.T) {
 		})
 		second <- err
 	}()
-	time.Sleep(100 * time.Millisecond)
+	testkit.WaitBlocked(t, 5*time.Second, "(*cluster).place(", "sync.Mutex.Lock")
 	// Meanwhile the first event's placement runs to the end.
 	l, err := cl.coord.Acquire(context.Background(), a.storageRoom(), "a", cl.ttl)
 	if err != nil {
@@ -598,7 +584,7 @@ func TestBrokenLinkNeverLeavesAHole(t *testing.T) {
 	}
 	<-done
 	// A room that sends nothing more still closes what may have missed /2.
-	waitFor(t, "/2 delivered or the socket closed", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "/2 delivered or the socket closed", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return s.code != 0 || slices.Contains(s.frames, "/2")
@@ -606,7 +592,13 @@ func TestBrokenLinkNeverLeavesAHole(t *testing.T) {
 	for _, p := range []string{"/3", "/4", "/5"} {
 		broadcast(p)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Nothing more comes once the socket is closed, or once it has the
+	// last frame.
+	testkit.WaitFor(t, 10*time.Second, "/5 delivered or the socket closed", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.code != 0 || slices.Contains(s.frames, "/5")
+	})
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, f := range s.frames { // what came after /1
@@ -646,7 +638,7 @@ func TestDeliveryThatOverflowsALinkBreaksTheStream(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the delivery hung: the link's loss waited for the lock the delivery held")
 	}
-	waitFor(t, "the overflowing link to be put away", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the overflowing link to be put away", func() bool {
 		cl.mu.Lock()
 		defer cl.mu.Unlock()
 		return cl.links["slow"] == nil && cl.gens["slow"] == 1

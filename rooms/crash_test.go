@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/roomgate/roomgate/hibernation"
+	"github.com/roomgate/roomgate/internal/testkit"
 	"github.com/roomgate/roomgate/storage"
 	"github.com/roomgate/roomgate/storage/filestore"
 	"github.com/roomgate/roomgate/storage/redisstore"
@@ -124,6 +125,8 @@ func serveNode(rt *Runtime, dir string, ln net.Listener) int {
 	select {}
 }
 
+// startNode runs this test binary as a node on the store in dir (see
+// runNode) and returns once it is ready.
 func startNode(t *testing.T, dir string, env ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -133,10 +136,7 @@ func startNode(t *testing.T, dir string, env ...string) *exec.Cmd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	testkit.StartProcess(t, cmd)
 	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "ready\n" {
 		t.Fatalf("node process: %q", line)
 	}
@@ -152,18 +152,15 @@ func kill9(t *testing.T, cmd *exec.Cmd) {
 // alarmRuns waits until the alarm log has at least n lines and returns them.
 func alarmRuns(t *testing.T, dir string, n int) []string {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var runs []string
+	testkit.Eventually(t, 10*time.Second, func() error {
 		b, _ := os.ReadFile(filepath.Join(dir, "alarms.log"))
-		runs := strings.Split(strings.TrimSpace(string(b)), "\n")
-		if len(b) > 0 && len(runs) >= n {
-			return runs
+		if runs = strings.Split(strings.TrimSpace(string(b)), "\n"); len(b) == 0 || len(runs) < n {
+			return fmt.Errorf("alarm log %q, want %d runs", b, n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("alarm log after 10s: %q, want %d runs", b, n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
+	return runs
 }
 
 func TestAlarmFiresAtLeastOnceAcrossKill9(t *testing.T) {
@@ -183,7 +180,9 @@ func TestAlarmFiresAtLeastOnceAcrossKill9(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, "alarms.log")); err == nil {
 			t.Fatal("the alarm ran before it was due")
 		}
-		time.Sleep(600 * time.Millisecond) // due while no node runs
+		// Time must pass, with no node to watch: the alarm falls due
+		// while none runs.
+		time.Sleep(600 * time.Millisecond)
 		startNode(t, dir)
 		if runs := alarmRuns(t, dir, 1); len(runs) != 1 {
 			t.Fatalf("runs %q, want exactly one", runs)
@@ -246,18 +245,12 @@ func restartAndHearTheCloses(t *testing.T, run func(Sockets) (*Runtime, func()),
 		// Parked (its goroutine ended after a second idle) long before it
 		// would be evicted and its records saved.
 		sh := rt.shard(room)
-		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		testkit.WaitFor(t, 5*time.Second, "the room to park", func() bool {
 			sh.mu.Lock()
+			defer sh.mu.Unlock()
 			in := sh.rooms[room]
-			done := in != nil && in.parked
-			sh.mu.Unlock()
-			if done {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the room did not park")
-			}
-		}
+			return in != nil && in.parked
+		})
 	}
 	stop() // a drain without the sockets' closes, as after a crash
 	select {
@@ -280,17 +273,13 @@ func restartAndHearTheCloses(t *testing.T, run func(Sockets) (*Runtime, func()),
 	if !got["0 att-0 1006 1"] && !got["0 att-0 1006 0"] || !got["1 att-1 1006 0"] && !got["1 att-1 1006 1"] {
 		t.Fatalf("closes = %v", got)
 	}
-	eventually := time.Now().Add(5 * time.Second)
-	for {
+	testkit.Eventually(t, 5*time.Second, func() error {
 		info, err := rt.Room(context.Background(), room)
 		if err == ErrRoomNotFound || err == nil && info.Connections == 0 {
-			break
+			return nil
 		}
-		if time.Now().After(eventually) {
-			t.Fatalf("room after the lost sockets closed: %+v, %v", info, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("room after the lost sockets closed: %+v, %v", info, err)
+	})
 }
 
 // TestAlarmWakesAHibernatedRoom: the alarm of a room out of memory brings
@@ -303,13 +292,7 @@ func TestAlarmWakesAHibernatedRoom(t *testing.T) {
 	if err := fx.rt.Connect(context.Background(), a, newSocket(), ConnectInfo{}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for fx.rt.active(a) != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("the room did not hibernate")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.WaitFor(t, 5*time.Second, "the room to hibernate", func() bool { return fx.rt.active(a) == nil })
 	if info, _ := fx.rt.Room(context.Background(), a); info.State != "hibernated" || info.Alarm == nil {
 		t.Fatalf("before the alarm: %+v", info)
 	}

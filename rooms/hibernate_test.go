@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/roomgate/roomgate/internal/testkit"
 	"github.com/roomgate/roomgate/storage"
 	"github.com/roomgate/roomgate/storage/filestore"
 )
@@ -30,15 +31,17 @@ func TestMemoryPressureEvictsTheLeastRecentlyUsed(t *testing.T) {
 		}
 		fx.rt.Message(context.Background(), room(i), s, Frame{Op: Text, Data: []byte("x")})
 		s.next(t)
-		time.Sleep(2 * time.Millisecond) // distinct last-use times
+		// Distinct last-use times, further apart than the jitter with
+		// which the rooms park: a sweep evicts the parked ones, least
+		// recently used first, so they must park in this order.
+		time.Sleep(2 * time.Millisecond)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for fx.rt.nrooms.Load() > 9 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d rooms in memory, want 9", fx.rt.nrooms.Load())
+	testkit.Eventually(t, 10*time.Second, func() error {
+		if n := fx.rt.nrooms.Load(); n > 9 {
+			return fmt.Errorf("%d rooms in memory, want 9", n)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	for i := range 20 {
 		if active := fx.rt.active(room(i)) != nil; active != (i >= 11) {
 			t.Errorf("room %d in memory: %v", i, active)
@@ -128,17 +131,17 @@ func TestFailuresKeepMembershipTrue(t *testing.T) {
 
 	// Hibernate, so both records are saved; then a close whose record
 	// deletion fails to commit.
-	waitFor(t, "the room to hibernate", func() bool { return fx.rt.active(a) == nil })
+	testkit.WaitFor(t, 10*time.Second, "the room to hibernate", func() bool { return fx.rt.active(a) == nil })
 	if ms, _ := fs.Members(context.Background(), a.storageRoom()); len(ms) != 2 {
 		t.Fatalf("%d records saved on hibernation, want 2", len(ms))
 	}
 	store.fail.Store(true)
 	fx.rt.Closed(a, leave, 1000, "bye")
 	commitFailures := fx.rt.m.failures.WithLabelValues("commit")
-	waitFor(t, "the save to fail", func() bool { return testutil.ToFloat64(commitFailures) >= 1 })
+	testkit.WaitFor(t, 10*time.Second, "the save to fail", func() bool { return testutil.ToFloat64(commitFailures) >= 1 })
 	store.fail.Store(false)
 	fx.rt.Closed(a, stay, 1011, "")
-	waitFor(t, "the room to hibernate again", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the room to hibernate again", func() bool {
 		ms, _ := fs.Members(context.Background(), a.storageRoom())
 		return fx.rt.active(a) == nil && len(ms) == 0
 	})
@@ -195,28 +198,10 @@ func TestCorruptMembershipClosesItsSocket(t *testing.T) {
 	if got := testutil.ToFloat64(fx.rt.m.failures.WithLabelValues("membership")); got != 1 {
 		t.Fatalf(`roomgate_room_failures_total{reason="membership"} = %v, want 1`, got)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testkit.WaitFor(t, 5*time.Second, "the corrupt record to go", func() bool {
 		ms, _ := fx.store.Members(context.Background(), probeRoom.storageRoom())
-		if len(ms) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the corrupt record stayed")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func waitFor(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return len(ms) == 0
+	})
 }
 
 // A busy room is saved only when it falls idle; the sockets that came and

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/roomgate/roomgate/internal/testkit"
 	"github.com/roomgate/roomgate/storage/filestore"
 )
 
@@ -299,13 +300,7 @@ func TestIdleRoomLeavesMemory(t *testing.T) {
 	s := fx.connect(t)
 	fx.say(t, s, "v")
 	fx.rt.Closed(probeRoom, s, 1000, "")
-	deadline := time.Now().Add(5 * time.Second)
-	for fx.rt.active(probeRoom) != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("the room stayed in memory")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.WaitFor(t, 5*time.Second, "the room to leave memory", func() bool { return fx.rt.active(probeRoom) == nil })
 	info, err := fx.rt.Room(context.Background(), probeRoom)
 	if err != nil || info.State != "stored" || info.StorageKeys != 1 {
 		t.Fatalf("Room = %+v, %v", info, err)
@@ -429,17 +424,10 @@ func TestAlarmFiresAndRetriesWithBackoff(t *testing.T) {
 	if gap1, gap2 := times[1].Sub(times[0]), times[2].Sub(times[1]); gap1 < 50*time.Millisecond || gap2 < 100*time.Millisecond {
 		t.Errorf("retry gaps %v and %v, want at least 50ms then 100ms", gap1, gap2)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testkit.WaitFor(t, 5*time.Second, "the alarm to be cleared after it succeeded", func() bool {
 		info, _ := fx.rt.Room(context.Background(), a)
-		if info.Alarm == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the alarm was not cleared after it succeeded")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return info.Alarm == nil
+	})
 }
 
 func TestFailedHandlerSocketClosedEvenIfTheCommitAheadFails(t *testing.T) {

@@ -3,10 +3,14 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/roomgate/roomgate/internal/testkit"
 )
 
 // Batches put while the queue closes are each answered exactly once:
@@ -47,7 +51,15 @@ func TestCommitQueueAnswersEveryBatchOnce(t *testing.T) {
 				}})
 			})
 		}
-		time.Sleep(time.Duration(round%5) * 100 * time.Microsecond)
+		// Close once a share of the batches, different each round, has
+		// been answered, the others still on their way. The wait spins:
+		// a poll's pause would let every Put through first.
+		closeAt := int32(round%5) * n / 8
+		for deadline := time.Now().Add(5 * time.Second); applied.Load()+closed.Load() < closeAt; runtime.Gosched() {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: %d of %d batches answered before Close", round, applied.Load()+closed.Load(), closeAt)
+			}
+		}
 		q.Close()
 		<-flushed
 		q.Fail()
@@ -55,11 +67,13 @@ func TestCommitQueueAnswersEveryBatchOnce(t *testing.T) {
 		// A Put that found the queue full answers from its own goroutine,
 		// which may run after Close: wait for every answer, then a little
 		// longer for any second one.
-		deadline := time.Now().Add(5 * time.Second)
-		for applied.Load()+closed.Load() < n && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
-		}
-		time.Sleep(5 * time.Millisecond)
+		testkit.Eventually(t, 5*time.Second, func() error {
+			if got := applied.Load() + closed.Load(); got < n {
+				return fmt.Errorf("round %d: %d of %d batches answered", round, got, n)
+			}
+			return nil
+		})
+		time.Sleep(5 * time.Millisecond) // a negative check: no second answer comes in this window
 		for i := range answers {
 			if got := answers[i].Load(); got != 1 {
 				t.Fatalf("round %d: batch %d answered %d times", round, i, got)
@@ -119,19 +133,25 @@ func TestCommitQueueCloseWhileABatchWaitsForRoom(t *testing.T) {
 	answer := func(err error) { answers <- err }
 	commitAgain := func(error) { q.Put(&Pending{Ctx: context.Background(), Done: answer}) }
 	q.Put(&Pending{Ctx: context.Background(), Done: commitAgain}) // the flusher takes it
-	time.Sleep(20 * time.Millisecond)
+	testkit.WaitFor(t, 5*time.Second, "the flusher to take the first batch", func() bool { return len(q.ch) == 0 })
 	q.Put(&Pending{Ctx: context.Background(), Done: answer}) // fills the queue
-	q.Put(&Pending{Ctx: context.Background(), Done: answer}) // waits for room
-	time.Sleep(20 * time.Millisecond)
+	waiting := &watchedCtx{Context: context.Background(), asked: make(chan struct{})}
+	q.Put(&Pending{Ctx: waiting, Done: answer}) // waits for room
+	select {
+	case <-waiting.asked:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the third batch never began to wait for room")
+	}
+	// Close, with the flusher busy and a batch waiting, returns without
+	// waiting for either.
 	closed := make(chan struct{})
 	go func() { q.Close(); close(closed) }()
-	time.Sleep(20 * time.Millisecond)
-	close(release)
 	select {
 	case <-closed:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close never returned")
 	}
+	close(release)
 	<-served
 	q.Fail()
 	for range 3 { // the queued one, the waiting one and the commit-again: each answered once
@@ -141,4 +161,17 @@ func TestCommitQueueCloseWhileABatchWaitsForRoom(t *testing.T) {
 			t.Fatal("a batch was never answered")
 		}
 	}
+}
+
+// watchedCtx closes asked the first time its Done is called: a batch
+// waiting for room in a full queue does so as its wait begins.
+type watchedCtx struct {
+	context.Context
+	asked chan struct{}
+	once  sync.Once
+}
+
+func (c *watchedCtx) Done() <-chan struct{} {
+	c.once.Do(func() { close(c.asked) })
+	return c.Context.Done()
 }

@@ -15,6 +15,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/gobwas/ws/wsutil"
+
+	"github.com/roomgate/roomgate/internal/testkit"
 )
 
 // The pages, end to end, in a real headless Chromium against a real node.
@@ -124,7 +126,7 @@ func TestBrowserChatTwoTabs(t *testing.T) {
 // tab is open, and messages are sent before the tab is back; the tab shows
 // every message once, in order.
 func TestBrowserChatSurvivesRestart(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	data := t.TempDir()
 	node := start(t, addr, nil, "-addr", addr, "-data", data)
 	b := browser(t)

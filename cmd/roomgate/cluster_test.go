@@ -20,6 +20,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 
+	"github.com/roomgate/roomgate/internal/testkit"
 	"github.com/roomgate/roomgate/storage"
 	"github.com/roomgate/roomgate/storage/redisstore"
 	"github.com/roomgate/roomgate/storage/redisstore/redistest"
@@ -37,7 +38,7 @@ func startCluster(t *testing.T, redisURL string, n int, extra ...string) []*node
 	t.Helper()
 	nodes := make([]*node, n)
 	for i := range nodes {
-		addr := freeAddr(t)
+		addr := testkit.FreeAddr(t)
 		nd := &node{id: fmt.Sprintf("n%d", i+1), addr: addr}
 		args := append([]string{"-addr", addr, "-advertise", addr, "-node-id", nd.id, "-redis", redisURL,
 			"-lease-ttl", "2s", "-log-level", "warn"}, extra...)
@@ -64,16 +65,7 @@ func dialChat(t *testing.T, addr, room, user string) *chatConn {
 // background.
 func dialJSON(t *testing.T, addr, path string) *chatConn {
 	t.Helper()
-	c, br, _, err := ws.Dial(context.Background(), "ws://"+addr+path)
-	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
-	}
-	conn := net.Conn(c)
-	if br != nil {
-		conn = &bufferedConn{Conn: c, r: br}
-	}
-	cc := &chatConn{c: conn, msgs: make(chan chatMsg, 100000), closed: make(chan int, 1)}
-	t.Cleanup(func() { c.Close() })
+	cc := &chatConn{c: testkit.Dial(t, "ws://"+addr+path), msgs: make(chan chatMsg, 100000), closed: make(chan int, 1)}
 	go cc.read()
 	return cc
 }
@@ -181,7 +173,7 @@ func chatAcrossNodes(t *testing.T, redisURL string) {
 					t.Errorf("send: %v", err)
 					return
 				}
-				time.Sleep(2 * time.Millisecond)
+				time.Sleep(2 * time.Millisecond) // pacing, not synchronizing: a chat's pace, not a flood
 			}
 		})
 	}
@@ -237,15 +229,14 @@ func newChatter(addr, room, user string) *chatter {
 }
 
 func (ch *chatter) run(ctx context.Context, every time.Duration) {
-	for n := 0; ctx.Err() == nil; {
-		c, br, _, err := ws.Dial(ctx, "ws://"+ch.addr+"/ws/chat/"+ch.room+"?user="+ch.user+"&name="+ch.user)
-		if err != nil {
-			time.Sleep(50 * time.Millisecond)
-			continue
+	// Each round but the first waits a client's reconnect backoff.
+	for n, first := 0, true; ctx.Err() == nil; first = false {
+		if !first {
+			time.Sleep(50 * time.Millisecond) // pacing, not synchronizing: a client's reconnect backoff
 		}
-		conn := net.Conn(c)
-		if br != nil {
-			conn = &bufferedConn{Conn: c, r: br}
+		conn, err := testkit.DialContext(ctx, "ws://"+ch.addr+"/ws/chat/"+ch.room+"?user="+ch.user+"&name="+ch.user)
+		if err != nil {
+			continue
 		}
 		ch.mu.Lock()
 		ch.sockets++
@@ -272,9 +263,8 @@ func (ch *chatter) run(ctx context.Context, every time.Duration) {
 			}
 		}
 		t.Stop()
-		c.Close()
+		conn.Close()
 		<-done
-		time.Sleep(50 * time.Millisecond) // a client's reconnect backoff
 	}
 }
 
@@ -318,6 +308,33 @@ func (ch *chatter) read(c net.Conn) {
 		ch.sentAfter = append(ch.sentAfter, sent)
 		ch.mu.Unlock()
 	}
+}
+
+// heardSince counts the messages it received that were sent after t.
+func (ch *chatter) heardSince(t time.Time) int {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	n := 0
+	for _, sent := range ch.sentAfter {
+		if sent > t.UnixNano() {
+			n++
+		}
+	}
+	return n
+}
+
+// talking waits until every chatter has received n messages sent after
+// since: the room serves them all.
+func talking(t *testing.T, chs []*chatter, since time.Time, n int, within time.Duration) {
+	t.Helper()
+	testkit.Eventually(t, within, func() error {
+		for _, ch := range chs {
+			if got := ch.heardSince(since); got < n {
+				return fmt.Errorf("%s received %d messages sent since %s, want %d", ch.user, got, since.Format("15:04:05.000"), n)
+			}
+		}
+		return nil
+	})
 }
 
 // servedAgain is how long after t the first message sent after t arrived.
@@ -414,6 +431,7 @@ func TestClusterOwnerKilled(t *testing.T) {
 	defer cancel()
 	var chs []*chatter
 	var wg sync.WaitGroup
+	started := time.Now()
 	for _, nd := range nodes[1:] {
 		for j := range 2 {
 			ch := newChatter(nd.addr, "failover", fmt.Sprintf("%s-%d", nd.id, j))
@@ -421,13 +439,14 @@ func TestClusterOwnerKilled(t *testing.T) {
 			wg.Go(func() { ch.run(ctx, 20*time.Millisecond) })
 		}
 	}
+	talking(t, chs, started, 20, 10*time.Second)
 	// Kill at a random point of the lease's renewal cycle (every third of
 	// the TTL), so repeated runs measure the spread, not one phase.
-	time.Sleep(time.Second + rand.N(700*time.Millisecond))
+	time.Sleep(rand.N(700 * time.Millisecond)) // time passes on purpose: a random phase
 	killed := time.Now()
 	nodes[0].cmd.Process.Kill()
 	nodes[0].cmd.Wait()
-	time.Sleep(4 * time.Second)
+	talking(t, chs, killed, 100, 15*time.Second) // served again, to everyone
 	cancel()
 	wg.Wait()
 
@@ -459,23 +478,33 @@ func TestClusterFrozenOwnerCannotCommit(t *testing.T) {
 	var chs []*chatter
 	var wg sync.WaitGroup
 	// n1's own chatter places the room there and keeps talking to it.
+	started := time.Now()
 	for _, nd := range nodes {
 		ch := newChatter(nd.addr, "frozen", nd.id)
 		chs = append(chs, ch)
 		wg.Go(func() { ch.run(ctx, 20*time.Millisecond) })
 		if nd == nodes[0] {
-			time.Sleep(300 * time.Millisecond)
+			talking(t, chs, started, 1, 10*time.Second) // the room runs, on n1
 		}
 	}
-	time.Sleep(time.Second)
+	talking(t, chs, started, 20, 10*time.Second)
 	if o := ownerOf(t, nodes[1].addr, "chat", "frozen"); o != "n1" {
 		t.Fatalf("owner %q, want n1", o)
 	}
 	nodes[0].cmd.Process.Signal(syscall.SIGSTOP)
 	stopped := time.Now()
-	time.Sleep(5 * time.Second) // well past the 2 s lease
+	// Frozen until the others are served again: another node has taken
+	// the room, so the frozen one's lease is gone.
+	talking(t, chs[1:], stopped, 20, 15*time.Second)
 	nodes[0].cmd.Process.Signal(syscall.SIGCONT)
-	time.Sleep(3 * time.Second)
+	resumed := time.Now()
+	testkit.Eventually(t, 15*time.Second, func() error {
+		if lost := metricValue(t, nodes[0].addr, `roomgate_leases_lost_total`); lost < 1 {
+			return fmt.Errorf("the resumed node reports %v lost leases, want 1", lost)
+		}
+		return nil
+	})
+	talking(t, chs, resumed, 20, 15*time.Second) // n1's chatter too, through the new owner
 	cancel()
 	wg.Wait()
 
@@ -538,7 +567,7 @@ func TestClusterCounterFromAllNodes(t *testing.T) {
 					t.Error("send failed")
 					return
 				}
-				time.Sleep(time.Millisecond)
+				time.Sleep(time.Millisecond) // pacing, not synchronizing: increments, not a flood
 			}
 		})
 	}
@@ -620,12 +649,13 @@ func TestClusterOwnerDrains(t *testing.T) {
 	defer cancel()
 	var chs []*chatter
 	var wg sync.WaitGroup
+	started := time.Now()
 	for _, nd := range nodes[1:] {
 		ch := newChatter(nd.addr, "drain", nd.id)
 		chs = append(chs, ch)
 		wg.Go(func() { ch.run(ctx, 10*time.Millisecond) })
 	}
-	time.Sleep(time.Second)
+	talking(t, chs, started, 20, 10*time.Second)
 	termed := time.Now()
 	nodes[0].cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -641,7 +671,7 @@ func TestClusterOwnerDrains(t *testing.T) {
 		t.Errorf("drained node exited with %v", err)
 	}
 	exitedAt := time.Now()
-	time.Sleep(2 * time.Second)
+	talking(t, chs, exitedAt, 100, 15*time.Second) // served again, to everyone
 	cancel()
 	wg.Wait()
 	// The draining owner serves until it exits; after that, another node
@@ -719,20 +749,7 @@ func TestClusterRedisRestart(t *testing.T) {
 	}
 
 	redis.Restart()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := http.Get("http://" + nodes[0].addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("/readyz not 200 15s after Redis came back")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testkit.WaitReady(t, "http://"+nodes[0].addr+"/readyz", 15*time.Second)
 	a2 := dialChat(t, nodes[0].addr, "outage", "a2")
 	if w, ok := a2.next(t, "welcome", 10*time.Second); !ok {
 		t.Fatal("no welcome after Redis came back")

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"syscall"
@@ -13,6 +11,8 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
+
+	"github.com/roomgate/roomgate/internal/testkit"
 )
 
 type chatMsg struct {
@@ -26,22 +26,8 @@ type chatMsg struct {
 
 func chatDial(t *testing.T, addr, query string) net.Conn {
 	t.Helper()
-	c, br, _, err := ws.Dial(context.Background(), "ws://"+addr+"/ws/chat/burst"+query)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if br != nil {
-		return &bufferedConn{Conn: c, r: br} // the welcome came with the 101
-	}
-	return c
+	return testkit.Dial(t, "ws://"+addr+"/ws/chat/burst"+query)
 }
-
-type bufferedConn struct {
-	net.Conn
-	r io.Reader
-}
-
-func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // TestNoReceivedMessageIsLost runs a burst of chat messages into a node and
 // stops it mid-burst, with kill -9 and with SIGTERM. After a restart on the
@@ -51,11 +37,12 @@ func TestNoReceivedMessageIsLost(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM} {
 		t.Run(sig.String(), func(t *testing.T) {
 			data := t.TempDir()
-			addr := freeAddr(t)
+			addr := testkit.FreeAddr(t)
 			cmd := start(t, addr, nil, "-addr", addr, "-data", data)
 
 			var mu sync.Mutex
 			received := map[int]string{}
+			reached := make(chan struct{}) // closed at the 200th message received
 			var wg sync.WaitGroup
 			for i := range 3 {
 				c := chatDial(t, addr, fmt.Sprintf("?user=r%d", i))
@@ -74,6 +61,9 @@ func TestNoReceivedMessageIsLost(t *testing.T) {
 						if m.Type == "message" {
 							mu.Lock()
 							received[m.Seq] = m.Text
+							if len(received) == 200 {
+								close(reached)
+							}
 							mu.Unlock()
 						}
 					}
@@ -88,14 +78,12 @@ func TestNoReceivedMessageIsLost(t *testing.T) {
 					}
 				}
 			}()
-			for {
+			select { // mid-burst
+			case <-reached:
+			case <-time.After(20 * time.Second):
 				mu.Lock()
-				n := len(received)
-				mu.Unlock()
-				if n >= 200 {
-					break
-				}
-				time.Sleep(time.Millisecond)
+				defer mu.Unlock()
+				t.Fatalf("%d of 200 messages received within 20 s", len(received))
 			}
 			cmd.Process.Signal(sig)
 			cmd.Wait()

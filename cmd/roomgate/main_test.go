@@ -1,11 +1,8 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 
+	"github.com/roomgate/roomgate/internal/testkit"
 	"github.com/roomgate/roomgate/loadtest"
 )
 
@@ -41,78 +38,33 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func freeAddr(tb testing.TB) string {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// start runs roomgate with args and env and waits until it answers /readyz.
+// start runs roomgate with args and env and waits until it answers /readyz
+// on addr. It is built with -race: a data race stops it at once.
 func start(tb testing.TB, addr string, env []string, args ...string) *exec.Cmd {
 	tb.Helper()
-	cmd := exec.Command(binary, args...)
-	// A data race stops the node at once (it is built with -race), so the
-	// test fails instead of the report going unnoticed in its stderr.
-	cmd.Env = append(append(os.Environ(), "GORACE=halt_on_error=1"), env...)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return cmd
-			}
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("roomgate on %s not ready: %v", addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return testkit.StartNode(tb, binary, addr, env, args...)
 }
 
 // startNode starts one node on its own data directory and returns its
 // address once it is ready.
 func startNode(t *testing.T, flags ...string) string {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	start(t, addr, nil, append([]string{"-addr", addr, "-data", t.TempDir()}, flags...)...)
 	return addr
 }
 
 func TestSIGTERMClosesSocketsWith1012AndExits(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	cmd := start(t, addr, nil, "-addr", addr, "-data", t.TempDir())
-	c, _, _, err := ws.Dial(context.Background(), "ws://"+addr+"/ws/echo/term")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := testkit.Dial(t, "ws://"+addr+"/ws/echo/term")
 	wsutil.WriteClientText(c, []byte("before"))
 	if got, err := wsutil.ReadServerText(c); err != nil || string(got) != "before" {
 		t.Fatalf("echo: %q %v", got, err)
 	}
 	start := time.Now()
 	cmd.Process.Signal(syscall.SIGTERM)
-	// Read frames by hand: gobwas/ws's client helpers reject 1012, which
-	// browsers accept (DESIGN §1: node draining, reconnect).
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	f, err := ws.ReadFrame(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if code, _ := ws.ParseCloseFrameData(f.Payload); f.Header.OpCode != ws.OpClose || code != 1012 {
-		t.Fatalf("after SIGTERM got %v %d, want close 1012", f.Header.OpCode, code)
-	}
-	ws.WriteFrame(c, ws.MaskFrameInPlace(ws.NewCloseFrame(f.Payload[:2])))
+	testkit.ExpectClose(t, c, 1012) // DESIGN §1: node draining, reconnect
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	select {
@@ -127,29 +79,21 @@ func TestSIGTERMClosesSocketsWith1012AndExits(t *testing.T) {
 }
 
 func TestEnvironmentAndFlagPrecedence(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	// The environment sets the address and a small message limit...
 	start(t, addr, []string{"ROOMGATE_ADDR=" + addr, "ROOMGATE_MAX_MESSAGE_BYTES=200"}, "-data", t.TempDir())
-	c, _, _, err := ws.Dial(context.Background(), "ws://"+addr+"/ws/echo/env")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := testkit.Dial(t, "ws://"+addr+"/ws/echo/env")
 	wsutil.WriteClientText(c, []byte(strings.Repeat("x", 201)))
-	_, err = wsutil.ReadServerText(c)
+	_, err := wsutil.ReadServerText(c)
 	var ce wsutil.ClosedError
 	if !errors.As(err, &ce) || ce.Code != 1009 {
 		t.Fatalf("201 bytes with ROOMGATE_MAX_MESSAGE_BYTES=200: %v, want close 1009", err)
 	}
 
 	// ...and a flag beats the environment.
-	addr2 := freeAddr(t)
+	addr2 := testkit.FreeAddr(t)
 	start(t, addr2, []string{"ROOMGATE_ADDR=127.0.0.1:1", "ROOMGATE_MAX_MESSAGE_BYTES=200"}, "-addr", addr2, "-max-message-bytes", "1000", "-data", t.TempDir())
-	c2, _, _, err := ws.Dial(context.Background(), "ws://"+addr2+"/ws/echo/flag")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c2.Close()
+	c2 := testkit.Dial(t, "ws://"+addr2+"/ws/echo/flag")
 	wsutil.WriteClientText(c2, []byte(strings.Repeat("x", 500)))
 	if got, err := wsutil.ReadServerText(c2); err != nil || len(got) != 500 {
 		t.Fatalf("500 bytes with -max-message-bytes 1000: %d bytes, %v", len(got), err)

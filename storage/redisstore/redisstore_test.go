@@ -18,22 +18,12 @@ import (
 
 var ctx = context.Background()
 
-func open(t *testing.T, o redisstore.Options) *redisstore.Store {
-	t.Helper()
-	s, err := redisstore.Open(ctx, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
-
 func TestConformance(t *testing.T) {
 	srv := redistest.Start(t)
 	n := 0
 	storagetest.Run(t, func(t *testing.T) storage.Store {
 		n++ // a prefix per store keeps each one empty on one server
-		return open(t, redisstore.Options{URL: srv.URL(), Prefix: fmt.Sprintf("t%d:", n)})
+		return redistest.Open(t, redisstore.Options{URL: srv.URL(), Prefix: fmt.Sprintf("t%d:", n)})
 	})
 }
 
@@ -42,11 +32,11 @@ func TestConformanceOnRedisCluster(t *testing.T) {
 	n := 0
 	storagetest.Run(t, func(t *testing.T) storage.Store {
 		n++
-		return open(t, redisstore.Options{URL: addrs[0] + "," + addrs[1] + "," + addrs[2], Prefix: fmt.Sprintf("t%d:", n)})
+		return redistest.Open(t, redisstore.Options{URL: addrs[0] + "," + addrs[1] + "," + addrs[2], Prefix: fmt.Sprintf("t%d:", n)})
 	})
 	storagetest.RunCoordinator(t, func(t *testing.T) storage.Coordinator {
 		n++
-		return open(t, redisstore.Options{URL: addrs[0] + "," + addrs[1] + "," + addrs[2], Prefix: fmt.Sprintf("t%d:", n)})
+		return redistest.Open(t, redisstore.Options{URL: addrs[0] + "," + addrs[1] + "," + addrs[2], Prefix: fmt.Sprintf("t%d:", n)})
 	})
 }
 
@@ -55,7 +45,7 @@ func TestCoordinatorConformance(t *testing.T) {
 	n := 0
 	storagetest.RunCoordinator(t, func(t *testing.T) storage.Coordinator {
 		n++
-		return open(t, redisstore.Options{URL: srv.URL(), Prefix: fmt.Sprintf("t%d:", n)})
+		return redistest.Open(t, redisstore.Options{URL: srv.URL(), Prefix: fmt.Sprintf("t%d:", n)})
 	})
 }
 
@@ -63,7 +53,7 @@ func TestCoordinatorConformance(t *testing.T) {
 // by the reader, not fired.
 func TestStaleAlarmIndexIsCorrected(t *testing.T) {
 	srv := redistest.Start(t)
-	s := open(t, redisstore.Options{URL: srv.URL()})
+	s := redistest.Open(t, redisstore.Options{URL: srv.URL()})
 	r := storage.Room{Class: "c", Name: "r"}
 	at := time.Now().Add(time.Hour)
 	if err := storage.CommitAndWait(ctx, s, r, &storage.Batch{Alarm: &storage.AlarmChange{At: at}}); err != nil {
@@ -99,9 +89,8 @@ func TestCommitsRacingCloseReturn(t *testing.T) {
 			done <- storage.CommitAndWait(ctx, s, r, &storage.Batch{Puts: []storage.KV{{Key: "k", Value: []byte("v")}}})
 		}()
 	}
-	time.Sleep(time.Millisecond)
-	s.Close()
-	for range 200 {
+	returned := func() {
+		t.Helper()
 		select {
 		case err := <-done:
 			if err != nil && !errors.Is(err, storage.ErrClosed) {
@@ -111,13 +100,18 @@ func TestCommitsRacingCloseReturn(t *testing.T) {
 			t.Fatal("a commit racing Close never returned")
 		}
 	}
+	returned() // one is through; Close races the others on their way
+	s.Close()
+	for range 199 {
+		returned()
+	}
 }
 
 // A lease value that is not "token node" is an error, not a holder with no
 // name (a node would take that for "held here" and drop the event).
 func TestCorruptLeaseIsAnError(t *testing.T) {
 	srv := redistest.Start(t)
-	s := open(t, redisstore.Options{URL: srv.URL()})
+	s := redistest.Open(t, redisstore.Options{URL: srv.URL()})
 	r := storage.Room{Class: "c", Name: "bad"}
 	for _, v := range []string{"7 ", "garbage"} {
 		s.Client().Set(ctx, "rg:{c/bad}:lease", v, time.Minute)
@@ -135,7 +129,7 @@ func TestCorruptLeaseIsAnError(t *testing.T) {
 // so a node keeps the rooms it still holds.
 func TestRenewAnswersWhatItCan(t *testing.T) {
 	srv := redistest.Start(t)
-	s := open(t, redisstore.Options{URL: srv.URL()})
+	s := redistest.Open(t, redisstore.Options{URL: srv.URL()})
 	var rooms []storage.Room
 	var tokens []uint64
 	for _, name := range []string{"r0", "r1", "r2"} {
@@ -159,7 +153,7 @@ func TestRenewAnswersWhatItCan(t *testing.T) {
 // releases that meet NOSCRIPT load the script and are sent again.
 func TestScriptsLoadedAgainAfterAFlush(t *testing.T) {
 	srv := redistest.Start(t)
-	s := open(t, redisstore.Options{URL: srv.URL()})
+	s := redistest.Open(t, redisstore.Options{URL: srv.URL()})
 	var rooms []storage.Room
 	var leases []storage.Lease
 	var tokens []uint64
@@ -205,4 +199,22 @@ func owner(t *testing.T, s *redisstore.Store, r storage.Room) storage.Lease {
 		t.Fatal(err)
 	}
 	return l[0]
+}
+
+// A renewal sets the lease's time to live in Redis to exactly what was
+// asked, so the lease ends then and not at its first TTL.
+func TestRenewSetsTheLeaseTTL(t *testing.T) {
+	srv := redistest.Start(t)
+	s := redistest.Open(t, redisstore.Options{URL: srv.URL()})
+	r := storage.Room{Class: "chat", Name: "lobby"}
+	a, err := s.Acquire(ctx, r, "node-a", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.Renew(ctx, "node-a", 200*time.Millisecond, []storage.Room{r}, []uint64{a.Token}); err != nil || ok[0] != storage.LeaseRenewed {
+		t.Fatalf("renew by the holder = %v, %v", ok, err)
+	}
+	if ttl := s.Client().PTTL(ctx, "rg:{chat/lobby}:lease").Val(); ttl <= 0 || ttl > 200*time.Millisecond {
+		t.Fatalf("the lease's TTL after a renewal for 200ms is %v", ttl)
+	}
 }

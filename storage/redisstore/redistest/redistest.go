@@ -1,11 +1,12 @@
 // Package redistest starts real redis-server processes on free loopback
 // ports for tests: a single server, or a Redis Cluster of several masters.
 // A test that needs Redis fails when redis-server is not installed; it is
-// never skipped (./scripts/test installs it).
+// never skipped (./scripts/test installs it). Open opens a store on one.
 package redistest
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -16,6 +17,9 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/roomgate/roomgate/internal/testkit"
+	"github.com/roomgate/roomgate/storage/redisstore"
 )
 
 // Server is one redis-server process.
@@ -34,7 +38,7 @@ func Start(tb testing.TB, extra ...string) *Server {
 	if err != nil {
 		tb.Fatalf("redis-server is not installed (apt-get install redis-server, or run ./scripts/test, which does): %v", err)
 	}
-	port := freePort(tb)
+	port := testkit.FreePort(tb)
 	dir := tb.TempDir()
 	// everysec by default, as most deployments run; benchmarks measure
 	// "always" (an fsync per write) with ROOMGATE_REDIS_APPENDFSYNC=always.
@@ -59,13 +63,12 @@ func (s *Server) start(bin string) {
 	}
 	c := redis.NewClient(&redis.Options{Addr: s.Addr})
 	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for c.Ping(context.Background()).Err() != nil {
-		if time.Now().After(deadline) {
-			s.tb.Fatalf("redis-server on %s did not answer within 10s", s.Addr)
+	testkit.Eventually(s.tb, 10*time.Second, func() error {
+		if err := c.Ping(context.Background()).Err(); err != nil {
+			return fmt.Errorf("redis-server on %s does not answer: %w", s.Addr, err)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // URL is the server's redis:// URL.
@@ -114,19 +117,23 @@ func StartCluster(tb testing.TB, n int) []string {
 	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
 		tb.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
-	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
-	defer c.Close()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		info, err := c.ClusterInfo(context.Background()).Result()
-		if err == nil && containsLine(info, "cluster_state:ok") {
-			return addrs
+	// Every node must say so: one that has not yet heard of the others'
+	// slots refuses their keys, and a client may ask any of them.
+	testkit.Eventually(tb, 20*time.Second, func() error {
+		for _, addr := range addrs {
+			c := redis.NewClient(&redis.Options{Addr: addr})
+			info, err := c.ClusterInfo(context.Background()).Result()
+			c.Close()
+			if err == nil && !containsLine(info, "cluster_state:ok") {
+				err = fmt.Errorf("redis cluster not ok on %s: %s", addr, info)
+			}
+			if err != nil {
+				return err
+			}
 		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("redis cluster not ok after 20s: %v %s", err, info)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
+	return addrs
 }
 
 func containsLine(s, line string) bool {
@@ -138,11 +145,14 @@ func containsLine(s, line string) bool {
 	return false
 }
 
-func freePort(tb testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// Open opens a store with o on a server Start started, closed when the
+// test ends.
+func Open(tb testing.TB, o redisstore.Options) *redisstore.Store {
+	tb.Helper()
+	s, err := redisstore.Open(context.Background(), o)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	tb.Cleanup(func() { s.Close() })
+	return s
 }
