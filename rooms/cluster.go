@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/roomgate/roomgate/rooms/internal/linknet"
 	"github.com/roomgate/roomgate/storage"
 )
 
@@ -47,6 +48,8 @@ type cluster struct {
 	ttl         time.Duration
 	incarnation uint64
 	epoch       time.Time // lease deadlines are monotonic nanoseconds since epoch
+	transport   linknet.Transport
+	unlisten    func() // stops the transport handing this node links
 
 	mu         sync.Mutex
 	links      map[string]*link                 // node → the link that reaches it
@@ -75,7 +78,7 @@ type cluster struct {
 
 func newCluster(rt *Runtime) *cluster {
 	cl := &cluster{rt: rt, coord: rt.o.Coordinator, self: rt.o.NodeID, address: rt.o.Address, secret: rt.o.ClusterSecret,
-		ttl: rt.o.LeaseTTL, incarnation: rand.Uint64(), epoch: time.Now(),
+		ttl: rt.o.LeaseTTL, incarnation: rand.Uint64(), epoch: time.Now(), transport: rt.o.Transport,
 		links: map[string]*link{}, dials: map[string]*dialCall{}, dialFailed: map[string]time.Time{}, backlog: map[string][]byte{}, gens: map[string]uint64{},
 		incarnations: map[string]uint64{}, inbound: map[*link]struct{}{}, placing: map[Addr]*placement{}, queued: map[Addr][]func(){}}
 	names := [linkTypes]string{tConnect: "connect", tMessage: "message", tClosed: "closed", tAsk: "ask", tDeliver: "deliver",
@@ -87,6 +90,7 @@ func newCluster(rt *Runtime) *cluster {
 	empty := map[string]storage.NodeRecord{}
 	cl.nodes.Store(&empty)
 	cl.publishLinks()
+	cl.unlisten = cl.transport.Listen(cl)
 	return cl
 }
 
@@ -104,7 +108,7 @@ func (rt *Runtime) LinkHandler() http.Handler {
 	if rt.cl == nil {
 		return http.NotFoundHandler()
 	}
-	return rt.cl
+	return linknet.Handler(rt.cl)
 }
 
 // run keeps the node registered and its leases renewed until ctx ends.
@@ -243,4 +247,5 @@ func (cl *cluster) leave(held []*instance) {
 	for _, l := range links {
 		l.close(nil)
 	}
+	cl.unlisten()
 }

@@ -1,7 +1,6 @@
 package rooms
 
 import (
-	"bufio"
 	"context"
 	"crypto/subtle"
 	"encoding/binary"
@@ -10,22 +9,15 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
+
+	"github.com/roomgate/roomgate/rooms/internal/linknet"
 )
 
 // LinkPath is where a node accepts links from other nodes, on the same
 // listener as everything else (DESIGN §1, -advertise).
-const LinkPath = "/internal/cluster/link"
-
-// Link handshake headers.
-const (
-	hdrNode        = "Roomgate-Node"
-	hdrIncarnation = "Roomgate-Incarnation"
-	hdrSecret      = "Roomgate-Cluster-Secret"
-	linkProtocol   = "roomgate-link/1"
-)
+const LinkPath = linknet.Path
 
 // Link timing: a peer that sends nothing, not even a ping, for linkDeadAfter
 // is frozen or gone, and the link is closed.
@@ -75,9 +67,9 @@ func newLink(cl *cluster, c net.Conn, peer string) *link {
 }
 
 // start runs the link's reader and writer until it closes.
-func (l *link) start(r *bufio.Reader) {
+func (l *link) start() {
 	go l.writeLoop()
-	go l.readLoop(r)
+	go l.readLoop()
 }
 
 // errFrameTooBig fails a send whose frame the peer would refuse; the link
@@ -183,12 +175,13 @@ func (l *link) writeLoop() {
 	}
 }
 
-func (l *link) readLoop(r *bufio.Reader) {
+// readLoop reads l.c directly: a transport's stream comes buffered.
+func (l *link) readLoop() {
 	var hdr [4]byte
 	var body []byte
 	for {
 		l.c.SetReadDeadline(time.Now().Add(linkDeadAfter))
-		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		if _, err := io.ReadFull(l.c, hdr[:]); err != nil {
 			l.close(err)
 			return
 		}
@@ -202,7 +195,7 @@ func (l *link) readLoop(r *bufio.Reader) {
 			body = make([]byte, n)
 		}
 		body = body[:n]
-		if _, err := io.ReadFull(r, body); err != nil {
+		if _, err := io.ReadFull(l.c, body); err != nil {
 			l.close(err)
 			return
 		}
@@ -257,97 +250,44 @@ func (l *link) isClosed() bool {
 func (cl *cluster) dialLink(ctx context.Context, node, address string) (*link, error) {
 	ctx, cancel := context.WithTimeout(ctx, linkDialLimit)
 	defer cancel()
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", address)
+	c, peer, err := cl.transport.Dial(ctx, node, address, linknet.Hello{Node: cl.self, Incarnation: cl.incarnation, Secret: cl.secret})
 	if err != nil {
+		if errors.Is(err, linknet.ErrNoIncarnation) {
+			cl.rt.m.linkErrors.WithLabelValues("refused").Inc()
+		}
 		return nil, err
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
-	}
-	req, _ := http.NewRequest(http.MethodGet, "http://"+address+LinkPath, nil)
-	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", linkProtocol)
-	req.Header.Set(hdrNode, cl.self)
-	req.Header.Set(hdrIncarnation, strconv.FormatUint(cl.incarnation, 10))
-	if cl.secret != "" {
-		req.Header.Set(hdrSecret, cl.secret)
-	}
-	if err := req.Write(c); err != nil {
-		c.Close()
-		return nil, err
-	}
-	br := bufio.NewReaderSize(c, 64<<10)
-	resp, err := http.ReadResponse(br, req)
-	if err != nil {
-		c.Close()
-		return nil, err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		c.Close()
-		return nil, fmt.Errorf("link to %s refused: %s", address, resp.Status)
-	}
-	if got := resp.Header.Get(hdrNode); got != node {
-		c.Close()
-		return nil, fmt.Errorf("link to %s: node there is %q, not %q", address, got, node)
-	}
-	inc, err := strconv.ParseUint(resp.Header.Get(hdrIncarnation), 10, 64)
-	if err != nil {
-		// Without it a restart of that node could not be told from a
-		// reconnect, and its sockets' rooms would never hear of the loss.
-		c.Close()
-		cl.rt.m.linkErrors.WithLabelValues("refused").Inc()
-		return nil, fmt.Errorf("link to %s: no incarnation in the answer", address)
-	}
-	c.SetDeadline(time.Time{})
 	l := newLink(cl, c, node)
-	cl.peerSeen(node, inc)
-	l.start(br)
+	cl.peerSeen(node, peer.Incarnation)
+	l.start()
 	return l, nil
 }
 
-// ServeHTTP accepts a link from another node (LinkPath).
-func (cl *cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if cl.secret != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get(hdrSecret)), []byte(cl.secret)) != 1 {
+// Admit implements linknet.Acceptor: it vets a link another node dials to
+// this one. Without a secret, a link is taken only from a node in the
+// registry, connecting from the address it registered.
+func (cl *cluster) Admit(ctx context.Context, peer linknet.Hello, from string) (linknet.Hello, error) {
+	if cl.secret != "" && subtle.ConstantTimeCompare([]byte(peer.Secret), []byte(cl.secret)) != 1 {
 		cl.rt.m.linkErrors.WithLabelValues("refused").Inc()
-		http.Error(w, `{"error":{"code":"forbidden","message":"cluster secret does not match"}}`, http.StatusForbidden)
-		return
+		return linknet.Hello{}, &linknet.Refusal{Status: http.StatusForbidden, Code: "forbidden", Message: "cluster secret does not match"}
 	}
-	peer := r.Header.Get(hdrNode)
-	inc, incErr := strconv.ParseUint(r.Header.Get(hdrIncarnation), 10, 64)
-	if r.Header.Get("Upgrade") != linkProtocol || peer == "" || peer == cl.self || incErr != nil {
+	if peer.Node == "" || peer.Node == cl.self {
 		cl.rt.m.linkErrors.WithLabelValues("refused").Inc()
-		http.Error(w, `{"error":{"code":"bad_request","message":"not a cluster link upgrade"}}`, http.StatusBadRequest)
-		return
+		return linknet.Hello{}, &linknet.Refusal{Status: http.StatusBadRequest, Code: "bad_request", Message: "not a cluster link upgrade"}
 	}
-	if cl.secret == "" && !cl.fromRegisteredNode(r.Context(), peer, r.RemoteAddr) {
-		// Without a secret, a link is taken only from a node in the
-		// registry, connecting from the address it registered.
+	if cl.secret == "" && !cl.fromRegisteredNode(ctx, peer.Node, from) {
 		cl.rt.m.linkErrors.WithLabelValues("refused").Inc()
-		http.Error(w, `{"error":{"code":"forbidden","message":"not a registered node of this cluster"}}`, http.StatusForbidden)
-		return
+		return linknet.Hello{}, &linknet.Refusal{Status: http.StatusForbidden, Code: "forbidden", Message: "not a registered node of this cluster"}
 	}
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		http.Error(w, "cannot hijack", http.StatusInternalServerError)
-		return
-	}
-	c, brw, err := hj.Hijack()
-	if err != nil {
-		return
-	}
-	c.SetDeadline(time.Time{}) // the HTTP server's timeouts are not the link's
-	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n%s: %s\r\n%s: %d\r\n\r\n",
-		linkProtocol, hdrNode, cl.self, hdrIncarnation, cl.incarnation)
-	if err := brw.Flush(); err != nil {
-		c.Close()
-		return
-	}
-	cl.peerSeen(peer, inc)
-	l := newLink(cl, c, peer)
+	return linknet.Hello{Node: cl.self, Incarnation: cl.incarnation}, nil
+}
+
+// Accept implements linknet.Acceptor: it runs a link another node dialed.
+func (cl *cluster) Accept(c net.Conn, peer linknet.Hello) {
+	cl.peerSeen(peer.Node, peer.Incarnation)
+	l := newLink(cl, c, peer.Node)
 	cl.accepted(l)
-	l.start(brw.Reader)
+	l.start()
 }
 
 // fromRegisteredNode reports whether a link's caller, claiming to be node,
