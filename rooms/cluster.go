@@ -39,6 +39,33 @@ var (
 // cluster is the Runtime's cluster mode: room leases with fencing tokens,
 // the node registry, and links to the other nodes over which events go to
 // a room's owner and its sends come back to the edges.
+//
+// # Lock order
+//
+// A lock may be taken while holding the ones to its left, never the other
+// way round:
+//
+//	cl.mu → link.mu                      deliver, sendLocked and register
+//	                                     send on a link holding cl.mu
+//	cl.placeMu → shard.mu → instance.mu  inOrder looks for the running room;
+//	                                     sendWith queues an event
+//	cl.hbMu → shard.mu → instance.mu     a heartbeat that finds a node gone
+//	                                     tells its rooms (edgeLost, tellRooms)
+//	cl.bgMu                              a leaf (goOwned), under any of them
+//
+// cl.mu and shard.mu are never held together: linkLost and tellRooms take
+// them one after the other. Nothing that takes cl.mu runs under link.mu or
+// from a send made under cl.mu: a link that fails there is marked closed
+// at once and its loss (linkLost, which takes cl.mu) settled on a
+// goroutine. Doing it in line shipped once as a deadlock
+// (TestDeliveryThatOverflowsALinkBreaksTheStream). The transport's own
+// locks are leaves too: it calls the cluster (Admit, Accept) holding none.
+//
+// # Goroutines
+//
+// Every goroutine the links start (readers, writers, backlog dials, an
+// overflowed link's loss) runs through goOwned, and leave waits for them
+// all (closeLinks) after closing every link; none starts after that.
 type cluster struct {
 	rt          *Runtime
 	coord       storage.Coordinator
@@ -49,9 +76,12 @@ type cluster struct {
 	incarnation uint64
 	epoch       time.Time // lease deadlines are monotonic nanoseconds since epoch
 	transport   linknet.Transport
-	unlisten    func() // stops the transport handing this node links
+	unlisten    func()             // stops the transport handing this node links
+	life        context.Context    // ends when the node leaves: dials in the background give up
+	endLife     context.CancelFunc // ends life
 
 	mu         sync.Mutex
+	left       bool                             // the node left the cluster: no link is taken or dialed
 	links      map[string]*link                 // node → the link that reaches it
 	linksView  atomic.Pointer[map[string]*link] // a copy of links for readers, replaced on change
 	dials      map[string]*dialCall
@@ -73,6 +103,10 @@ type cluster struct {
 	queued  map[Addr][]func()   // events forwarded for a room being placed, in order
 	nqueued atomic.Int32        // len(queued): while 0, forwarded events skip placeMu
 
+	bgMu   sync.Mutex
+	bgDone bool           // leave waits for bg: no goroutine starts
+	bg     sync.WaitGroup // goroutines the links started (goOwned)
+
 	fwdIn, fwdOut [linkTypes]prometheus.Counter
 }
 
@@ -90,6 +124,7 @@ func newCluster(rt *Runtime) *cluster {
 	empty := map[string]storage.NodeRecord{}
 	cl.nodes.Store(&empty)
 	cl.publishLinks()
+	cl.life, cl.endLife = context.WithCancel(context.Background())
 	cl.unlisten = cl.transport.Listen(cl)
 	return cl
 }
@@ -235,17 +270,5 @@ func (cl *cluster) leave(held []*instance) {
 	ctx, cancel := context.WithTimeout(context.Background(), cl.ttl)
 	defer cancel()
 	cl.coord.Leave(ctx, cl.self)
-	cl.mu.Lock()
-	links := make([]*link, 0, len(cl.links)+len(cl.inbound))
-	for _, l := range cl.links {
-		links = append(links, l)
-	}
-	for l := range cl.inbound {
-		links = append(links, l)
-	}
-	cl.mu.Unlock()
-	for _, l := range links {
-		l.close(nil)
-	}
-	cl.unlisten()
+	cl.closeLinks()
 }

@@ -313,5 +313,59 @@ func TestLinkLivenessUnderSynctest(t *testing.T) {
 		if gen := a.generation("b"); gen != 2 {
 			t.Fatalf("a's stream to b is at generation %d after the loss; want 2", gen)
 		}
+		a.closeLinks()
+		b.closeLinks()
+	})
+}
+
+// Leaving the cluster closes every link and waits for every goroutine the
+// links started, a dial hung in a partition included, without waiting out
+// its limit; no link is taken or dialed after.
+func TestLeaveWaitsForTheLinks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const memC = "10.0.0.3:7000"
+		nw := linknet.NewNetwork()
+		a, b := linkOnlyNode(t, nw, "a", memA), linkOnlyNode(t, nw, "b", memB)
+		linkOnlyNode(t, nw, "c", memC)
+		a.nodes.Store(&map[string]storage.NodeRecord{"b": {ID: "b", Address: memB}, "c": {ID: "c", Address: memC}})
+		for _, pair := range []struct {
+			from *cluster
+			to   string
+			addr string
+		}{{a, "b", memB}, {b, "a", memA}} {
+			l, err := pair.from.dialLink(context.Background(), pair.to, pair.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pair.from.register(l)
+		}
+		nw.Partition(memA, memC)
+		a.sendTo("c", &linkMsg{typ: tPing}) // queued, and dialed in the background: the dial hangs
+		synctest.Wait()
+
+		start := time.Now()
+		a.closeLinks()
+		if took := time.Since(start); took != 0 {
+			t.Fatalf("leaving took %v of fake time; want no wait for the hung dial", took)
+		}
+		a.mu.Lock()
+		_, queued := a.backlog["c"]
+		a.mu.Unlock()
+		if queued {
+			t.Fatal("leaving returned before the dial for c's backlog gave up")
+		}
+		synctest.Wait() // b hears its links close
+		b.mu.Lock()
+		if len(b.links) != 0 || len(b.inbound) != 0 {
+			t.Errorf("b still has %d links and %d inbound ones to a that left", len(b.links), len(b.inbound))
+		}
+		b.mu.Unlock()
+		if _, err := a.linkTo(context.Background(), "b"); !errors.Is(err, errLeft) {
+			t.Errorf("a link wanted after leaving: %v; want errLeft", err)
+		}
+		if _, err := b.dialLink(context.Background(), "a", memA); err == nil {
+			t.Error("a link to a node that left was taken")
+		}
+		b.closeLinks()
 	})
 }

@@ -42,7 +42,7 @@ type link struct {
 	peer string // the other node's id
 	gen  uint64 // the generation of this node's stream to peer it carries (cluster.gens), set when registered
 
-	mu      sync.Mutex
+	mu      sync.Mutex // after cluster.mu; see cluster for the lock order
 	out     []byte
 	closed  bool
 	seq     uint64
@@ -66,10 +66,13 @@ func newLink(cl *cluster, c net.Conn, peer string) *link {
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
-// start runs the link's reader and writer until it closes.
+// start runs the link's reader and writer until it closes, on goroutines
+// the cluster waits for when it leaves; a link started after that is
+// closed at once.
 func (l *link) start() {
-	go l.writeLoop()
-	go l.readLoop()
+	if !l.cl.goOwned(l.writeLoop, l.readLoop) {
+		l.close(nil)
+	}
 }
 
 // errFrameTooBig fails a send whose frame the peer would refuse; the link
@@ -106,11 +109,14 @@ func (l *link) enqueue(m *linkMsg, isCall bool, reply chan linkMsg) error {
 		l.pending[m.seq] = pendingCall{typ: m.typ, addr: m.addr, sock: m.sock, code: m.code, text: m.text, reply: reply}
 	}
 	if len(l.out) > maxLinkBacklog {
-		// Closed here, and put away on a goroutine of its own: the caller
-		// may hold cl.mu (cluster.deliver), which linkLost takes.
+		// Closed here, and its loss settled on a goroutine of its own:
+		// the caller may hold cl.mu (cluster.deliver), which linkLost
+		// takes. A node that is leaving settles nothing more.
 		pending := l.shut()
 		l.mu.Unlock()
-		go l.finish(pending, errors.New("peer too slow: link backlog full"))
+		l.halt()
+		err := errors.New("peer too slow: link backlog full")
+		l.cl.goOwned(func() { l.cl.linkLost(l, pending, err) })
 		return errLinkClosed
 	}
 	l.mu.Unlock()
@@ -235,9 +241,14 @@ func (l *link) shut() map[uint64]pendingCall {
 }
 
 func (l *link) finish(pending map[uint64]pendingCall, err error) {
+	l.halt()
+	l.cl.linkLost(l, pending, err)
+}
+
+// halt stops the link's writer and reader; it takes no lock.
+func (l *link) halt() {
 	close(l.done)
 	l.c.Close()
-	l.cl.linkLost(l, pending, err)
 }
 
 func (l *link) isClosed() bool {
@@ -286,7 +297,10 @@ func (cl *cluster) Admit(ctx context.Context, peer linknet.Hello, from string) (
 func (cl *cluster) Accept(c net.Conn, peer linknet.Hello) {
 	cl.peerSeen(peer.Node, peer.Incarnation)
 	l := newLink(cl, c, peer.Node)
-	cl.accepted(l)
+	if !cl.accepted(l) {
+		c.Close() // the node left the cluster
+		return
+	}
 	l.start()
 }
 
