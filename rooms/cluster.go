@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/roomgate/roomgate/rooms/internal/linknet"
 	"github.com/roomgate/roomgate/storage"
 )
 
@@ -38,6 +39,24 @@ var (
 // cluster is the Runtime's cluster mode: room leases with fencing tokens,
 // the node registry, and links to the other nodes over which events go to
 // a room's owner and its sends come back to the edges.
+//
+// # Lock order
+//
+// The comment on Runtime gives the order of every lock in package rooms.
+// One rule here shipped once as a deadlock: nothing that takes cl.mu runs
+// under link.mu or from a send made under cl.mu. A link that fails there
+// is marked closed at once and its loss (linkLost, which takes cl.mu) is
+// settled on a goroutine (TestDeliveryThatOverflowsALinkBreaksTheStream).
+// The transport's own locks are leaves: it calls the cluster (Admit,
+// Accept) holding none.
+//
+// # Goroutines
+//
+// Every goroutine the cluster starts runs through goOwned: the links'
+// readers, writers, backlog dials and an overflowed link's loss, and the
+// background work (closes retried, lease releases, probes, answers
+// awaited, events queued behind a placement). leave waits for them all
+// (closeLinks) after closing every link; none starts after that.
 type cluster struct {
 	rt          *Runtime
 	coord       storage.Coordinator
@@ -47,8 +66,13 @@ type cluster struct {
 	ttl         time.Duration
 	incarnation uint64
 	epoch       time.Time // lease deadlines are monotonic nanoseconds since epoch
+	transport   linknet.Transport
+	unlisten    func()             // stops the transport handing this node links
+	life        context.Context    // ends when the node leaves: dials in the background give up
+	endLife     context.CancelFunc // ends life
 
 	mu         sync.Mutex
+	left       bool                             // the node left the cluster: no link is taken or dialed
 	links      map[string]*link                 // node → the link that reaches it
 	linksView  atomic.Pointer[map[string]*link] // a copy of links for readers, replaced on change
 	dials      map[string]*dialCall
@@ -76,20 +100,16 @@ type cluster struct {
 	queued  map[Addr][]func()   // events forwarded for a room being placed, in order
 	nqueued atomic.Int32        // len(queued): while 0, forwarded events skip placeMu
 
-	fwdIn, fwdOut [linkTypes]prometheus.Counter
+	bgMu   sync.Mutex
+	bgDone bool           // leave waits for bg: no goroutine starts
+	bg     sync.WaitGroup // every goroutine the cluster starts (goOwned)
 
-	// Work the cluster hands to goroutines of its own (background): Run
-	// waits for all of it before it returns.
-	life     context.Context // ends once the node has left the cluster
-	stopLife context.CancelFunc
-	tasksMu  sync.Mutex
-	tasks    sync.WaitGroup
-	stopped  bool // guarded by tasksMu: no task starts once set
+	fwdIn, fwdOut [linkTypes]prometheus.Counter
 }
 
 func newCluster(rt *Runtime) *cluster {
 	cl := &cluster{rt: rt, coord: rt.o.Coordinator, self: rt.o.NodeID, address: rt.o.Address, secret: rt.o.ClusterSecret,
-		ttl: rt.o.LeaseTTL, incarnation: rand.Uint64(), epoch: time.Now(),
+		ttl: rt.o.LeaseTTL, incarnation: rand.Uint64(), epoch: time.Now(), transport: rt.o.Transport,
 		links: map[string]*link{}, dials: map[string]*dialCall{}, dialFailed: map[string]time.Time{}, backlog: map[string][]byte{}, gens: map[string]uint64{},
 		incarnations: map[string]uint64{}, inbound: map[*link]struct{}{}, placing: map[Addr]*placement{}, queued: map[Addr][]func(){}}
 	names := [linkTypes]string{tConnect: "connect", tMessage: "message", tClosed: "closed", tAsk: "ask", tDeliver: "deliver",
@@ -102,10 +122,11 @@ func newCluster(rt *Runtime) *cluster {
 		cl.routes[i].owners = make(map[Addr]string)
 		cl.routes[i].fences = make(map[Addr]fence)
 	}
-	cl.life, cl.stopLife = context.WithCancel(context.Background())
 	empty := map[string]storage.NodeRecord{}
 	cl.nodes.Store(&empty)
 	cl.publishLinks()
+	cl.life, cl.endLife = context.WithCancel(context.Background())
+	cl.unlisten = cl.transport.Listen(cl)
 	return cl
 }
 
@@ -121,29 +142,15 @@ func (cl *cluster) deadline(start time.Time) int64 {
 // LinkHandler serves the links of other nodes; mount it at LinkPath. With
 // no shared Coordinator no other node is registered, and every link is
 // refused.
-func (rt *Runtime) LinkHandler() http.Handler { return rt.cl }
+func (rt *Runtime) LinkHandler() http.Handler { return linknet.Handler(rt.cl) }
 
 // background runs f on a goroutine the cluster owns (a close retried, a
 // lease release, a probe, an answer awaited, events queued for a
-// placement): Run waits for it, and ctx ends once the node has left the
-// cluster. Once the node has left, f does not run: its rooms are gone,
-// and the registry has told the other nodes.
+// placement), with a ctx that ends when the node leaves the cluster; leave
+// waits for it. Once the node has left, f does not run: its rooms are
+// gone, and the registry has told the other nodes.
 func (cl *cluster) background(f func(ctx context.Context)) {
-	cl.tasksMu.Lock()
-	defer cl.tasksMu.Unlock()
-	if cl.stopped {
-		return
-	}
-	cl.tasks.Go(func() { f(cl.life) })
-}
-
-// stop ends the cluster's background work and waits for it.
-func (cl *cluster) stop() {
-	cl.tasksMu.Lock()
-	cl.stopped = true
-	cl.tasksMu.Unlock()
-	cl.stopLife()
-	cl.tasks.Wait()
+	cl.goOwned(func() { f(cl.life) })
 }
 
 // routeShard is what this node remembers of rooms that may run elsewhere.
@@ -280,16 +287,5 @@ func (cl *cluster) leave(held []*instance) {
 	ctx, cancel := context.WithTimeout(context.Background(), cl.ttl)
 	defer cancel()
 	cl.coord.Leave(ctx, cl.self)
-	cl.mu.Lock()
-	links := make([]*link, 0, len(cl.links)+len(cl.inbound))
-	for _, l := range cl.links {
-		links = append(links, l)
-	}
-	for l := range cl.inbound {
-		links = append(links, l)
-	}
-	cl.mu.Unlock()
-	for _, l := range links {
-		l.close(nil)
-	}
+	cl.closeLinks()
 }

@@ -5,9 +5,13 @@ package rooms
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
+
+// errLeft fails a link wanted after this node left the cluster.
+var errLeft = errors.New("rooms: this node left the cluster")
 
 type dialCall struct {
 	done chan struct{}
@@ -34,6 +38,10 @@ func (cl *cluster) linkTo(ctx context.Context, node string) (*link, error) {
 		}
 		return d.l, nil
 	}
+	if cl.left {
+		cl.mu.Unlock()
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, errLeft)
+	}
 	if until, failed := cl.dialFailed[node]; failed && time.Now().Before(until) {
 		cl.mu.Unlock()
 		// It failed a moment ago: do not make every caller wait for
@@ -53,7 +61,9 @@ func (cl *cluster) linkTo(ctx context.Context, node string) (*link, error) {
 		d.err = fmt.Errorf("node %q is not in the registry", node)
 	}
 	if d.l != nil {
-		d.l = cl.register(d.l)
+		if d.l = cl.register(d.l); d.l == nil {
+			d.err = errLeft
+		}
 	}
 	cl.mu.Lock()
 	delete(cl.dials, node)
@@ -79,9 +89,15 @@ const linkRedialAfter = 500 * time.Millisecond
 // it dialed, and answers over the link a request came on: two links per
 // pair, one per direction, so the two nodes never race to choose one, and
 // each direction's frames stay in one ordered stream. Frames queued while
-// the link was dialed go first.
+// the link was dialed go first. Once the node left the cluster, l is
+// closed and register returns nil.
 func (cl *cluster) register(l *link) *link {
 	cl.mu.Lock()
+	if cl.left {
+		cl.mu.Unlock()
+		l.close(nil)
+		return nil
+	}
 	if cur := cl.links[l.peer]; cur != nil && !cur.isClosed() {
 		cl.mu.Unlock()
 		l.close(nil) // cannot happen: dials to one node are shared
@@ -104,12 +120,16 @@ func (cl *cluster) register(l *link) *link {
 
 // accepted keeps a link another node dialed, to close it on leave; it
 // carries that node's requests and this node's answers, never this node's
-// requests.
-func (cl *cluster) accepted(l *link) {
+// requests. It reports false once the node left the cluster.
+func (cl *cluster) accepted(l *link) bool {
 	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if cl.left {
+		return false
+	}
 	cl.inbound[l] = struct{}{}
 	cl.linked.Store(true)
-	cl.mu.Unlock()
+	return true
 }
 
 // sendTo sends m to node without waiting: over its link, or, while one is
@@ -123,13 +143,14 @@ func (cl *cluster) sendTo(node string, m *linkMsg) {
 	dial := cl.sendLocked(node, m)
 	cl.mu.Unlock()
 	if dial {
-		go cl.dialBacklog(node)
+		cl.goOwned(func() { cl.dialBacklog(node) })
 	}
 }
 
 // sendLocked sends m on node's link, or queues it while the link is
 // dialed; the caller holds cl.mu, and starts dialBacklog once it has let
-// go when told to dial.
+// go when told to dial. (Should the node be leaving, nobody dials, and the
+// frames wait, bounded, for nothing.)
 func (cl *cluster) sendLocked(node string, m *linkMsg) (dial bool) {
 	if l := cl.links[node]; l != nil && l.send(m) == nil {
 		return false
@@ -148,9 +169,9 @@ func (cl *cluster) sendLocked(node string, m *linkMsg) (dial bool) {
 }
 
 // dialBacklog dials node for the frames queued for it; should the dial
-// fail, they are dropped.
+// fail, they are dropped. It gives up when the node leaves the cluster.
 func (cl *cluster) dialBacklog(node string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*linkDialLimit)
+	ctx, cancel := context.WithTimeout(cl.life, 2*linkDialLimit)
 	defer cancel()
 	if _, err := cl.linkTo(ctx, node); err == nil {
 		return
@@ -308,7 +329,7 @@ func (cl *cluster) deliver(node string, a Addr, token uint64, ids []SocketID, f 
 	dial := cl.sendLocked(node, m) // no link yet: the backlog
 	cl.mu.Unlock()
 	if dial {
-		go cl.dialBacklog(node)
+		cl.goOwned(func() { cl.dialBacklog(node) })
 	}
 	cl.fwdOut[tDeliver].Inc()
 	return true
@@ -319,4 +340,45 @@ func (cl *cluster) generation(node string) uint64 {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	return cl.gens[node] + 1
+}
+
+// goOwned runs each of fs on a goroutine that leave waits for, and reports
+// true; once leave is waiting it runs none and reports false. Every
+// goroutine the links start goes through it: readers, writers, backlog
+// dials, and the loss of a link that overflowed.
+func (cl *cluster) goOwned(fs ...func()) bool {
+	cl.bgMu.Lock()
+	defer cl.bgMu.Unlock()
+	if cl.bgDone {
+		return false
+	}
+	for _, f := range fs {
+		cl.bg.Go(f)
+	}
+	return true
+}
+
+// closeLinks ends this node's links for good: no link is taken or dialed
+// from now on, every open one is closed, and it returns once every
+// goroutine the links started has finished.
+func (cl *cluster) closeLinks() {
+	cl.unlisten()
+	cl.endLife() // a dial in the background gives up
+	cl.mu.Lock()
+	cl.left = true
+	links := make([]*link, 0, len(cl.links)+len(cl.inbound))
+	for _, l := range cl.links {
+		links = append(links, l)
+	}
+	for l := range cl.inbound {
+		links = append(links, l)
+	}
+	cl.mu.Unlock()
+	for _, l := range links {
+		l.close(nil)
+	}
+	cl.bgMu.Lock()
+	cl.bgDone = true
+	cl.bgMu.Unlock()
+	cl.bg.Wait()
 }

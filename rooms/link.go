@@ -1,7 +1,6 @@
 package rooms
 
 import (
-	"bufio"
 	"context"
 	"crypto/subtle"
 	"encoding/binary"
@@ -10,22 +9,15 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
+
+	"github.com/roomgate/roomgate/rooms/internal/linknet"
 )
 
 // LinkPath is where a node accepts links from other nodes, on the same
 // listener as everything else (DESIGN §1, -advertise).
-const LinkPath = "/internal/cluster/link"
-
-// Link handshake headers.
-const (
-	hdrNode        = "Roomgate-Node"
-	hdrIncarnation = "Roomgate-Incarnation"
-	hdrSecret      = "Roomgate-Cluster-Secret"
-	linkProtocol   = "roomgate-link/1"
-)
+const LinkPath = linknet.Path
 
 // Link timing: a peer that sends nothing, not even a ping, for linkDeadAfter
 // is frozen or gone, and the link is closed.
@@ -50,7 +42,7 @@ type link struct {
 	peer string // the other node's id
 	gen  uint64 // the generation of this node's stream to peer it carries (cluster.gens), set when registered
 
-	mu      sync.Mutex
+	mu      sync.Mutex // after cluster.mu; see cluster for the lock order
 	out     []byte
 	closed  bool
 	seq     uint64
@@ -74,10 +66,13 @@ func newLink(cl *cluster, c net.Conn, peer string) *link {
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
-// start runs the link's reader and writer until it closes.
-func (l *link) start(r *bufio.Reader) {
-	go l.writeLoop()
-	go l.readLoop(r)
+// start runs the link's reader and writer until it closes, on goroutines
+// the cluster waits for when it leaves; a link started after that is
+// closed at once.
+func (l *link) start() {
+	if !l.cl.goOwned(l.writeLoop, l.readLoop) {
+		l.close(nil)
+	}
 }
 
 // errFrameTooBig fails a send whose frame the peer would refuse; the link
@@ -114,11 +109,14 @@ func (l *link) enqueue(m *linkMsg, isCall bool, reply chan linkMsg) error {
 		l.pending[m.seq] = pendingCall{typ: m.typ, addr: m.addr, sock: m.sock, code: m.code, text: m.text, reply: reply}
 	}
 	if len(l.out) > maxLinkBacklog {
-		// Closed here, and put away on a goroutine of its own: the caller
-		// may hold cl.mu (cluster.deliver), which linkLost takes.
+		// Closed here, and its loss settled on a goroutine of its own:
+		// the caller may hold cl.mu (cluster.deliver), which linkLost
+		// takes. A node that is leaving settles nothing more.
 		pending := l.shut()
 		l.mu.Unlock()
-		go l.finish(pending, errors.New("peer too slow: link backlog full"))
+		l.halt()
+		err := errors.New("peer too slow: link backlog full")
+		l.cl.goOwned(func() { l.cl.linkLost(l, pending, err) })
 		return errLinkClosed
 	}
 	l.mu.Unlock()
@@ -183,12 +181,13 @@ func (l *link) writeLoop() {
 	}
 }
 
-func (l *link) readLoop(r *bufio.Reader) {
+// readLoop reads l.c directly: a transport's stream comes buffered.
+func (l *link) readLoop() {
 	var hdr [4]byte
 	var body []byte
 	for {
 		l.c.SetReadDeadline(time.Now().Add(linkDeadAfter))
-		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		if _, err := io.ReadFull(l.c, hdr[:]); err != nil {
 			l.close(err)
 			return
 		}
@@ -202,7 +201,7 @@ func (l *link) readLoop(r *bufio.Reader) {
 			body = make([]byte, n)
 		}
 		body = body[:n]
-		if _, err := io.ReadFull(r, body); err != nil {
+		if _, err := io.ReadFull(l.c, body); err != nil {
 			l.close(err)
 			return
 		}
@@ -242,9 +241,14 @@ func (l *link) shut() map[uint64]pendingCall {
 }
 
 func (l *link) finish(pending map[uint64]pendingCall, err error) {
+	l.halt()
+	l.cl.linkLost(l, pending, err)
+}
+
+// halt stops the link's writer and reader; it takes no lock.
+func (l *link) halt() {
 	close(l.done)
 	l.c.Close()
-	l.cl.linkLost(l, pending, err)
 }
 
 func (l *link) isClosed() bool {
@@ -257,97 +261,47 @@ func (l *link) isClosed() bool {
 func (cl *cluster) dialLink(ctx context.Context, node, address string) (*link, error) {
 	ctx, cancel := context.WithTimeout(ctx, linkDialLimit)
 	defer cancel()
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", address)
+	c, peer, err := cl.transport.Dial(ctx, node, address, linknet.Hello{Node: cl.self, Incarnation: cl.incarnation, Secret: cl.secret})
 	if err != nil {
+		if errors.Is(err, linknet.ErrNoIncarnation) {
+			cl.rt.m.linkErrors.WithLabelValues("refused").Inc()
+		}
 		return nil, err
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
-	}
-	req, _ := http.NewRequest(http.MethodGet, "http://"+address+LinkPath, nil)
-	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", linkProtocol)
-	req.Header.Set(hdrNode, cl.self)
-	req.Header.Set(hdrIncarnation, strconv.FormatUint(cl.incarnation, 10))
-	if cl.secret != "" {
-		req.Header.Set(hdrSecret, cl.secret)
-	}
-	if err := req.Write(c); err != nil {
-		c.Close()
-		return nil, err
-	}
-	br := bufio.NewReaderSize(c, 64<<10)
-	resp, err := http.ReadResponse(br, req)
-	if err != nil {
-		c.Close()
-		return nil, err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		c.Close()
-		return nil, fmt.Errorf("link to %s refused: %s", address, resp.Status)
-	}
-	if got := resp.Header.Get(hdrNode); got != node {
-		c.Close()
-		return nil, fmt.Errorf("link to %s: node there is %q, not %q", address, got, node)
-	}
-	inc, err := strconv.ParseUint(resp.Header.Get(hdrIncarnation), 10, 64)
-	if err != nil {
-		// Without it a restart of that node could not be told from a
-		// reconnect, and its sockets' rooms would never hear of the loss.
-		c.Close()
-		cl.rt.m.linkErrors.WithLabelValues("refused").Inc()
-		return nil, fmt.Errorf("link to %s: no incarnation in the answer", address)
-	}
-	c.SetDeadline(time.Time{})
 	l := newLink(cl, c, node)
-	cl.peerSeen(node, inc)
-	l.start(br)
+	cl.peerSeen(node, peer.Incarnation)
+	l.start()
 	return l, nil
 }
 
-// ServeHTTP accepts a link from another node (LinkPath).
-func (cl *cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if cl.secret != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get(hdrSecret)), []byte(cl.secret)) != 1 {
+// Admit implements linknet.Acceptor: it vets a link another node dials to
+// this one. Without a secret, a link is taken only from a node in the
+// registry, connecting from the address it registered.
+func (cl *cluster) Admit(ctx context.Context, peer linknet.Hello, from string) (linknet.Hello, error) {
+	if cl.secret != "" && subtle.ConstantTimeCompare([]byte(peer.Secret), []byte(cl.secret)) != 1 {
 		cl.rt.m.linkErrors.WithLabelValues("refused").Inc()
-		http.Error(w, `{"error":{"code":"forbidden","message":"cluster secret does not match"}}`, http.StatusForbidden)
-		return
+		return linknet.Hello{}, &linknet.Refusal{Status: http.StatusForbidden, Code: "forbidden", Message: "cluster secret does not match"}
 	}
-	peer := r.Header.Get(hdrNode)
-	inc, incErr := strconv.ParseUint(r.Header.Get(hdrIncarnation), 10, 64)
-	if r.Header.Get("Upgrade") != linkProtocol || peer == "" || peer == cl.self || incErr != nil {
+	if peer.Node == "" || peer.Node == cl.self {
 		cl.rt.m.linkErrors.WithLabelValues("refused").Inc()
-		http.Error(w, `{"error":{"code":"bad_request","message":"not a cluster link upgrade"}}`, http.StatusBadRequest)
-		return
+		return linknet.Hello{}, &linknet.Refusal{Status: http.StatusBadRequest, Code: "bad_request", Message: "not a cluster link upgrade"}
 	}
-	if cl.secret == "" && !cl.fromRegisteredNode(r.Context(), peer, r.RemoteAddr) {
-		// Without a secret, a link is taken only from a node in the
-		// registry, connecting from the address it registered.
+	if cl.secret == "" && !cl.fromRegisteredNode(ctx, peer.Node, from) {
 		cl.rt.m.linkErrors.WithLabelValues("refused").Inc()
-		http.Error(w, `{"error":{"code":"forbidden","message":"not a registered node of this cluster"}}`, http.StatusForbidden)
+		return linknet.Hello{}, &linknet.Refusal{Status: http.StatusForbidden, Code: "forbidden", Message: "not a registered node of this cluster"}
+	}
+	return linknet.Hello{Node: cl.self, Incarnation: cl.incarnation}, nil
+}
+
+// Accept implements linknet.Acceptor: it runs a link another node dialed.
+func (cl *cluster) Accept(c net.Conn, peer linknet.Hello) {
+	cl.peerSeen(peer.Node, peer.Incarnation)
+	l := newLink(cl, c, peer.Node)
+	if !cl.accepted(l) {
+		c.Close() // the node left the cluster
 		return
 	}
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		http.Error(w, "cannot hijack", http.StatusInternalServerError)
-		return
-	}
-	c, brw, err := hj.Hijack()
-	if err != nil {
-		return
-	}
-	c.SetDeadline(time.Time{}) // the HTTP server's timeouts are not the link's
-	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n%s: %s\r\n%s: %d\r\n\r\n",
-		linkProtocol, hdrNode, cl.self, hdrIncarnation, cl.incarnation)
-	if err := brw.Flush(); err != nil {
-		c.Close()
-		return
-	}
-	cl.peerSeen(peer, inc)
-	l := newLink(cl, c, peer)
-	cl.accepted(l)
-	l.start(brw.Reader)
+	l.start()
 }
 
 // fromRegisteredNode reports whether a link's caller, claiming to be node,

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/roomgate/roomgate/rooms/internal/linknet"
 	"github.com/roomgate/roomgate/storage"
 	"github.com/roomgate/roomgate/storage/localcoord"
 )
@@ -38,6 +39,10 @@ type Options struct {
 	Coordinator   storage.Coordinator
 	LeaseTTL      time.Duration // default 5s
 	ClusterSecret string        // when set, links must present it
+	// Transport carries the links; default TCP, upgraded from HTTP on
+	// the node's own listener (LinkHandler). For tests: the hosts of an
+	// in-memory linknet.Network drop, delay and partition links.
+	Transport linknet.Transport
 
 	// Shortcuts that are safe only when no other node can take a room
 	// over, because none shares the store: all three are on when Coordinator
@@ -89,6 +94,9 @@ func (o *Options) init() error {
 	}
 	if o.Clock == nil {
 		o.Clock = time.Now
+	}
+	if o.Transport == nil {
+		o.Transport = linknet.TCP{}
 	}
 	if o.LeaseTTL == 0 {
 		o.LeaseTTL = 5 * time.Second

@@ -33,10 +33,11 @@ import (
 // each shard's lock, then sendWith pushes under it); placeMu while
 // inOrder checks whether the room runs here; a shard's lock while an
 // event is pushed (instance.mu) and a new instance forgets the room's
-// cached owner (routeShard.mu). cluster.mu is held while a frame is handed
-// to a link (link.mu), and is never held while taking hbMu, placeMu or a
-// shard's lock. alarmMu, cluster.tasksMu, instance.mu, routeShard.mu and
-// link.mu are leaves. A room's own state has no lock: only its goroutine
+// cached owner (routeShard.mu). cluster.mu is held while deliver,
+// sendLocked and register hand a frame to a link (link.mu); cluster.mu and
+// a shard's lock are never held together (linkLost and tellRooms take
+// them one after the other). alarmMu, cluster.bgMu, instance.mu,
+// routeShard.mu and link.mu are leaves. A room's own state has no lock: only its goroutine
 // touches it. The gateway's Socket methods may be called with any of
 // these held (gateway/doc.go continues the order).
 type Runtime struct {
@@ -195,7 +196,6 @@ func (rt *Runtime) Run(ctx context.Context) error {
 		sh.mu.Unlock()
 	}
 	rt.cl.leave(held)
-	rt.cl.stop()
 	return nil
 }
 
