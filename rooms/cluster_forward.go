@@ -173,7 +173,7 @@ func (cl *cluster) dispatch(l *link, m *linkMsg) {
 		ev := event{kind: evClose, id: m.sock, code: m.code, reason: m.text, done: func(err error) { cl.answer(l, tAck, seq, err, nil) }}
 		cl.inOrder(m.addr, func() { cl.forwarded(l, m, ev, false) }, nil)
 	case tConnect:
-		rs := &remoteSocket{id: m.sock, edge: l.peer, cl: cl}
+		rs := newRemoteSocket(cl, m.sock, l.peer, nil)
 		ev := event{kind: evConnect, sock: rs, info: m.info, reply: make(chan error, 1)}
 		cl.inOrder(m.addr, func() { cl.forwardedCall(l, m, ev, nil) }, nil)
 	case tAsk:

@@ -216,11 +216,9 @@ func TestPartitionBetweenEdgeAndOwnerThenHeal(t *testing.T) {
 }
 
 // A socket that joins a room after the room's stream to its edge broke
-// missed no frame, and must not be closed for the break. Today it is: the
-// room keeps one generation per edge, not per socket, and its next frame
-// there closes every socket it has on that edge.
+// missed no frame, and must not be closed for the break: only the sockets
+// the room knew on the broken stream are.
 func TestSocketJoinedAfterABreakStaysOpen(t *testing.T) {
-	t.Skip("known gap: a socket that joins after a break in the room's stream to its edge is closed with 1012 at the next frame")
 	nw := linknet.NewNetwork()
 	owner, edge, sockets, room, broadcast := memCluster(t, nw)
 	old, err := joinEdge(t, edge, sockets, room, "old")

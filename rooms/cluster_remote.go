@@ -5,6 +5,7 @@ package rooms
 
 import (
 	"context"
+	"slices"
 	"time"
 )
 
@@ -29,8 +30,13 @@ func (cl *cluster) probe(ctx context.Context, node string, ids []SocketID) (held
 type remoteSocket struct {
 	id   SocketID
 	edge string
+	gen  uint64 // the generation of this node's stream to edge when the socket became known
 	cl   *cluster
 	in   *instance // set once the socket joins a room
+}
+
+func newRemoteSocket(cl *cluster, id SocketID, edge string, in *instance) *remoteSocket {
+	return &remoteSocket{id: id, edge: edge, gen: cl.generation(edge), cl: cl, in: in}
 }
 
 func (s *remoteSocket) ID() SocketID { return s.id }
@@ -92,25 +98,45 @@ func (in *instance) deliverTo(cl *cluster, edge string, ids []SocketID, f Frame)
 	if in.edgeGen == nil {
 		in.edgeGen = make(map[string]uint64, 2)
 	}
-	g := in.edgeGen[edge]
-	if cl.deliver(edge, in.addr, in.lease.Token, ids, f, &g) {
-		in.edgeGen[edge] = g
-		return
+	for range 2 {
+		g := in.edgeGen[edge]
+		if cl.deliver(edge, in.addr, in.lease.Token, ids, f, &g) {
+			in.edgeGen[edge] = g
+			return
+		}
+		// Sockets that joined after the break missed nothing: they get f
+		// on the new stream.
+		if ids = in.closeEdge(cl, edge, ids); len(ids) == 0 {
+			return
+		}
 	}
-	in.closeEdge(cl, edge)
+	in.closeEdge(cl, edge, nil) // broke again at once: they knew that stream, and are closed
 }
 
-// closeEdge closes the room's sockets on edge, whose stream from this node
-// broke: some frames for them may be lost.
-func (in *instance) closeEdge(cl *cluster, edge string) {
+// closeEdge closes the room's sockets on edge that may have missed frames,
+// those it knew before the stream broke: the room's last frame there went
+// on a stream that broke, and any frame of that stream may be lost. It
+// returns those of ids that joined since and stay open. A socket learns
+// the generation of the stream when it becomes known (newRemoteSocket).
+func (in *instance) closeEdge(cl *cluster, edge string, ids []SocketID) (open []SocketID) {
+	last := in.edgeGen[edge]
 	in.edgeGen[edge] = cl.generation(edge)
 	n := 0
 	for _, c := range in.list {
-		if c.edge == edge && !c.gone {
-			c.sock.Close(1012, "link to the room broke, reconnect")
-			n++
+		rs, remote := c.sock.(*remoteSocket)
+		if !remote || c.edge != edge || c.gone {
+			continue
 		}
+		if rs.gen > last {
+			if slices.Contains(ids, c.id) {
+				open = append(open, c.id)
+			}
+			continue
+		}
+		c.sock.Close(1012, "link to the room broke, reconnect")
+		n++
 	}
 	cl.rt.m.linkErrors.WithLabelValues("gap").Inc()
 	cl.rt.log.Debug("frames to a node may be lost: its sockets in the room are closed", "room", in.addr.String(), "node", edge, "sockets", n)
+	return open
 }

@@ -195,7 +195,7 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 		return
 	case evEdgeGap:
 		if g, sent := in.edgeGen[ev.reason]; sent && g != in.rt.cl.generation(ev.reason) {
-			in.closeEdge(in.rt.cl, ev.reason)
+			in.closeEdge(in.rt.cl, ev.reason, nil)
 		}
 		return
 	case evProbed:

@@ -89,7 +89,7 @@ func (in *instance) load(ctx context.Context, ev *event) bool {
 			s = in.rt.lookup(SocketID(m.ID))
 		case in.rt.cl.alive(m.Edge):
 			// Open as far as the registry knows; its edge is asked below.
-			s = &remoteSocket{id: SocketID(m.ID), edge: m.Edge, cl: in.rt.cl, in: in}
+			s = newRemoteSocket(in.rt.cl, SocketID(m.ID), m.Edge, in)
 		}
 		// The socket whose close woke the room has already left the edge;
 		// its own close, with its real code, is the event that follows.
