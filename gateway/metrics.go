@@ -29,6 +29,10 @@ var badInputKinds = []string{
 	"bad_query",         // query string that cannot be parsed, or a bad user or name
 	"unknown_class",     // no such class
 	"origin",            // Origin not in the allowlist
+	"token_missing",     // no token, a key being configured: 401
+	"token_invalid",     // a token that does not verify (signature, algorithm, nbf, iss, aud, claims): 401
+	"token_expired",     // a token past its exp: 401
+	"token_scope",       // a token whose rooms do not cover the room: 403
 	"protocol",          // RFC 6455 violation: closed with 1002
 	"utf8",              // invalid UTF-8 in a text message or close reason: 1007
 	"too_big",           // message over MaxMessageBytes: 1009; a REST body over it: 413
