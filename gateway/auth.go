@@ -3,6 +3,9 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"mime"
+	"net"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -11,14 +14,19 @@ import (
 	"github.com/roomgate/roomgate/rooms"
 )
 
-// Who may open a socket. With Options.Auth set, every socket needs a token
-// that covers its room. Without it the gateway is in dev mode: anyone may
-// open any socket as anyone.
+// Who may open a socket and call the admin API. With Options.Auth set,
+// every socket needs a token that covers its room and every admin call a
+// token with admin: true. Without it the gateway is in dev mode: anyone
+// may open any socket as anyone, and the admin API answers only requests
+// that come from this machine and that no web page could have sent.
 
 // Refusals of authentication and authorization. Token faults themselves
 // are auth.ErrMissing, auth.ErrInvalid and auth.ErrExpired.
 var (
 	errTokenScope = errors.New("gateway: the token does not cover this room")
+	errNotAdmin   = errors.New("gateway: the admin API needs a token with admin: true")
+	errAdminHost  = errors.New("gateway: in dev mode the admin API answers only a Host of localhost, 127.0.0.1 or [::1]")
+	errCrossSite  = errors.New("gateway: in dev mode the admin API refuses what a web page could send from another site")
 )
 
 // setAuthorization keeps a handshake's Authorization header. A second one
@@ -104,4 +112,108 @@ func (s *Server) janitorEvery() time.Duration {
 		every = min(every, time.Second)
 	}
 	return every
+}
+
+// admitAdmin decides whether r may call the admin API.
+func (s *Server) admitAdmin(r *http.Request) error {
+	if s.o.Auth == nil {
+		return devAdmin(r)
+	}
+	// Only the header: a token in the URL of an admin call would end up in
+	// proxies' access logs, and a cookie-less header is what keeps other
+	// sites' pages from making the call.
+	if len(r.Header.Values("Authorization")) > 1 {
+		return fmt.Errorf("%w: more than one Authorization header", auth.ErrInvalid)
+	}
+	c, err := s.o.Auth.Verify(bearer(r.Header.Get("Authorization")))
+	if errors.Is(err, auth.ErrMissing) {
+		return fmt.Errorf("%w: the admin API needs Authorization: Bearer and an admin token", err)
+	}
+	if err != nil {
+		return err
+	}
+	if !c.Admin {
+		return errNotAdmin
+	}
+	return nil
+}
+
+// proxyHeaders betray a request relayed by a proxy: from this machine's
+// address, but on behalf of someone else.
+var proxyHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Real-Ip", "Via"}
+
+// devAdmin admits an admin request in dev mode only if it comes from this
+// machine, addressed to it by a local name (a DNS-rebound name is not),
+// and could not have been sent by a page of another site: browsers send
+// such a request cross-site without asking (no CORS preflight) only as a
+// GET, or as a POST with a form or text/plain body.
+func devAdmin(r *http.Request) error {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+		return errForbidden
+	}
+	for _, h := range proxyHeaders {
+		if _, ok := r.Header[h]; ok {
+			return fmt.Errorf("%w (the request came through a proxy: %s)", errForbidden, h)
+		}
+	}
+	if !localHost(r.Host) {
+		return errAdminHost
+	}
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+		return fmt.Errorf("%w: Sec-Fetch-Site is %s", errCrossSite, site)
+	}
+	if origin, ok := r.Header["Origin"]; ok && (len(origin) != 1 || !sameOrigin(origin[0], r)) {
+		return fmt.Errorf("%w: Origin is not this server", errCrossSite)
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return nil
+	}
+	ct := r.Header.Get("Content-Type")
+	if ct == "" && r.Method == http.MethodPost || simpleContentType(ct) {
+		return fmt.Errorf("%w: give a Content-Type such as application/json or application/octet-stream", errCrossSite)
+	}
+	return nil
+}
+
+// localHost reports whether a Host header names this machine by a
+// loopback name, any port.
+func localHost(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]")
+	}
+	switch strings.ToLower(host) {
+	case "localhost", "127.0.0.1", "::1":
+		return true
+	}
+	return false
+}
+
+func sameOrigin(origin string, r *http.Request) bool {
+	scheme := "http://"
+	if r.TLS != nil {
+		scheme = "https://"
+	}
+	return strings.EqualFold(origin, scheme+r.Host)
+}
+
+// simpleContentType reports whether a browser may send a body of this type
+// to another site without a preflight (the Fetch standard's CORS-safelisted
+// types). One that does not parse counts as simple: a browser's parser may
+// read it otherwise.
+func simpleContentType(ct string) bool {
+	if ct == "" {
+		return false
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return true
+	}
+	switch mt {
+	case "text/plain", "application/x-www-form-urlencoded", "multipart/form-data":
+		return true
+	}
+	return false
 }

@@ -290,3 +290,159 @@ func (staffOnly) OnMessage(ctx context.Context, r *rooms.Room, c *rooms.Conn, f 
 	role, _ := c.Claims()["role"].(string)
 	return c.SendText(role)
 }
+
+// TestAdminAPIWithKey: with a key configured, the admin API needs an admin
+// token in the Authorization header, from any peer, loopback included;
+// health, readiness and metrics stay open.
+func TestAdminAPIWithKey(t *testing.T) {
+	ts, _ := authServer(t, Options{}, 0)
+	admin := token(t, auth.Claims{Subject: "ops", Admin: true})
+	user := token(t, auth.Claims{Subject: "u", Rooms: []string{"*"}})
+	for _, tc := range []struct {
+		name, auth, path string
+		status           int
+		code, kind       string
+	}{
+		{"no token", "", "/v1/classes", 401, "token_missing", "token_missing"},
+		{"bad token", "Bearer x.y.z", "/v1/classes", 401, "token_invalid", "token_invalid"},
+		{"not bearer", "Basic YWRtaW46YWRtaW4=", "/v1/classes", 401, "token_missing", "token_missing"},
+		{"token in the query", "", "/v1/classes?token=" + admin, 401, "token_missing", "token_missing"},
+		{"not an admin", "Bearer " + user, "/v1/classes", 403, "admin_required", "not_admin"},
+		{"admin", "Bearer " + admin, "/v1/classes", 200, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := ts.badInput(tc.kind)
+			req, _ := http.NewRequest("GET", ts.http+tc.path, nil)
+			if tc.auth != "" {
+				req.Header.Set("Authorization", tc.auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+			if tc.status == 200 {
+				resp.Body.Close()
+				return
+			}
+			if code := errorCode(t, resp); code != tc.code {
+				t.Fatalf("code %q, want %q", code, tc.code)
+			}
+			if tc.status == 401 && resp.Header.Get("WWW-Authenticate") == "" {
+				t.Error("a 401 without WWW-Authenticate")
+			}
+			if got := ts.badInput(tc.kind); got != before+1 {
+				t.Fatalf("roomgate_bad_input_total{kind=%q} = %v, want %v", tc.kind, got, before+1)
+			}
+		})
+	}
+	// An admin token broadcasts with any body type: no page of another
+	// site can send the Authorization header without a preflight.
+	c := dial(t, ts, "/ws/tagged/r?token="+user)
+	testkit.Eventually(t, 5*time.Second, func() error {
+		req, _ := http.NewRequest("POST", ts.http+"/v1/rooms/tagged/r/broadcast", strings.NewReader("hello"))
+		req.Header.Set("Authorization", "Bearer "+admin)
+		req.Header.Set("Content-Type", "text/plain")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 204 {
+			return fmt.Errorf("broadcast: %d", resp.StatusCode)
+		}
+		return nil
+	})
+	if got, _, err := testkit.ReadData(t, c); err != nil || string(got) != "hello" {
+		t.Fatalf("broadcast with an admin token: %q %v", got, err)
+	}
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		if resp, _ := httpGet(t, ts.http+path); resp.StatusCode != 200 {
+			t.Errorf("%s without a token: %d", path, resp.StatusCode)
+		}
+	}
+}
+
+// TestAdminAPIInDevMode: without a key the admin API answers only this
+// machine, addressed by a loopback name, with nothing a page of another
+// site could send: these are the attacks that worked before, each refused
+// and counted.
+func TestAdminAPIInDevMode(t *testing.T) {
+	ts := restServer(t)
+	red := dial(t, ts, "/ws/tagged/r?tag=red")
+	testkit.Eventually(t, 5*time.Second, func() error {
+		var conns struct{ Connections []rooms.ConnInfo }
+		call(t, ts, "GET", "/v1/rooms/tagged/r/connections", "", &conns)
+		if len(conns.Connections) != 1 {
+			return fmt.Errorf("%d of 1 socket in the room", len(conns.Connections))
+		}
+		return nil
+	})
+	port := ts.Addr().(*net.TCPAddr).Port
+	own := fmt.Sprintf("http://127.0.0.1:%d", port)
+	const broadcast = "/v1/rooms/tagged/r/broadcast"
+	for _, tc := range []struct {
+		name, method, path string
+		headers            map[string]string
+		status             int
+		code, kind         string
+	}{
+		{"a reverse proxy's Host", "GET", "/v1/classes", map[string]string{"Host": "evil.example"}, 403, "host_refused", "admin_host"},
+		{"DNS rebinding", "DELETE", "/v1/rooms/tagged/r", map[string]string{"Host": fmt.Sprintf("rebind.evil.example:%d", port)}, 403, "host_refused", "admin_host"},
+		{"a proxy's forwarding header", "GET", "/v1/classes", map[string]string{"X-Forwarded-For": "203.0.113.9"}, 403, "forbidden", "admin_remote"},
+		{"a proxy's Via", "GET", "/v1/classes", map[string]string{"Via": "1.1 proxy"}, 403, "forbidden", "admin_remote"},
+		{"a cross-site text/plain POST", "POST", broadcast, map[string]string{"Content-Type": "text/plain"}, 403, "cross_site", "cross_site"},
+		{"a cross-site form", "POST", broadcast, map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, 403, "cross_site", "cross_site"},
+		{"a multipart POST", "POST", broadcast, map[string]string{"Content-Type": "multipart/form-data; boundary=x"}, 403, "cross_site", "cross_site"},
+		{"a text/plain POST with parameters", "POST", broadcast, map[string]string{"Content-Type": "Text/Plain; charset=utf-8"}, 403, "cross_site", "cross_site"},
+		{"a POST without a type", "POST", broadcast, nil, 403, "cross_site", "cross_site"},
+		{"an unparsable type", "POST", broadcast, map[string]string{"Content-Type": "text/plain;;="}, 403, "cross_site", "cross_site"},
+		{"another site's Origin", "POST", broadcast, map[string]string{"Content-Type": "application/json", "Origin": "https://evil.example"}, 403, "cross_site", "cross_site"},
+		{"a null Origin", "POST", broadcast, map[string]string{"Content-Type": "application/json", "Origin": "null"}, 403, "cross_site", "cross_site"},
+		{"Sec-Fetch-Site cross-site", "GET", "/v1/classes", map[string]string{"Sec-Fetch-Site": "cross-site"}, 403, "cross_site", "cross_site"},
+		{"Sec-Fetch-Site same-site", "DELETE", "/v1/rooms/tagged/r", map[string]string{"Sec-Fetch-Site": "same-site"}, 403, "cross_site", "cross_site"},
+		{"a JSON POST", "POST", broadcast, map[string]string{"Content-Type": "application/json"}, 204, "", ""},
+		{"a binary POST from this origin", "POST", broadcast, map[string]string{"Content-Type": "application/octet-stream", "Origin": own, "Sec-Fetch-Site": "same-origin"}, 204, "", ""},
+		{"localhost", "GET", "/v1/classes", map[string]string{"Host": fmt.Sprintf("localhost:%d", port)}, 200, "", ""},
+		{"[::1]", "GET", "/v1/classes", map[string]string{"Host": "[::1]"}, 200, "", ""},
+		{"a DELETE without a type", "DELETE", "/v1/rooms/counter/none", nil, 204, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := ts.badInput(tc.kind)
+			req, _ := http.NewRequest(tc.method, ts.http+tc.path, strings.NewReader("sneaky"))
+			for k, v := range tc.headers {
+				if k == "Host" {
+					req.Host = v
+				} else {
+					req.Header.Set(k, v)
+				}
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+			if tc.status/100 == 2 {
+				resp.Body.Close()
+				return
+			}
+			if code := errorCode(t, resp); code != tc.code {
+				t.Fatalf("code %q, want %q", code, tc.code)
+			}
+			if got := ts.badInput(tc.kind); got != before+1 {
+				t.Fatalf("roomgate_bad_input_total{kind=%q} = %v, want %v", tc.kind, got, before+1)
+			}
+		})
+	}
+	// Only the two admitted broadcasts reached the socket.
+	for range 2 {
+		if got, _, err := testkit.ReadData(t, red); err != nil || string(got) != "sneaky" {
+			t.Fatalf("admitted broadcast: %q %v", got, err)
+		}
+	}
+	noMessage(t, red)
+}

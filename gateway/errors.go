@@ -38,6 +38,9 @@ var publicErrors = []struct {
 	{auth.ErrExpired, "token_expired", http.StatusUnauthorized, 4401, "token_expired"},
 	// "forbidden", the code client.js knows not to retry.
 	{errTokenScope, "forbidden", http.StatusForbidden, 4403, "token_scope"},
+	{errNotAdmin, "admin_required", http.StatusForbidden, 4403, "not_admin"},
+	{errAdminHost, "host_refused", http.StatusForbidden, 4403, "admin_host"},
+	{errCrossSite, "cross_site", http.StatusForbidden, 4403, "cross_site"},
 	{errUnknownClass, "unknown_class", http.StatusNotFound, 4404, "unknown_class"},
 	{errDraining, "draining", http.StatusServiceUnavailable, closeDraining, ""},
 	{rooms.ErrRefused, "forbidden", http.StatusForbidden, 4403, ""},
@@ -50,7 +53,7 @@ var publicErrors = []struct {
 	{rooms.ErrNoRequestHandler, "no_request_handler", http.StatusNotFound, closeInternal, ""},
 	{rooms.ErrBadRequest, "bad_request", http.StatusBadRequest, closePolicy, "bad_request"},
 	{rooms.ErrLimit, "limit_exceeded", http.StatusBadRequest, closeInternal, ""},
-	{errForbidden, "forbidden", http.StatusForbidden, 4403, ""},
+	{errForbidden, "forbidden", http.StatusForbidden, 4403, "admin_remote"},
 	{errNotFound, "not_found", http.StatusNotFound, 4404, ""},
 	{errMethod, "method_not_allowed", http.StatusMethodNotAllowed, closePolicy, ""},
 	{errBodyTooBig, "too_big", http.StatusRequestEntityTooLarge, closeTooBig, "too_big"},
