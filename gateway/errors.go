@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/roomgate/roomgate/auth"
 	"github.com/roomgate/roomgate/rooms"
 )
 
@@ -32,6 +33,14 @@ var publicErrors = []struct {
 	{errBadQuery, "bad_query", http.StatusBadRequest, closePolicy, "bad_query"},
 	{errBadHandshake, "bad_handshake", http.StatusBadRequest, closeProtocolError, "handshake"},
 	{errOrigin, "origin_refused", http.StatusForbidden, 4403, "origin"},
+	{auth.ErrMissing, "token_missing", http.StatusUnauthorized, 4401, "token_missing"},
+	{auth.ErrInvalid, "token_invalid", http.StatusUnauthorized, 4401, "token_invalid"},
+	{auth.ErrExpired, "token_expired", http.StatusUnauthorized, 4401, "token_expired"},
+	// "forbidden", the code client.js knows not to retry.
+	{errTokenScope, "forbidden", http.StatusForbidden, 4403, "token_scope"},
+	{errNotAdmin, "admin_required", http.StatusForbidden, 4403, "not_admin"},
+	{errAdminHost, "host_refused", http.StatusForbidden, 4403, "admin_host"},
+	{errCrossSite, "cross_site", http.StatusForbidden, 4403, "cross_site"},
 	{errUnknownClass, "unknown_class", http.StatusNotFound, 4404, "unknown_class"},
 	{errDraining, "draining", http.StatusServiceUnavailable, closeDraining, ""},
 	{rooms.ErrRefused, "forbidden", http.StatusForbidden, 4403, ""},
@@ -44,7 +53,7 @@ var publicErrors = []struct {
 	{rooms.ErrNoRequestHandler, "no_request_handler", http.StatusNotFound, closeInternal, ""},
 	{rooms.ErrBadRequest, "bad_request", http.StatusBadRequest, closePolicy, "bad_request"},
 	{rooms.ErrLimit, "limit_exceeded", http.StatusBadRequest, closeInternal, ""},
-	{errForbidden, "forbidden", http.StatusForbidden, 4403, ""},
+	{errForbidden, "forbidden", http.StatusForbidden, 4403, "admin_remote"},
 	{errNotFound, "not_found", http.StatusNotFound, 4404, ""},
 	{errMethod, "method_not_allowed", http.StatusMethodNotAllowed, closePolicy, ""},
 	{errBodyTooBig, "too_big", http.StatusRequestEntityTooLarge, closeTooBig, "too_big"},

@@ -43,6 +43,10 @@ type handshake struct {
 	remote      string
 	pathOK      bool
 	info        rooms.ConnectInfo // set by admit
+
+	authorization  string // the Authorization header, kept only when a key is configured
+	authorizations uint8  // how many Authorization headers came
+	expires        int64  // when the token expires, leeway included, Unix nanoseconds; set by admit
 }
 
 // parseWSPath splits a request target "/ws/{class}/{room}?query". It checks
@@ -149,8 +153,13 @@ func (st *upgrade) onRequest(uri []byte) error {
 }
 
 func (st *upgrade) onHeader(key, value []byte) error {
-	if string(key) == "Origin" {
+	switch string(key) {
+	case "Origin":
 		st.h.origin = string(value)
+	case "Authorization":
+		if st.s.o.Auth != nil { // dev mode has no use for it: no copy
+			st.h.setAuthorization(string(value))
+		}
 	}
 	return nil
 }
@@ -284,7 +293,13 @@ func (s *Server) admit(h *handshake) error {
 	if !s.router.HasClass(h.class) {
 		return errUnknownClass
 	}
-	info, err := connectInfo(h)
+	var info rooms.ConnectInfo
+	var err error
+	if s.o.Auth != nil {
+		info, err = s.tokenInfo(h)
+	} else {
+		info, err = connectInfo(h)
+	}
 	if err != nil {
 		return err
 	}
@@ -300,8 +315,7 @@ func connectInfo(h *handshake) (rooms.ConnectInfo, error) {
 		return rooms.ConnectInfo{}, fmt.Errorf("%w: %v", errBadQuery, err)
 	}
 	user, name := q.Get("user"), q.Get("name")
-	if len(user) > 128 || len(name) > 64 || !utf8.ValidString(user) || !utf8.ValidString(name) ||
-		strings.ContainsFunc(name, isControl) || strings.ContainsFunc(user, isControl) {
+	if !validUser(user, name) {
 		return rooms.ConnectInfo{}, fmt.Errorf("%w: user must be at most 128 bytes and name at most 64, printable UTF-8", errBadQuery)
 	}
 	if user == "" {
@@ -316,6 +330,17 @@ func connectInfo(h *handshake) (rooms.ConnectInfo, error) {
 		Query:      q.Encode(),
 		RemoteAddr: h.remote,
 	}, nil
+}
+
+// Limits on a user's id and name, from a token or ?user= and ?name=.
+const (
+	maxUserBytes = 128
+	maxNameBytes = 64
+)
+
+func validUser(user, name string) bool {
+	return len(user) <= maxUserBytes && len(name) <= maxNameBytes && utf8.ValidString(user) && utf8.ValidString(name) &&
+		!strings.ContainsFunc(name, isControl) && !strings.ContainsFunc(user, isControl)
 }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
@@ -351,6 +376,11 @@ func (s *Server) upgradeHTTP(w http.ResponseWriter, r *http.Request) {
 		origin: r.Header.Get("Origin"),
 		remote: r.RemoteAddr,
 		pathOK: true,
+	}
+	if s.o.Auth != nil {
+		for _, v := range r.Header.Values("Authorization") {
+			h.setAuthorization(v)
+		}
 	}
 	if err := s.admit(&h); err != nil {
 		s.countRefusal(err)
@@ -411,6 +441,7 @@ func (s *Server) open(ctx context.Context, c net.Conn, h *handshake, early ...by
 	// them so an idle socket does not keep the whole target alive.
 	addr := rooms.Addr{Class: s.internClass(h.class), Room: strings.Clone(h.room)}
 	sk := &socket{id: socketID(s.nextID.Add(1), fd), fd: fd, srv: s, addr: addr}
+	sk.expires.Store(h.expires)
 	sk.reads.Store(1) // this goroutine holds the reader role until its read turn below
 	if len(early) > 0 {
 		sk.in = &inbound{buf: append(getReadBuffer(), early...)}

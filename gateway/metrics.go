@@ -29,6 +29,14 @@ var badInputKinds = []string{
 	"bad_query",         // query string that cannot be parsed, or a bad user or name
 	"unknown_class",     // no such class
 	"origin",            // Origin not in the allowlist
+	"token_missing",     // no token, a key being configured: 401
+	"token_invalid",     // a token that does not verify (signature, algorithm, nbf, iss, aud, claims): 401
+	"token_expired",     // a token past its exp: 401
+	"token_scope",       // a token whose rooms do not cover the room: 403
+	"not_admin",         // REST with a valid token without admin: true: 403
+	"admin_remote",      // REST in dev mode from another machine or through a proxy: 403
+	"admin_host",        // REST in dev mode with a Host that is not a loopback name (DNS rebinding): 403
+	"cross_site",        // REST in dev mode that a page of another site could have sent: 403
 	"protocol",          // RFC 6455 violation: closed with 1002
 	"utf8",              // invalid UTF-8 in a text message or close reason: 1007
 	"too_big",           // message over MaxMessageBytes: 1009; a REST body over it: 413

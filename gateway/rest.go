@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"unicode/utf8"
@@ -70,13 +69,15 @@ func (s *Server) rest(r chi.Router) {
 	})
 }
 
-// adminOnly admits loopback clients. Tokens, and with them remote admins,
-// come with authentication; until then Roomgate runs in dev mode.
+// adminOnly admits admin tokens, or in dev mode local requests that no web
+// page could have sent (admitAdmin).
 func (s *Server) adminOnly(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host, _, err := net.SplitHostPort(r.RemoteAddr)
-		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
-			s.fail(w, errForbidden)
+		if err := s.admitAdmin(r); err != nil {
+			if _, status, _, _ := publicError(err); status == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="roomgate"`)
+			}
+			s.fail(w, err)
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
+	"github.com/roomgate/roomgate/auth"
 	"github.com/roomgate/roomgate/rooms"
 )
 
@@ -44,6 +45,7 @@ type Options struct {
 	DrainTimeout         time.Duration                   // for sockets to close on shutdown; default 5s
 	MaxPendingHandshakes int                             // connections still in their handshake; more are dropped; default 8192
 	Workers              int                             // epoll instances, each served by one goroutine; default 2 × GOMAXPROCS
+	Auth                 *auth.Verifier                  // checks tokens; nil: dev mode (anyone, ?user=; admin API from this machine only)
 }
 
 func (o *Options) init() error {
@@ -376,7 +378,7 @@ func (s *Server) drain(hs *http.Server, ln net.Listener, cancelWork func()) {
 // than a timer per unfinished message: clients that write a frame's header
 // and payload apart would otherwise arm one on nearly every message.
 func (s *Server) janitor(ctx context.Context) {
-	t := time.NewTicker(max(s.o.MessageTimeout/4, 10*time.Millisecond))
+	t := time.NewTicker(s.janitorEvery())
 	defer t.Stop()
 	for {
 		select {
@@ -389,6 +391,7 @@ func (s *Server) janitor(ctx context.Context) {
 					s.m.badInput.WithLabelValues("incomplete").Inc()
 					sk.Close(closePolicy, "message not completed in time")
 				}
+				s.expire(sk, now.UnixNano())
 			})
 		}
 	}

@@ -45,6 +45,7 @@ type socket struct {
 	partial atomic.Int64 // since when in has been set, Unix nanoseconds; 0 while idle. The janitor reads it
 	auto    atomic.Pointer[rooms.AutoResponse]
 	autoAt  atomic.Int64 // when auto last answered, Unix nanoseconds
+	expires atomic.Int64 // when its token expires, Unix nanoseconds; 0: never. The janitor reads it
 
 	// Reader-owned.
 	in        *inbound // unfinished input; nil when idle

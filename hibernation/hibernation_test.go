@@ -19,6 +19,9 @@ func TestMemberRoundTrip(t *testing.T) {
 			Tags:        []string{"red", "team-1"}, Attachment: []byte{0, 1, 2, 255}}},
 		{"negative time and long fields", Member{ID: 1<<64 - 1, ConnectedAt: -5, UserName: string(bytes.Repeat([]byte("é"), 300)),
 			Attachment: bytes.Repeat([]byte{7}, 16<<10)}},
+		{"claims", Member{ID: 7, UserID: "alice", Claims: []byte(`{"role":"admin"}`)}},
+		{"claims and everything", Member{ID: 8, Edge: "e", UserID: "u", UserName: "n", Query: "a=b", ConnectedAt: 1,
+			Tags: []string{"t"}, Attachment: []byte("x"), Claims: []byte(`{"plan":"pro","role":"member"}`)}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -30,6 +33,23 @@ func TestMemberRoundTrip(t *testing.T) {
 				t.Fatalf("Decode(Encode(m)) = %+v, want %+v", got, tc.m)
 			}
 		})
+	}
+}
+
+// TestOldRecordsDecode: records written before claims existed (format 1)
+// still decode, and a record without claims is still written as one, so
+// a node of the previous version reads it too.
+func TestOldRecordsDecode(t *testing.T) {
+	// A format 1 record as the previous version wrote it: connected at 9,
+	// edge "n", user "u" named "Ada", query "q=1", tag "t", attachment "a".
+	old := []byte{1, 18, 1, 'n', 1, 'u', 3, 'A', 'd', 'a', 3, 'q', '=', '1', 1, 1, 't', 1, 'a'}
+	want := Member{ID: 3, ConnectedAt: 9, Edge: "n", UserID: "u", UserName: "Ada", Query: "q=1", Tags: []string{"t"}, Attachment: []byte("a")}
+	got, err := Decode(3, old)
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("Decode(format 1) = %+v, %v; want %+v", got, err, want)
+	}
+	if again := want.Encode(); !bytes.Equal(again, old) {
+		t.Fatalf("a record without claims encodes as %v, want the format 1 bytes %v", again, old)
 	}
 }
 
@@ -45,6 +65,8 @@ func TestDecodeRefusesBadRecords(t *testing.T) {
 		{"trailing bytes", append(append([]byte(nil), good...), 0)},
 		{"huge tag count", []byte{format, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}},
 		{"length past the end", []byte{format, 0, 50, 'a'}},
+		{"format 2 without claims", append([]byte{formatClaims}, good[1:]...)},
+		{"format 2 with empty claims", append(append([]byte{formatClaims}, good[1:]...), 0)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -58,6 +80,7 @@ func TestDecodeRefusesBadRecords(t *testing.T) {
 func FuzzDecode(f *testing.F) {
 	f.Add((&Member{Edge: "n", UserID: "u", UserName: "n", Query: "q=1", ConnectedAt: 9, Tags: []string{"t"}, Attachment: []byte("a")}).Encode())
 	f.Add((&Member{}).Encode())
+	f.Add((&Member{UserID: "u", Claims: []byte(`{"role":"x"}`)}).Encode())
 	f.Add([]byte{format, 0, 0, 0, 0, 0, 2, 1, 'a'})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, rec []byte) {

@@ -20,23 +20,33 @@ type Member struct {
 	ConnectedAt int64 // Unix nanoseconds
 	Tags        []string
 	Attachment  []byte
+	Claims      []byte // the token's extra claims, a JSON object; nil for none
 }
 
 // ErrCorrupt is returned for a membership record that does not decode.
 var ErrCorrupt = errors.New("hibernation: corrupt membership record")
 
-// format is the record's first byte, so a later layout can be told apart.
-const format = 1
+// The record's first byte says its layout. Format 2 is format 1 followed
+// by the token's claims; a record without claims is still written as
+// format 1, byte for byte what an older node writes and reads.
+const (
+	format       = 1
+	formatClaims = 2
+)
 
 // Encode renders m as a record for storage.Member.Data. The id is the
 // storage key, not part of the record.
 func (m *Member) Encode() []byte {
-	n := 1 + binary.MaxVarintLen64 + 5*binary.MaxVarintLen32 + len(m.Edge) + len(m.UserID) + len(m.UserName) + len(m.Query) + len(m.Attachment)
+	n := 1 + binary.MaxVarintLen64 + 6*binary.MaxVarintLen32 + len(m.Edge) + len(m.UserID) + len(m.UserName) + len(m.Query) + len(m.Attachment) + len(m.Claims)
 	for _, t := range m.Tags {
 		n += binary.MaxVarintLen32 + len(t)
 	}
 	b := make([]byte, 0, n)
-	b = append(b, format)
+	if len(m.Claims) > 0 {
+		b = append(b, formatClaims)
+	} else {
+		b = append(b, format)
+	}
 	b = binary.AppendVarint(b, m.ConnectedAt)
 	for _, s := range []string{m.Edge, m.UserID, m.UserName, m.Query} {
 		b = binary.AppendUvarint(b, uint64(len(s)))
@@ -48,7 +58,12 @@ func (m *Member) Encode() []byte {
 		b = append(b, t...)
 	}
 	b = binary.AppendUvarint(b, uint64(len(m.Attachment)))
-	return append(b, m.Attachment...)
+	b = append(b, m.Attachment...)
+	if len(m.Claims) > 0 {
+		b = binary.AppendUvarint(b, uint64(len(m.Claims)))
+		b = append(b, m.Claims...)
+	}
+	return b
 }
 
 // Decode parses a record written by Encode for the socket id. Records come
@@ -58,7 +73,7 @@ func (m *Member) Encode() []byte {
 func Decode(id uint64, b []byte) (Member, error) {
 	d := decoder{b: b}
 	m := Member{ID: id}
-	if len(b) == 0 || b[0] != format {
+	if len(b) == 0 || b[0] != format && b[0] != formatClaims {
 		return Member{}, fmt.Errorf("%w: unknown format", ErrCorrupt)
 	}
 	d.b = d.b[1:]
@@ -75,6 +90,13 @@ func Decode(id uint64, b []byte) (Member, error) {
 	}
 	if a := d.bytes(); len(a) > 0 {
 		m.Attachment = append([]byte(nil), a...)
+	}
+	if b[0] == formatClaims {
+		if c := d.bytes(); len(c) > 0 {
+			m.Claims = append([]byte(nil), c...)
+		} else if d.err == nil {
+			d.err = fmt.Errorf("%w: empty claims in format 2", ErrCorrupt)
+		}
 	}
 	if d.err == nil && len(d.b) > 0 {
 		d.err = fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(d.b))

@@ -43,7 +43,10 @@ func (cl *cluster) closeLater(a Addr, id SocketID, code int, reason string) {
 
 func (cl *cluster) connect(ctx context.Context, a Addr, s Socket, info ConnectInfo) error {
 	remote, err := cl.call(ctx, a, func() event { return event{kind: evConnect, sock: s, info: info} },
-		wireMsg(&linkMsg{typ: tConnect, addr: a, sock: s.ID(), info: info}))
+		// The claims ride in data, which a tConnect had no use for: a node
+		// of the previous version reads the frame and ignores them, and
+		// one of this version reads an older node's frame as claimless.
+		wireMsg(&linkMsg{typ: tConnect, addr: a, sock: s.ID(), info: info, data: info.Claims}))
 	if remote != nil && errors.Is(err, ErrDraining) {
 		// The link to the owner closed with the connect unanswered: the
 		// owner may have let the socket in before it went. The socket is
@@ -174,7 +177,9 @@ func (cl *cluster) dispatch(l *link, m *linkMsg) {
 		cl.inOrder(m.addr, func() { cl.forwarded(l, m, ev, false) }, nil)
 	case tConnect:
 		rs := newRemoteSocket(cl, m.sock, l.peer, nil)
-		ev := event{kind: evConnect, sock: rs, info: m.info, reply: make(chan error, 1)}
+		info := m.info
+		info.Claims = m.data
+		ev := event{kind: evConnect, sock: rs, info: info, reply: make(chan error, 1)}
 		cl.inOrder(m.addr, func() { cl.forwardedCall(l, m, ev, nil) }, nil)
 	case tAsk:
 		cl.inOrder(m.addr, func() { cl.ask(l, m) }, nil)

@@ -46,7 +46,7 @@ const (
 // instance finds the socket as it was.
 func (c *Conn) record() []byte {
 	m := hibernation.Member{ID: uint64(c.id), Edge: c.edge, UserID: c.user.ID, UserName: c.user.Name,
-		Query: c.query, ConnectedAt: c.connectedAt, Tags: c.tags(), Attachment: c.Attachment()}
+		Query: c.query, ConnectedAt: c.connectedAt, Tags: c.tags(), Attachment: c.Attachment(), Claims: c.claims()}
 	return m.Encode()
 }
 
@@ -54,8 +54,8 @@ func (c *Conn) record() []byte {
 func fromRecord(in *instance, m hibernation.Member, s Socket) *Conn {
 	c := &Conn{id: SocketID(m.ID), sock: s, inst: in, user: User{ID: m.UserID, Name: m.UserName},
 		query: m.Query, edge: m.Edge, connectedAt: m.ConnectedAt}
-	if len(m.Tags) > 0 || len(m.Attachment) > 0 {
-		c.extra = &connExtra{tags: m.Tags, attachment: m.Attachment}
+	if len(m.Tags) > 0 || len(m.Attachment) > 0 || len(m.Claims) > 0 {
+		c.extra = &connExtra{tags: m.Tags, attachment: m.Attachment, claims: m.Claims}
 	}
 	c.rec = recStored
 	c.self[0] = c
@@ -81,6 +81,14 @@ func (c *Conn) touch() {
 type connExtra struct {
 	tags       []string
 	attachment []byte
+	claims     []byte // set once, when the Conn is made; never changed
+}
+
+func (c *Conn) claims() []byte {
+	if c.extra == nil {
+		return nil
+	}
+	return c.extra.claims
 }
 
 func (c *Conn) tags() []string {
@@ -107,6 +115,25 @@ func (c *Conn) User() User { return c.user }
 func (c *Conn) Query() url.Values {
 	q, _ := url.ParseQuery(c.query)
 	return q
+}
+
+// Claims returns the claims of the socket's token that Roomgate does not
+// read itself (anything but sub, name, rooms, admin, exp, nbf, iat, iss
+// and aud), decoded as by json.Unmarshal: strings, float64 numbers,
+// bools, nil, []any and map[string]any. It is nil in dev mode and for a
+// token without such claims. They persist with the socket, so a woken
+// room sees them too. Each call decodes afresh; the caller may keep or
+// change the map.
+func (c *Conn) Claims() map[string]any {
+	raw := c.claims()
+	if raw == nil {
+		return nil
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil // the gateway hands over only JSON objects
+	}
+	return m
 }
 
 // ConnectedAt returns when the socket joined the room.

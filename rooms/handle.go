@@ -233,6 +233,9 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 		}
 		c := &Conn{id: ev.sock.ID(), sock: ev.sock, inst: in, user: ev.info.User, query: ev.info.Query,
 			edge: edge, connectedAt: time.Now().UnixNano()}
+		if len(ev.info.Claims) > 0 {
+			c.extra = &connExtra{claims: ev.info.Claims}
+		}
 		c.self[0] = c
 		in.addConn(c)
 		if in.auto != nil {

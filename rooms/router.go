@@ -95,11 +95,14 @@ type User struct {
 
 // ConnectInfo is what the edge learned from the handshake. Query holds the
 // raw query string (without the token) so a class can read its own
-// parameters, such as chat's ?since=.
+// parameters, such as chat's ?since=. Claims holds the token's claims
+// beyond those Roomgate reads itself, as one JSON object; nil without a
+// token or without such claims, so a socket that has none pays nothing.
 type ConnectInfo struct {
 	User       User
 	Query      string
 	RemoteAddr string
+	Claims     []byte
 }
 
 // Socket is a room's handle on one client connection. Like centrifuge's

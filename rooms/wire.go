@@ -16,7 +16,7 @@ type linkType uint8
 
 const (
 	// edge → owner
-	tConnect linkType = iota + 1 // a socket asks to join: answered by tReply
+	tConnect linkType = iota + 1 // a socket asks to join (data: its claims): answered by tReply
 	tMessage                     // a client message: answered by tAck once its event is done
 	tClosed                      // a socket is gone: answered by tAck
 	tAsk                         // an admin call (kick, broadcast, delete, request): answered by tReply
@@ -52,9 +52,9 @@ type linkMsg struct {
 	sock  SocketID
 	op    Opcode
 	kind  askKind
-	code  int    // close code, or an error's code in tAck and tReply
-	text  string // close reason, error message
-	info  ConnectInfo
+	code  int         // close code, or an error's code in tAck and tReply
+	text  string      // close reason, error message
+	info  ConnectInfo // info.Claims travels in data: see tConnect
 	ids   []SocketID
 	data  []byte
 }

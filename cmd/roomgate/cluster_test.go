@@ -807,7 +807,7 @@ func TestClusterAdminAcrossNodes(t *testing.T) {
 
 	deleteAndExpectClose(t, third+"/connections/"+edges["n2"], u2, 4403)
 
-	resp, err = http.Post(third+"/request/anything", "text/plain", strings.NewReader("x"))
+	resp, err = http.Post(third+"/request/anything", "application/octet-stream", strings.NewReader("x"))
 	if err != nil {
 		t.Fatal(err)
 	}

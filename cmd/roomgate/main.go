@@ -47,10 +47,12 @@ func main() {
 		err = serve(args)
 	case "loadtest":
 		err = runLoadtest(args)
+	case "token":
+		err = runToken(args)
 	case "version":
 		fmt.Println("roomgate", buildVersion())
 	default:
-		fmt.Fprintf(os.Stderr, "roomgate: unknown command %q\nusage: roomgate [serve|loadtest|version] [flags]\n", cmd)
+		fmt.Fprintf(os.Stderr, "roomgate: unknown command %q\nusage: roomgate [serve|token|loadtest|version] [flags]\n", cmd)
 		os.Exit(2)
 	}
 	if err != nil {
@@ -79,6 +81,7 @@ func serve(args []string) error {
 	leaseTTL := fs.Duration("lease-ttl", 5*time.Second, "room lease time-to-live in cluster mode")
 	clusterSecret := fs.String("cluster-secret", "", "when set, node-to-node links must present it")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	authOpts := addAuthFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -87,6 +90,10 @@ func serve(args []string) error {
 		return fmt.Errorf("-log-level: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	verifier, err := authOpts.verifier(log)
+	if err != nil {
+		return err
+	}
 	if *advertise == "" {
 		*advertise = advertised(*addr)
 	}
@@ -133,11 +140,21 @@ func serve(args []string) error {
 		return err
 	}
 	builtin.Register(rt)
+	ready := rt.Ready
+	if verifier != nil {
+		ready = func(ctx context.Context) error {
+			if err := verifier.Ready(); err != nil {
+				return err
+			}
+			return rt.Ready(ctx)
+		}
+	}
 	srv, err := gateway.New(gateway.Options{
 		Addr:            *addr,
 		Router:          rt,
 		Admin:           rt,
-		Ready:           rt.Ready,
+		Ready:           ready,
+		Auth:            verifier,
 		Metrics:         reg,
 		Logger:          log,
 		Handler:         pages(rt.LinkHandler(), web.Handler()),
@@ -165,14 +182,26 @@ func serve(args []string) error {
 			}
 		}
 		log.Info("roomgate listening", append([]any{"addr", srv.Addr().String(), "version", buildVersion(), "classes", rt.Classes()}, mode...)...)
+		if verifier == nil {
+			log.Warn(devModeWarning)
+		}
 	}()
 	// The gateway drains first, so the rooms hear their sockets close; then
 	// the rooms commit what they hold; then the store closes (deferred).
 	roomsCtx, stopRooms := context.WithCancel(context.Background())
 	roomsDone := make(chan error, 1)
 	go func() { roomsDone <- rt.Run(roomsCtx) }()
+	// The verifier fetches JWKS keys until the gateway has stopped.
+	authDone := make(chan struct{})
+	go func() {
+		defer close(authDone)
+		if verifier != nil {
+			verifier.Run(roomsCtx)
+		}
+	}()
 	err = srv.Run(ctx)
 	stopRooms()
+	<-authDone
 	if rerr := <-roomsDone; err == nil {
 		err = rerr
 	}
