@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -79,6 +80,8 @@ func serve(args []string) error {
 	leaseTTL := fs.Duration("lease-ttl", 5*time.Second, "room lease time-to-live in cluster mode")
 	clusterSecret := fs.String("cluster-secret", "", "when set, node-to-node links must present it")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	tlsCert := fs.String("tls-cert", "", "PEM certificate (chain): serve HTTPS and WSS on -addr; reloaded on SIGHUP")
+	tlsKey := fs.String("tls-key", "", "PEM private key of -tls-cert")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -87,6 +90,18 @@ func serve(args []string) error {
 		return fmt.Errorf("-log-level: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	var cert *certificate
+	if *tlsCert != "" || *tlsKey != "" {
+		if *redisURL != "" {
+			// Links between nodes dial plain HTTP at -advertise, which a TLS
+			// listener would refuse.
+			return errors.New("-tls-cert cannot be combined with -redis yet: terminate TLS at the cluster's load balancer")
+		}
+		var err error
+		if cert, err = loadCertificate(*tlsCert, *tlsKey); err != nil {
+			return err
+		}
+	}
 	if *advertise == "" {
 		*advertise = advertised(*addr)
 	}
@@ -133,8 +148,13 @@ func serve(args []string) error {
 		return err
 	}
 	builtin.Register(rt)
+	var tlsConfig *tls.Config
+	if cert != nil {
+		tlsConfig = cert.config()
+	}
 	srv, err := gateway.New(gateway.Options{
 		Addr:            *addr,
+		TLS:             tlsConfig,
 		Router:          rt,
 		Admin:           rt,
 		Ready:           rt.Ready,
@@ -150,6 +170,9 @@ func serve(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if cert != nil {
+		cert.reloadOnHUP(ctx, log) // before the node is ready: a SIGHUP from then on reloads
+	}
 	go func() {
 		<-ctx.Done()
 		time.Sleep(shutdownLimit)
@@ -164,7 +187,10 @@ func serve(args []string) error {
 				log.Warn("no -cluster-secret: node-to-node links are taken from any registered node's address; set a secret unless the network is private")
 			}
 		}
-		log.Info("roomgate listening", append([]any{"addr", srv.Addr().String(), "version", buildVersion(), "classes", rt.Classes()}, mode...)...)
+		if cert != nil {
+			mode = append(mode, cert.logAttrs()...)
+		}
+		log.Info("roomgate listening", append([]any{"addr", srv.Addr().String(), "tls", cert != nil, "version", buildVersion(), "classes", rt.Classes()}, mode...)...)
 	}()
 	// The gateway drains first, so the rooms hear their sockets close; then
 	// the rooms commit what they hold; then the store closes (deferred).
