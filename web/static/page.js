@@ -30,17 +30,30 @@ export const token = (() => {
   return sessionStorage.getItem("roomgate.token");
 })();
 
-// tokenName is the name the token claims (its name, else its sub): the
-// server names the user after it, so the form shows it. The signature is
-// the server's business; this only reads the claims.
-function tokenName() {
+// tokenClaims are the token's claims, or null. The signature is the
+// server's business; the page only reads who the token says it is.
+function tokenClaims() {
+  if (!token) return null;
   try {
-    const claims = JSON.parse(new TextDecoder().decode(
+    return JSON.parse(new TextDecoder().decode(
       Uint8Array.from(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0))));
-    return [claims.name, claims.sub].find((v) => typeof v === "string" && v) ?? null;
   } catch {
     return null;
   }
+}
+
+// selfId is the user id the server gives this tab: the token's sub with a
+// token, the tab's own id (sent as ?user=) in dev mode.
+export const selfId = (() => {
+  const sub = tokenClaims()?.sub;
+  return typeof sub === "string" && sub ? sub : userId;
+})();
+
+// tokenName is the name the token claims (its name, else its sub): the
+// server names the user after it, so the form shows it.
+function tokenName() {
+  const claims = tokenClaims();
+  return [claims?.name, claims?.sub].find((v) => typeof v === "string" && v) ?? null;
 }
 
 // The server refuses a name over 64 bytes of UTF-8 (400); maxlength counts
@@ -58,7 +71,7 @@ function checkName() {
 // is reported instead: the socket would only ever reconnect.
 export function setupJoin(join) {
   const params = new URLSearchParams(location.search);
-  const claimed = token ? tokenName() : null;
+  const claimed = tokenName();
   $("name").value = params.get("name") ?? claimed ?? localStorage.getItem("roomgate.name") ?? "";
   if (params.get("room")) $("room").value = params.get("room");
   $("name").addEventListener("input", checkName);
