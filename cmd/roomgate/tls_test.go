@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/gobwas/ws/wsutil"
 
 	"github.com/roomgate/roomgate/internal/testkit"
@@ -165,4 +166,24 @@ func TestTLSFlagsAreChecked(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBrowserChatOverTLS: the chat page served over HTTPS connects its
+// socket over WSS (client.js follows the page's scheme) to the same
+// listener, and two tabs talk.
+func TestBrowserChatOverTLS(t *testing.T) {
+	dir := t.TempDir()
+	certPEM, keyPEM := testkit.SelfSignedCert(t, "browser")
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writeFile(t, certFile, certPEM)
+	writeFile(t, keyFile, keyPEM)
+	addr := testkit.FreeAddr(t)
+	startTLSNode(t, addr, certFile, keyFile, testkit.TrustOnly(t, certPEM))
+	// The certificate is self-signed; the browser is told to take it.
+	b := browser(t, chromedp.Flag("ignore-certificate-errors", true))
+	alice := tab(t, b, "https://"+addr+"/chat/?room=secure&name=alice")
+	bob := tab(t, b, "https://"+addr+"/chat/?room=secure&name=bob")
+	run(t, alice, waitJS(`document.querySelector('[data-testid=members]').innerText.includes('bob')`))
+	run(t, alice, say("over tls"))
+	run(t, bob, waitJS(`document.querySelector('[data-testid=messages]').innerText.includes('alice: over tls')`))
 }
