@@ -35,7 +35,9 @@
 // errgroup (drain waits for the two it starts); one worker per epoll
 // instance; and, counted by the Server, one per handshake (hsWait), per
 // plain-HTTP connection (httpServing) and per close timer that fires
-// (closeTimers). An idle socket has none.
+// (closeTimers). An idle socket has none, unless Options.TLS is set: then
+// each connection has a pump of two goroutines (tls.go), which Run waits
+// for last.
 //
 // # Lock order
 //

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -30,6 +31,7 @@ import (
 type Options struct {
 	Addr                 string                          // listen address; default ":8080". Ignored when Listener is set
 	Listener             net.Listener                    // an already open listener, e.g. tests' 127.0.0.1:0
+	TLS                  *tls.Config                     // when set, every connection is TLS: HTTPS and WSS on the one listener (see tls.go); default plain
 	Router               rooms.Router                    // required
 	Metrics              *prometheus.Registry            // required: collectors register here and /metrics serves it
 	Logger               *slog.Logger                    // default: discards
@@ -197,6 +199,11 @@ func (s *Server) Run(ctx context.Context) error {
 			close(s.bound)
 			return fmt.Errorf("gateway: listen: %w", err)
 		}
+	}
+	if s.o.TLS != nil {
+		tl := newTLSListener(ln, s.o.TLS, &s.o)
+		defer tl.shutdown() // last: after every socket ended, the pumps pass on their close
+		ln = tl
 	}
 	s.ln = ln
 	close(s.bound)

@@ -21,9 +21,10 @@ import (
 
 // The pages, end to end, in a real headless Chromium against a real node.
 
-// browser starts Chromium with a fresh profile. Tests that need it fail
-// when it is not installed (./scripts/test installs it); they never skip.
-func browser(t *testing.T) context.Context {
+// browser starts Chromium with a fresh profile, and extra flags. Tests
+// that need it fail when it is not installed (./scripts/test installs it);
+// they never skip.
+func browser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	path := ""
 	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
@@ -49,6 +50,7 @@ func browser(t *testing.T) context.Context {
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1100, 900),
 	}
+	opts = append(opts, extra...)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	bctx, cancelBrowser := chromedp.NewContext(actx)
 	if err := chromedp.Do(bctx); err != nil {

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -82,6 +83,8 @@ func serve(args []string) error {
 	clusterSecret := fs.String("cluster-secret", "", "when set, node-to-node links must present it")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	authOpts := addAuthFlags(fs)
+	tlsCert := fs.String("tls-cert", "", "PEM certificate (chain): serve HTTPS and WSS on -addr; reloaded on SIGHUP")
+	tlsKey := fs.String("tls-key", "", "PEM private key of -tls-cert")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -93,6 +96,17 @@ func serve(args []string) error {
 	verifier, err := authOpts.verifier(log)
 	if err != nil {
 		return err
+	}
+	var cert *certificate
+	if *tlsCert != "" || *tlsKey != "" {
+		if *redisURL != "" {
+			// Links between nodes dial plain HTTP at -advertise, which a TLS
+			// listener would refuse.
+			return errors.New("-tls-cert cannot be combined with -redis yet: terminate TLS at the cluster's load balancer")
+		}
+		if cert, err = loadCertificate(*tlsCert, *tlsKey); err != nil {
+			return err
+		}
 	}
 	if *advertise == "" {
 		*advertise = advertised(*addr)
@@ -149,8 +163,13 @@ func serve(args []string) error {
 			return rt.Ready(ctx)
 		}
 	}
+	var tlsConfig *tls.Config
+	if cert != nil {
+		tlsConfig = cert.config()
+	}
 	srv, err := gateway.New(gateway.Options{
 		Addr:            *addr,
+		TLS:             tlsConfig,
 		Router:          rt,
 		Admin:           rt,
 		Ready:           ready,
@@ -167,6 +186,9 @@ func serve(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if cert != nil {
+		cert.reloadOnHUP(ctx, log) // before the node is ready: a SIGHUP from then on reloads
+	}
 	go func() {
 		<-ctx.Done()
 		time.Sleep(shutdownLimit)
@@ -181,7 +203,10 @@ func serve(args []string) error {
 				log.Warn("no -cluster-secret: node-to-node links are taken from any registered node's address; set a secret unless the network is private")
 			}
 		}
-		log.Info("roomgate listening", append([]any{"addr", srv.Addr().String(), "version", buildVersion(), "classes", rt.Classes()}, mode...)...)
+		if cert != nil {
+			mode = append(mode, cert.logAttrs()...)
+		}
+		log.Info("roomgate listening", append([]any{"addr", srv.Addr().String(), "tls", cert != nil, "version", buildVersion(), "classes", rt.Classes()}, mode...)...)
 		if verifier == nil {
 			log.Warn(devModeWarning)
 		}

@@ -9,7 +9,10 @@
 // It reconnects with exponential backoff and jitter, buffers sends while it
 // is not connected (and sends them, in order, once it is), and for chat
 // rooms resumes with ?since= the last seq it delivered, so a reconnect
-// neither loses nor repeats a message. Types: /client.d.ts.
+// neither loses nor repeats a message. A token (a string, or an async
+// function asked before every connect) goes as ?token=; when it expires
+// (4401, or 401 at the handshake) the function is asked for a fresh one
+// and the socket reconnects at once. Types: /client.d.ts.
 
 // Close codes after which reconnecting would only repeat the refusal.
 const FINAL = new Set([1000, 1002, 1003, 1007, 1009, 4403, 4404]);
@@ -32,6 +35,7 @@ export class RoomSocket extends EventTarget {
   #closed = false;
   #lastSeq = null;
   #generation = 0; // bumped by reconnect(): a connect begun before it gives up
+  #renewed = false; // a handshake refused with 401 was retried with a fresh token; the next 401 is final
 
   constructor(options) {
     super();
@@ -79,6 +83,7 @@ export class RoomSocket extends EventTarget {
   reconnect() {
     clearTimeout(this.#timer);
     this.#attempt = 0;
+    this.#renewed = false;
     this.#generation++;
     const old = this.#ws;
     this.#ws = null;
@@ -86,10 +91,17 @@ export class RoomSocket extends EventTarget {
     this.#connect();
   }
 
+  // #tokenSource is the function that hands out tokens: the token option
+  // when it is one, or getToken (the older name). null for a fixed token.
+  #tokenSource() {
+    if (typeof this.#o.token === "function") return this.#o.token;
+    return typeof this.#o.getToken === "function" ? this.#o.getToken : null;
+  }
+
   async #url() {
     const q = new URLSearchParams(this.#o.query);
-    let token = this.#o.token;
-    if (this.#o.getToken) token = await this.#o.getToken();
+    const source = this.#tokenSource();
+    const token = source ? await source() : this.#o.token;
     if (token) q.set("token", token);
     if (this.#o.resume === "chat" && this.#lastSeq !== null) q.set("since", String(this.#lastSeq));
     const qs = q.toString();
@@ -102,8 +114,13 @@ export class RoomSocket extends EventTarget {
     let url;
     try {
       url = await this.#url();
-    } catch (err) {
-      this.#retry({ code: 4401, reason: "no token: " + err });
+    } catch (error) {
+      if (this.#closed || generation !== this.#generation) return;
+      // The app could not hand a token (its endpoint is down, the user is
+      // signed out): ask again after the usual backoff, not in a loop.
+      this.dispatchEvent(new CustomEvent("tokenerror", { detail: { error } }));
+      if (this.#closed || generation !== this.#generation) return; // a listener gave up
+      this.#schedule(0, this.#backoff());
       return;
     }
     // closed, or reconnect() started another connect while the token came
@@ -111,11 +128,12 @@ export class RoomSocket extends EventTarget {
     const ws = new WebSocket(url);
     this.#ws = ws;
     ws.binaryType = "arraybuffer";
-    let opened = false;
+    let opened = 0; // when it opened, performance.now(); 0 while it has not
     ws.onopen = () => {
       if (ws !== this.#ws) return;
-      opened = true;
+      opened = performance.now();
       this.#attempt = 0;
+      this.#renewed = false;
       // What waited goes first: a listener that sends on "open" comes after it.
       const pending = this.#buffer;
       this.#buffer = [];
@@ -136,6 +154,14 @@ export class RoomSocket extends EventTarget {
       this.#ws = null;
       this.dispatchEvent(new CustomEvent("close", { detail: { code: e.code, reason: e.reason, wasClean: e.wasClean } }));
       if (this.#closed || generation !== this.#generation) return; // a listener closed or reconnected
+      if (e.code === 4401) {
+        // A token that lived its life is routine: a fresh one goes at once.
+        // One that dies within a second of opening goes after the backoff
+        // instead, so a token source that hands out tokens about to expire
+        // does not spin.
+        this.#expired(e.code, e.reason, opened && performance.now() - opened >= 1000);
+        return;
+      }
       if (opened || e.code !== 1006) {
         this.#retry(e);
         return;
@@ -144,8 +170,12 @@ export class RoomSocket extends EventTarget {
         if (this.#closed || generation !== this.#generation) return;
         if (!refused) {
           this.#retry(e);
-        } else if (refused.status === 401) {
-          this.#retry({ code: 4401, reason: refused.code }); // a fresh token may pass
+        } else if (refused.status === 401 && this.#tokenSource() && !this.#renewed) {
+          // Expired or revoked between the token source and the server:
+          // one fresh token, at once. If that is refused too, the source
+          // hands out tokens this server does not take; say so and stop.
+          this.#renewed = true;
+          this.#expired(401, refused.code, true);
         } else {
           this.#closed = true;
           this.dispatchEvent(new CustomEvent("refused", { detail: refused }));
@@ -190,21 +220,42 @@ export class RoomSocket extends EventTarget {
     return true;
   }
 
-  #retry(e) {
-    if (this.#closed) return;
-    if (e.code === 4401) {
-      // The token expired: the app may hand a fresh one (getToken runs on
-      // the next attempt); without getToken, retrying would be refused again.
-      this.dispatchEvent(new CustomEvent("tokenexpired", { detail: { code: e.code, reason: e.reason } }));
-      if (!this.#o.getToken) { this.#closed = true; return; }
-    } else if (FINAL.has(e.code)) {
+  // #expired handles a token the server no longer takes (4401 after the
+  // open, 401 at the handshake): with a token source it connects again,
+  // at once when now is set, asking the source for a fresh token; with a
+  // fixed token, or none, it stops, as trying again would be refused again.
+  #expired(code, reason, now) {
+    const generation = this.#generation;
+    this.dispatchEvent(new CustomEvent("tokenexpired", { detail: { code, reason } }));
+    if (this.#closed || generation !== this.#generation) return; // a listener closed or reconnected
+    if (!this.#tokenSource()) {
       this.#closed = true;
       return;
     }
+    this.#schedule(code, now ? 0 : this.#backoff());
+  }
+
+  #retry(e) {
+    if (this.#closed) return;
+    if (FINAL.has(e.code)) {
+      this.#closed = true;
+      return;
+    }
+    this.#schedule(e.code, this.#backoff());
+  }
+
+  // #backoff is the next delay: exponential, with jitter (each delay is
+  // drawn between half and all of the step) so clients do not return in step.
+  #backoff() {
     const ceiling = Math.min(this.#o.maxDelay, this.#o.minDelay * 2 ** this.#attempt);
-    const delay = Math.round(ceiling / 2 + Math.random() * ceiling / 2); // jitter: clients do not return in step
+    return Math.round(ceiling / 2 + Math.random() * ceiling / 2);
+  }
+
+  #schedule(code, delay) {
+    const generation = this.#generation;
     this.#attempt++;
-    this.dispatchEvent(new CustomEvent("reconnecting", { detail: { attempt: this.#attempt, delay, code: e.code } }));
+    this.dispatchEvent(new CustomEvent("reconnecting", { detail: { attempt: this.#attempt, delay, code } }));
+    if (this.#closed || generation !== this.#generation) return; // a listener closed or reconnected
     this.#timer = setTimeout(() => this.#connect(), delay);
   }
 }

@@ -1,5 +1,5 @@
 // What the chat and canvas pages share: the join form with ?room= and
-// ?name=, and one user id per tab.
+// ?name=, one user id per tab, and the token the page was opened with.
 
 export const $ = (id) => document.getElementById(id);
 
@@ -13,6 +13,49 @@ export const userId = (() => {
   return id;
 })();
 
+// token is the client token the page was opened with (?token=), or null.
+// It is kept for the tab in sessionStorage and taken out of the address
+// bar at once, so it does not linger in the history, a bookmark, a shared
+// link or a Referer, and a reload still has it. With a key configured the
+// server takes the user and name from it, and ignores ?name=.
+export const token = (() => {
+  const params = new URLSearchParams(location.search);
+  const fromURL = params.get("token");
+  if (fromURL) {
+    sessionStorage.setItem("roomgate.token", fromURL);
+    params.delete("token");
+    const rest = params.toString();
+    history.replaceState(null, "", location.pathname + (rest ? "?" + rest : "") + location.hash);
+  }
+  return sessionStorage.getItem("roomgate.token");
+})();
+
+// tokenClaims are the token's claims, or null. The signature is the
+// server's business; the page only reads who the token says it is.
+function tokenClaims() {
+  if (!token) return null;
+  try {
+    return JSON.parse(new TextDecoder().decode(
+      Uint8Array.from(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0))));
+  } catch {
+    return null;
+  }
+}
+
+// selfId is the user id the server gives this tab: the token's sub with a
+// token, the tab's own id (sent as ?user=) in dev mode.
+export const selfId = (() => {
+  const sub = tokenClaims()?.sub;
+  return typeof sub === "string" && sub ? sub : userId;
+})();
+
+// tokenName is the name the token claims (its name, else its sub): the
+// server names the user after it, so the form shows it.
+function tokenName() {
+  const claims = tokenClaims();
+  return [claims?.name, claims?.sub].find((v) => typeof v === "string" && v) ?? null;
+}
+
 // The server refuses a name over 64 bytes of UTF-8 (400); maxlength counts
 // UTF-16 units, so a name of emoji passes it.
 const nameBytes = 64;
@@ -21,13 +64,15 @@ function checkName() {
   $("name").setCustomValidity(over ? `At most ${nameBytes} bytes: use a shorter name.` : "");
 }
 
-// setupJoin fills the join form from ?room= and ?name= (or the last name
-// used), calls join(name, room) when it is sent, and joins at once when
-// the URL names both. A room or user name the server would refuse (400) is
-// reported instead: the socket would only ever reconnect.
+// setupJoin fills the join form from ?room= and ?name= (or the token's
+// name, or the last name used), calls join(name, room) when it is sent,
+// and joins at once when the URL names both (or the room, with a token
+// that names the user). A room or user name the server would refuse (400)
+// is reported instead: the socket would only ever reconnect.
 export function setupJoin(join) {
   const params = new URLSearchParams(location.search);
-  $("name").value = params.get("name") ?? localStorage.getItem("roomgate.name") ?? "";
+  const claimed = tokenName();
+  $("name").value = params.get("name") ?? claimed ?? localStorage.getItem("roomgate.name") ?? "";
   if (params.get("room")) $("room").value = params.get("room");
   $("name").addEventListener("input", checkName);
   checkName();
@@ -40,7 +85,7 @@ export function setupJoin(join) {
     e.preventDefault();
     go($("name").value.trim(), $("room").value.trim());
   });
-  if (params.get("name") && $("room").value) {
+  if ((params.get("name") && $("room").value) || (claimed && params.get("room"))) {
     if ($("room").checkValidity() && $("name").checkValidity()) go($("name").value.trim(), $("room").value);
     else $("join-form").reportValidity();
   }
