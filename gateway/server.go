@@ -37,7 +37,7 @@ type Options struct {
 	Ready                func(ctx context.Context) error // extra readiness check for /readyz, e.g. storage; default none
 	AllowedOrigins       []string                        // browser Origins allowed to connect; default any
 	MaxMessageBytes      int                             // larger messages close with 1009; default 1 MiB
-	MaxQueueBytes        int                             // a socket's unsent bytes before it closes with 1008; default 1 MiB
+	MaxQueueBytes        int                             // a socket's unsent bytes, every frame counted, before it closes with 1008; a larger frame closes it with 1009; default MaxMessageBytes plus a frame header, at least 1 MiB
 	HandshakeTimeout     time.Duration                   // to finish the HTTP upgrade; default 10s
 	CloseTimeout         time.Duration                   // to finish a close handshake before the TCP close; default 3s
 	MessageTimeout       time.Duration                   // to receive the rest of a message once its first byte came; default 30s
@@ -66,7 +66,8 @@ func (o *Options) init() error {
 		o.MaxMessageBytes = 1 << 20
 	}
 	if o.MaxQueueBytes == 0 {
-		o.MaxQueueBytes = 1 << 20
+		// A room can always echo the largest message it accepts.
+		o.MaxQueueBytes = max(1<<20, o.MaxMessageBytes+maxServerHeader)
 	}
 	if o.HandshakeTimeout == 0 {
 		o.HandshakeTimeout = 10 * time.Second

@@ -124,17 +124,35 @@ func (s *socket) autoRespond(op ws.OpCode, data []byte) bool {
 
 // sendLocked writes one frame, or queues what the kernel does not take.
 // bounded applies the slow-consumer limit; close frames skip it.
+//
+// Every bounded frame counts against MaxQueueBytes, the first one a socket
+// gets included: behind a queue the whole frame must fit, and with nothing
+// queued the frame itself must fit, since the kernel may take as little as
+// nothing of it and the rest is queued. So the queue never holds more than
+// MaxQueueBytes. A frame larger than the bound could never be sent whole
+// to a client that stops reading, and letting it through is what once let
+// 1,000 silent sockets hold 710 MB of a room's 4 MB welcomes: it is
+// refused, and the socket closed with 1009.
 func (s *socket) sendLocked(op ws.OpCode, payload []byte, bounded bool) error {
 	var hb [maxServerHeader]byte
 	hdr := appendHeader(hb[:0], op, len(payload))
-	// Behind a queue the whole frame will be queued, so it must fit: checking
-	// only the bytes already queued let one frame of any size past the limit.
-	// With nothing queued the frame goes to the kernel and only its unwritten
-	// tail is kept. That tail cannot be refused once the kernel took the
-	// frame's start, so only a frame larger than MaxQueueBytes can exceed it.
-	if bounded && s.out != nil && s.out.bytes+len(hdr)+len(payload) > s.srv.o.MaxQueueBytes {
-		s.slowLocked()
-		return rooms.ErrSlow
+	if bounded {
+		size, queued := len(hdr)+len(payload), 0
+		if s.out != nil {
+			queued = s.out.bytes
+		}
+		switch {
+		case size > s.srv.o.MaxQueueBytes:
+			s.srv.m.badInput.WithLabelValues("send_too_big").Inc()
+			if s.out != nil {
+				s.out.dropUnstarted()
+			}
+			s.closeLocked(closeTooBig, "message too big for the send queue", false)
+			return rooms.ErrTooBig
+		case queued+size > s.srv.o.MaxQueueBytes:
+			s.slowLocked()
+			return rooms.ErrSlow
+		}
 	}
 	if !s.acquire() {
 		return rooms.ErrClosed
@@ -241,7 +259,9 @@ func (s *socket) armCloseTimerLocked(code int, reason string) {
 // their memory is the point of the limit (DESIGN §3.5).
 func (s *socket) slowLocked() {
 	s.srv.m.badInput.WithLabelValues("slow_consumer").Inc()
-	s.out.dropUnstarted()
+	if s.out != nil {
+		s.out.dropUnstarted()
+	}
 	s.closeLocked(closePolicy, "slow consumer", false)
 }
 
