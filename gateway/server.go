@@ -38,6 +38,7 @@ type Options struct {
 	AllowedOrigins       []string                        // browser Origins allowed to connect; default any
 	MaxMessageBytes      int                             // larger messages close with 1009; default 1 MiB
 	MaxQueueBytes        int                             // a socket's unsent bytes, every frame counted, before it closes with 1008; a larger frame closes it with 1009; default MaxMessageBytes plus a frame header, at least 1 MiB
+	WriteTimeout         time.Duration                   // how long queued output may wait without the client reading a byte before the socket closes with 1008; default 10s
 	HandshakeTimeout     time.Duration                   // to finish the HTTP upgrade; default 10s
 	CloseTimeout         time.Duration                   // to finish a close handshake before the TCP close; default 3s
 	MessageTimeout       time.Duration                   // to receive the rest of a message once its first byte came; default 30s
@@ -69,6 +70,9 @@ func (o *Options) init() error {
 		// A room can always echo the largest message it accepts.
 		o.MaxQueueBytes = max(1<<20, o.MaxMessageBytes+maxServerHeader)
 	}
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = 10 * time.Second
+	}
 	if o.HandshakeTimeout == 0 {
 		o.HandshakeTimeout = 10 * time.Second
 	}
@@ -90,7 +94,7 @@ func (o *Options) init() error {
 	switch {
 	case o.MaxMessageBytes < 125:
 		return fmt.Errorf("gateway: MaxMessageBytes %d is below the 125 bytes of a control frame", o.MaxMessageBytes)
-	case o.MaxQueueBytes < 0, o.HandshakeTimeout < 0, o.CloseTimeout < 0, o.MessageTimeout < 0, o.DrainTimeout < 0,
+	case o.MaxQueueBytes < 0, o.WriteTimeout < 0, o.HandshakeTimeout < 0, o.CloseTimeout < 0, o.MessageTimeout < 0, o.DrainTimeout < 0,
 		o.MaxPendingHandshakes < 0, o.Workers < 0:
 		return errors.New("gateway: negative option")
 	}
@@ -373,11 +377,13 @@ func (s *Server) drain(hs *http.Server, ln net.Listener, cancelWork func()) {
 }
 
 // janitor closes sockets that began a message and did not finish it within
-// MessageTimeout. One sweep over the table every quarter timeout costs less
-// than a timer per unfinished message: clients that write a frame's header
-// and payload apart would otherwise arm one on nearly every message.
+// MessageTimeout, and those whose queued output waited WriteTimeout without
+// their client reading a byte (slow consumers). One sweep over the table
+// every quarter timeout costs less than a timer per socket: clients that
+// write a frame's header and payload apart would otherwise arm one on
+// nearly every message, and a broadcast one on every socket it queues for.
 func (s *Server) janitor(ctx context.Context) {
-	t := time.NewTicker(max(s.o.MessageTimeout/4, 10*time.Millisecond))
+	t := time.NewTicker(max(min(s.o.MessageTimeout, s.o.WriteTimeout)/4, 10*time.Millisecond))
 	defer t.Stop()
 	for {
 		select {
@@ -385,11 +391,13 @@ func (s *Server) janitor(ctx context.Context) {
 			return
 		case now := <-t.C:
 			cutoff := now.Add(-s.o.MessageTimeout).UnixNano()
+			stalled := now.Add(-s.o.WriteTimeout).UnixNano()
 			s.fds.each(func(sk *socket) {
 				if since := sk.partial.Load(); since != 0 && since < cutoff && sk.partial.CompareAndSwap(since, 0) {
 					s.m.badInput.WithLabelValues("incomplete").Inc()
 					sk.Close(closePolicy, "message not completed in time")
 				}
+				sk.closeIfStalled(stalled)
 			})
 		}
 	}
@@ -487,7 +495,7 @@ func (s *Server) ready(ctx context.Context, w *worker, fd int, events uint32) {
 	if sk == nil {
 		return
 	}
-	if events&unix.EPOLLOUT != 0 && sk.wantOut.Load() {
+	if events&unix.EPOLLOUT != 0 && sk.stalled.Load() != 0 {
 		sk.wmu.Lock()
 		sk.flushLocked()
 		sk.wmu.Unlock()

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"runtime"
 	"strconv"
@@ -144,4 +145,71 @@ func TestSilentSocketsHoldBoundedMemory(t *testing.T) {
 	if grown > 16<<20 {
 		t.Fatalf("heap grew by %d MiB for %d silent sockets; want it bounded (under 16 MiB)", grown>>20, silent)
 	}
+}
+
+// TestSilentSocketsAreClosedAfterWriteTimeout: a socket whose queued
+// output waits WriteTimeout without its client reading a byte is closed
+// with 1008 (slow consumer) by the janitor, and its queue is freed. Before,
+// output under the bound stayed queued for as long as the client kept the
+// connection open. A client that reads is not cut, however much it is sent.
+func TestSilentSocketsAreClosedAfterWriteTimeout(t *testing.T) {
+	const silent = 20
+	got := make(chan *socket, silent+1)
+	ts := startServer(t, Options{Router: captureRouter{got: got}, WriteTimeout: 300 * time.Millisecond, CloseTimeout: 200 * time.Millisecond})
+	frame := rooms.Frame{Op: rooms.Binary, Data: make([]byte, 16<<10)}
+	// queue sends to sk until the kernel refuses some of it.
+	queue := func(sk *socket) {
+		for range 1000 {
+			if err := sk.Send(frame); err != nil {
+				t.Fatalf("Send: %v", err)
+			}
+			if sk.stalled.Load() != 0 {
+				return
+			}
+		}
+		t.Fatal("the kernel took 16 MiB for a client that does not read")
+	}
+	conns := dialSilent(t, ts, "/ws/echo/silent", silent)
+	for range conns {
+		queue(<-got)
+	}
+	reader := dial(t, ts, "/ws/echo/reader")
+	rs := <-got
+	done := make(chan error, 1)
+	go func() {
+		for {
+			reader.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, _, err := wsutil.ReadServerData(reader); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	// The reader gets 8 MiB, its queue filling and draining over and over,
+	// for longer than the silent ones are given.
+	for sent := 0; sent < 8<<20; sent += len(frame.Data) {
+		if err := rs.Send(frame); err != nil {
+			t.Fatalf("a reading socket's Send after %d KiB: %v", sent>>10, err)
+		}
+		for rs.stalled.Load() != 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	testkit.WaitFor(t, 10*time.Second, fmt.Sprintf("%d slow consumers closed", silent), func() bool {
+		return ts.badInput("slow_consumer") >= silent
+	})
+	// Once their close handshakes time out their sockets end, the queues
+	// with them; the reader's stays open.
+	testkit.Eventually(t, 10*time.Second, func() error {
+		if open := testutil.ToFloat64(ts.m.socketsOpen); open != 1 {
+			return fmt.Errorf("%v sockets open, want only the reader", open)
+		}
+		return nil
+	})
+	if n := ts.badInput("slow_consumer"); n != silent {
+		t.Errorf("roomgate_bad_input_total{kind=slow_consumer} = %v, want %d: the reader was cut too", n, silent)
+	}
+	testkit.ExpectEOF(t, conns[0])
+	reader.Close()
+	<-done
 }

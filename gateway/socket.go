@@ -40,7 +40,7 @@ type socket struct {
 
 	fdRefs  atomic.Int32 // in-flight syscalls, plus endedBit once the socket ended
 	reads   atomic.Int32 // readiness events since the reader last caught up
-	wantOut atomic.Bool  // output is queued and waits for EPOLLOUT
+	stalled atomic.Int64 // output is queued and waits for EPOLLOUT: since when the kernel took none of it, Unix nanoseconds; 0 when nothing is queued. The janitor reads it
 	closing atomic.Bool  // a close frame was queued or the socket ended: deliver no more data
 	partial atomic.Int64 // since when in has been set, Unix nanoseconds; 0 while idle. The janitor reads it
 	auto    atomic.Pointer[rooms.AutoResponse]
@@ -179,8 +179,10 @@ func (s *socket) sendLocked(op ws.OpCode, payload []byte, bounded bool) error {
 }
 
 // flushLocked writes queued frames until the queue is empty or the kernel's
-// buffer is full. wantOut is set before the write that may fail with EAGAIN,
-// so the EPOLLOUT edge that follows can never be missed.
+// buffer is full. stalled is set before the write that may fail with
+// EAGAIN, so the EPOLLOUT edge that follows can never be missed; it moves
+// on whenever the kernel takes bytes, so the janitor closes only a socket
+// whose client read nothing for WriteTimeout.
 func (s *socket) flushLocked() error {
 	if s.out == nil {
 		return nil
@@ -189,9 +191,13 @@ func (s *socket) flushLocked() error {
 		return rooms.ErrClosed
 	}
 	defer s.release()
-	s.wantOut.Store(true)
+	now := time.Now().UnixNano()
+	s.stalled.CompareAndSwap(0, now)
 	for s.out.bytes > 0 {
-		err := s.out.writeTo(s.fd)
+		n, err := s.out.writeTo(s.fd)
+		if n > 0 {
+			s.stalled.Store(now)
+		}
 		if err == unix.EAGAIN {
 			return nil
 		}
@@ -201,7 +207,7 @@ func (s *socket) flushLocked() error {
 		}
 	}
 	s.out = nil
-	s.wantOut.Store(false)
+	s.stalled.Store(0)
 	s.drainedLocked()
 	return nil
 }
@@ -265,6 +271,25 @@ func (s *socket) slowLocked() {
 	s.closeLocked(closePolicy, "slow consumer", false)
 }
 
+// closeIfStalled closes the socket as a slow consumer if its queued output
+// has waited since before cutoff (Unix nanoseconds) without the kernel
+// taking a byte of it: its client stopped reading. Called by the janitor.
+func (s *socket) closeIfStalled(cutoff int64) bool {
+	if since := s.stalled.Load(); since == 0 || since >= cutoff {
+		return false
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	since := s.stalled.Load()
+	if since == 0 || since >= cutoff || s.wstate != wsOpen {
+		// Drained meanwhile, or closing already: a close handshake has
+		// its own deadline (CloseTimeout).
+		return false
+	}
+	s.slowLocked()
+	return true
+}
+
 // peerCloseLocked handles the peer's close frame.
 func (s *socket) peerCloseLocked(payload []byte) {
 	s.peerClosed = true
@@ -314,7 +339,7 @@ func (s *socket) terminateLocked(code int, reason string) {
 		s.timer = nil
 	}
 	s.out = nil
-	s.wantOut.Store(false)
+	s.stalled.Store(0)
 	s.markEnded()
 	s.srv.kickReader(s)
 }
