@@ -71,25 +71,8 @@ func FuzzBuiltinClasses(f *testing.F) {
 			f.Add(class, []byte(seed), false)
 		}
 	}
-	dir, err := os.MkdirTemp("", "fuzz-builtin")
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { os.RemoveAll(dir) })
-	store, err := filestore.Open(dir)
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { store.Close() })
-	rt, err := rooms.New(rooms.Options{Store: store, Metrics: prometheus.NewRegistry(), HibernateAfter: time.Hour}) // no socket table: nothing may hibernate
-	if err != nil {
-		f.Fatal(err)
-	}
-	builtin.Register(rt)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { rt.Run(ctx); close(done) }()
-	f.Cleanup(func() { cancel(); <-done })
+	rt := fuzzRuntime(f)
+	ctx := context.Background()
 
 	classes := []string{"chat", "canvas", "counter", "echo"}
 	f.Fuzz(func(t *testing.T, class uint8, data []byte, binary bool) {
@@ -128,6 +111,31 @@ func FuzzBuiltinClasses(f *testing.F) {
 			}
 		}
 	})
+}
+
+// fuzzRuntime runs a runtime with the built-in classes on a store in a
+// temporary directory for as long as the fuzz target runs.
+func fuzzRuntime(f *testing.F) *rooms.Runtime {
+	dir, err := os.MkdirTemp("", "fuzz-builtin")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { os.RemoveAll(dir) })
+	store, err := filestore.Open(dir)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { store.Close() })
+	rt, err := rooms.New(rooms.Options{Store: store, Metrics: prometheus.NewRegistry(), HibernateAfter: time.Hour}) // no socket table: nothing may hibernate
+	if err != nil {
+		f.Fatal(err)
+	}
+	builtin.Register(rt)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { rt.Run(ctx); close(done) }()
+	f.Cleanup(func() { cancel(); <-done })
+	return rt
 }
 
 // lastIsProbe recognises the error each class gives the probe.
