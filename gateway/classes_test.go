@@ -340,3 +340,145 @@ func TestOrderingTenSocketsThousandMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// seqs returns the seq of each message in a history list.
+func seqs(l []any) []int {
+	out := make([]int, len(l))
+	for i, m := range l {
+		out[i] = msg(m.(map[string]any)).num("seq")
+	}
+	return out
+}
+
+// TestChatWelcomeIsBoundedInBytes: a welcome carried the last 100
+// messages (or 1,000 after ?since=) whatever their size, 4.2 MB on a full
+// room, and ?since=9223372036854775807 wrapped around to the oldest
+// messages. Now a welcome is at most 256 KiB: the newest messages that fit,
+// "more" when older ones asked for were left out, and "history" requests
+// page back through the rest, each as bounded.
+func TestChatWelcomeIsBoundedInBytes(t *testing.T) {
+	const total = 120
+	ts := startServer(t, Options{})
+	a := dial(t, ts, "/ws/chat/big")
+	readType(t, a, "welcome")
+	// Control characters are escaped as \u00XX: 4 KiB of text is 24 KiB of JSON.
+	text := strings.Repeat("\x01", 4096)
+	for range total {
+		sendJSON(t, a, map[string]any{"type": "say", "text": text})
+	}
+	for range total {
+		readType(t, a, "message")
+	}
+
+	// pageBack asks for older pages from first down to after, checking
+	// each, and returns every seq the pages held.
+	pageBack := func(c net.Conn, first, after int) []int {
+		var got []int
+		for more := true; more; {
+			req := map[string]any{"type": "history", "before": first}
+			if after > 0 {
+				req["after"] = after
+			}
+			sendJSON(t, c, req)
+			b, _, err := testkit.ReadData(t, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(b) > 256<<10 {
+				t.Fatalf("a history page of %d bytes", len(b))
+			}
+			var p msg
+			json.Unmarshal(b, &p)
+			if p.str("type") != "history" {
+				t.Fatalf("asked for history, got %s", b[:min(len(b), 200)])
+			}
+			page := seqs(p.list("messages"))
+			if len(page) == 0 || page[len(page)-1] != first-1 {
+				t.Fatalf("page before %d holds %v", first, page)
+			}
+			got = append(page, got...)
+			first, more = page[0], p["more"] == true
+		}
+		return got
+	}
+	contiguous := func(got []int, from, to int) {
+		t.Helper()
+		if len(got) != to-from+1 || got[0] != from || got[len(got)-1] != to {
+			t.Fatalf("got %d messages %v…, want %d to %d", len(got), got[:min(len(got), 3)], from, to)
+		}
+		for i := 1; i < len(got); i++ {
+			if got[i] != got[i-1]+1 {
+				t.Fatalf("seq %d after %d", got[i], got[i-1])
+			}
+		}
+	}
+
+	for _, tc := range []struct {
+		query string
+		from  int // the first message asked for
+		want  int // messages asked for: the last 100, or all after since
+	}{
+		{"", total - 99, 100},
+		{"?since=0", 1, total},
+		{"?since=100", 101, total - 100},
+	} {
+		c := dial(t, ts, "/ws/chat/big"+tc.query)
+		b, _, err := testkit.ReadData(t, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) > 256<<10 {
+			t.Fatalf("%q: a welcome of %d bytes", tc.query, len(b))
+		}
+		var w msg
+		json.Unmarshal(b, &w)
+		h := seqs(w.list("history"))
+		if len(h) == 0 || h[len(h)-1] != total {
+			t.Fatalf("%q: welcome history %v, want the newest messages", tc.query, h)
+		}
+		more := w["more"] == true
+		if more != (len(h) < tc.want) {
+			t.Fatalf("%q: %d of %d messages and more=%v", tc.query, len(h), tc.want, more)
+		}
+		if more {
+			after := tc.from - 1
+			if tc.query == "" {
+				after = 0 // the client pages back as far as it likes
+			}
+			got := append(pageBack(c, h[0], after), h...)
+			if tc.query == "" {
+				got = got[len(got)-100:]
+			}
+			contiguous(got, tc.from, total)
+		}
+	}
+
+	// One past the last message, and the largest seq there is: no history.
+	for _, since := range []string{fmt.Sprint(total), "9223372036854775807"} {
+		w := readType(t, dial(t, ts, "/ws/chat/big?since="+since), "welcome")
+		if h := w.list("history"); len(h) != 0 || w["more"] != false {
+			t.Fatalf("since=%s: %d messages, more=%v; want none", since, len(h), w["more"])
+		}
+	}
+	// A negative or unreadable since gets the latest messages and an error.
+	for _, since := range []string{"-1", "banana", "99999999999999999999"} {
+		c := dial(t, ts, "/ws/chat/big?since="+since)
+		readType(t, c, "welcome")
+		if m := readMsg(t, c); m.str("code") != "bad_since" {
+			t.Fatalf("since=%s: %v", since, m)
+		}
+	}
+	// A history request needs a before.
+	for _, bad := range []map[string]any{
+		{"type": "history"}, {"type": "history", "before": 0}, {"type": "history", "before": 5, "after": -1},
+	} {
+		sendJSON(t, a, bad)
+		if m := readType(t, a, "error"); m.str("code") != "bad_history" {
+			t.Fatalf("%v: %v", bad, m)
+		}
+	}
+	sendJSON(t, a, map[string]any{"type": "history", "before": 5, "after": 5})
+	if p := readType(t, a, "history"); len(p.list("messages")) != 0 || p["more"] != false {
+		t.Fatalf("an empty range: %v", p)
+	}
+}
