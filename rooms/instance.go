@@ -124,6 +124,9 @@ type instance struct {
 	penFrom   []*Conn              // sockets whose messages made the pending events
 	penExtra  map[*Conn]*connExtra // tags and attachments before the pending events changed them, restored if their commit fails
 	inflight  *writeSet
+	inBatch   *storage.Batch // the commit in flight, whose Bytes the store sets
+	size      int64          // the room's committed keys and values, in bytes, when sized
+	sized     bool           // size is known: read once (Stat) or reported by the last commit
 	inOut     []output
 	inFrom    []*Conn
 	inExtra   map[*Conn]*connExtra
