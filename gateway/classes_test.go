@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -11,8 +12,10 @@ import (
 	"time"
 
 	"github.com/gobwas/ws/wsutil"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/roomgate/roomgate/internal/testkit"
+	"github.com/roomgate/roomgate/rooms"
 )
 
 // msg is a decoded JSON message from a built-in class.
@@ -480,5 +483,46 @@ func TestChatWelcomeIsBoundedInBytes(t *testing.T) {
 	sendJSON(t, a, map[string]any{"type": "history", "before": 5, "after": 5})
 	if p := readType(t, a, "history"); len(p.list("messages")) != 0 || p["more"] != false {
 		t.Fatalf("an empty range: %v", p)
+	}
+}
+
+// TestChatAtItsStorageQuota: a chat room at its storage quota refuses new
+// messages with the error storage_full, counted, and keeps the socket
+// open; before the quota, one client wrote 513 MB of chat in 16 s.
+func TestChatAtItsStorageQuota(t *testing.T) {
+	const limit = 64 << 10
+	reg := prometheus.NewRegistry()
+	rt := newRuntime(t, rooms.Options{MaxRoomBytes: limit, Metrics: reg}, nil)
+	ts := startServer(t, Options{Router: rt, Admin: rt})
+	a := dial(t, ts, "/ws/chat/full")
+	readType(t, a, "welcome")
+	text := strings.Repeat("x", 4000)
+	said := 0
+	for ; said < 2*limit/len(text); said++ {
+		sendJSON(t, a, map[string]any{"type": "say", "text": text})
+		if m := readMsg(t, a); m.str("type") == "error" {
+			if m.str("code") != "storage_full" {
+				t.Fatalf("message %d: %v", said+1, m)
+			}
+			break
+		}
+	}
+	if said == 0 || said >= 2*limit/len(text) {
+		t.Fatalf("%d messages of %d bytes stored under a quota of %d bytes", said, len(text), limit)
+	}
+	info, err := rt.Room(context.Background(), rooms.Addr{Class: "chat", Room: "full"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.StorageBytes > limit {
+		t.Fatalf("the room stores %d bytes; its quota is %d", info.StorageBytes, limit)
+	}
+	// The socket is still open and served.
+	sendJSON(t, a, map[string]any{"type": "history", "before": said + 1})
+	if p := readType(t, a, "history"); len(p.list("messages")) == 0 {
+		t.Fatalf("history after the quota: %v", p)
+	}
+	if n := metric(t, reg, "roomgate_room_limited_total", "storage_quota"); n < 1 {
+		t.Fatalf("roomgate_room_limited_total{kind=storage_quota} = %v", n)
 	}
 }

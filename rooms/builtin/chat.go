@@ -3,6 +3,7 @@ package builtin
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -181,20 +182,24 @@ func (ch *Chat) OnMessage(ctx context.Context, r *rooms.Room, c *rooms.Conn, f r
 	case !utf8.ValidString(*in.Text):
 		return refuse(r, c, "bad_json", "text is not valid UTF-8")
 	}
-	ch.seq++
-	msg, err := json.Marshal(chatMessage{Type: "message", Seq: ch.seq, User: c.User(), Text: *in.Text, TS: time.Now().UnixMilli()})
+	seq := ch.seq + 1
+	msg, err := json.Marshal(chatMessage{Type: "message", Seq: seq, User: c.User(), Text: *in.Text, TS: time.Now().UnixMilli()})
 	if err != nil {
 		return err
 	}
 	s := r.Storage()
-	if err := s.Put(msgKey(ch.seq), msg); err != nil {
+	err = s.PutMany(map[string][]byte{msgKey(seq): msg, "seq": strconv.AppendInt(nil, seq, 10)})
+	if errors.Is(err, rooms.ErrLimit) {
+		// The room is at its storage quota: the message is refused, and
+		// the socket stays open. Nothing was written.
+		return refuse(r, c, "storage_full", "the room's storage is full")
+	}
+	if err != nil {
 		return err
 	}
-	if err := s.Put("seq", strconv.AppendInt(nil, ch.seq, 10)); err != nil {
-		return err
-	}
-	if ch.seq > chatKeep {
-		s.Delete(msgKey(ch.seq - chatKeep))
+	ch.seq = seq
+	if seq > chatKeep {
+		s.Delete(msgKey(seq - chatKeep))
 	}
 	return r.Broadcast(rooms.Frame{Op: rooms.Text, Data: msg})
 }
