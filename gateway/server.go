@@ -570,6 +570,19 @@ func (s *Server) routes() http.Handler {
 	return r
 }
 
+// admitRoom asks a Router that admits sockets itself (rooms.Admitter),
+// last in admission, so that its refusal is a status before the upgrade.
+// It may read storage; the handshake's deadline bounds it.
+func (s *Server) admitRoom(h *handshake) error {
+	ad, ok := s.router.(rooms.Admitter)
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.o.HandshakeTimeout)
+	defer cancel()
+	return ad.Admit(ctx, rooms.Addr{Class: h.class, Room: h.room}, h.info)
+}
+
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	err := error(nil)
 	if s.draining.Load() {
