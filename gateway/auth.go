@@ -107,7 +107,7 @@ func (s *Server) expire(sk *socket, now int64) {
 // MessageTimeout, and with tokens at least every second, so a socket
 // outlives its token by a second at most.
 func (s *Server) janitorEvery() time.Duration {
-	every := max(s.o.MessageTimeout/4, 10*time.Millisecond)
+	every := max(min(s.o.MessageTimeout, s.o.WriteTimeout)/4, 10*time.Millisecond)
 	if s.o.Auth != nil {
 		every = min(every, time.Second)
 	}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -11,8 +12,10 @@ import (
 	"time"
 
 	"github.com/gobwas/ws/wsutil"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/roomgate/roomgate/internal/testkit"
+	"github.com/roomgate/roomgate/rooms"
 )
 
 // msg is a decoded JSON message from a built-in class.
@@ -338,5 +341,188 @@ func TestOrderingTenSocketsThousandMessages(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
+	}
+}
+
+// seqs returns the seq of each message in a history list.
+func seqs(l []any) []int {
+	out := make([]int, len(l))
+	for i, m := range l {
+		out[i] = msg(m.(map[string]any)).num("seq")
+	}
+	return out
+}
+
+// TestChatWelcomeIsBoundedInBytes: a welcome carried the last 100
+// messages (or 1,000 after ?since=) whatever their size, 4.2 MB on a full
+// room, and ?since=9223372036854775807 wrapped around to the oldest
+// messages. Now a welcome is at most 256 KiB: the newest messages that fit,
+// "more" when older ones asked for were left out, and "history" requests
+// page back through the rest, each as bounded.
+func TestChatWelcomeIsBoundedInBytes(t *testing.T) {
+	const total = 120
+	ts := startServer(t, Options{})
+	a := dial(t, ts, "/ws/chat/big")
+	readType(t, a, "welcome")
+	// Control characters are escaped as \u00XX: 4 KiB of text is 24 KiB of JSON.
+	text := strings.Repeat("\x01", 4096)
+	for range total {
+		sendJSON(t, a, map[string]any{"type": "say", "text": text})
+	}
+	for range total {
+		readType(t, a, "message")
+	}
+
+	// pageBack asks for older pages from first down to after, checking
+	// each, and returns every seq the pages held.
+	pageBack := func(c net.Conn, first, after int) []int {
+		var got []int
+		for more := true; more; {
+			req := map[string]any{"type": "history", "before": first}
+			if after > 0 {
+				req["after"] = after
+			}
+			sendJSON(t, c, req)
+			b, _, err := testkit.ReadData(t, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(b) > 256<<10 {
+				t.Fatalf("a history page of %d bytes", len(b))
+			}
+			var p msg
+			json.Unmarshal(b, &p)
+			if p.str("type") != "history" {
+				t.Fatalf("asked for history, got %s", b[:min(len(b), 200)])
+			}
+			page := seqs(p.list("messages"))
+			if len(page) == 0 || page[len(page)-1] != first-1 {
+				t.Fatalf("page before %d holds %v", first, page)
+			}
+			got = append(page, got...)
+			first, more = page[0], p["more"] == true
+		}
+		return got
+	}
+	contiguous := func(got []int, from, to int) {
+		t.Helper()
+		if len(got) != to-from+1 || got[0] != from || got[len(got)-1] != to {
+			t.Fatalf("got %d messages %v…, want %d to %d", len(got), got[:min(len(got), 3)], from, to)
+		}
+		for i := 1; i < len(got); i++ {
+			if got[i] != got[i-1]+1 {
+				t.Fatalf("seq %d after %d", got[i], got[i-1])
+			}
+		}
+	}
+
+	for _, tc := range []struct {
+		query string
+		from  int // the first message asked for
+		want  int // messages asked for: the last 100, or all after since
+	}{
+		{"", total - 99, 100},
+		{"?since=0", 1, total},
+		{"?since=100", 101, total - 100},
+	} {
+		c := dial(t, ts, "/ws/chat/big"+tc.query)
+		b, _, err := testkit.ReadData(t, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) > 256<<10 {
+			t.Fatalf("%q: a welcome of %d bytes", tc.query, len(b))
+		}
+		var w msg
+		json.Unmarshal(b, &w)
+		h := seqs(w.list("history"))
+		if len(h) == 0 || h[len(h)-1] != total {
+			t.Fatalf("%q: welcome history %v, want the newest messages", tc.query, h)
+		}
+		more := w["more"] == true
+		if more != (len(h) < tc.want) {
+			t.Fatalf("%q: %d of %d messages and more=%v", tc.query, len(h), tc.want, more)
+		}
+		if more {
+			after := tc.from - 1
+			if tc.query == "" {
+				after = 0 // the client pages back as far as it likes
+			}
+			got := append(pageBack(c, h[0], after), h...)
+			if tc.query == "" {
+				got = got[len(got)-100:]
+			}
+			contiguous(got, tc.from, total)
+		}
+	}
+
+	// One past the last message, and the largest seq there is: no history.
+	for _, since := range []string{fmt.Sprint(total), "9223372036854775807"} {
+		w := readType(t, dial(t, ts, "/ws/chat/big?since="+since), "welcome")
+		if h := w.list("history"); len(h) != 0 || w["more"] != false {
+			t.Fatalf("since=%s: %d messages, more=%v; want none", since, len(h), w["more"])
+		}
+	}
+	// A negative or unreadable since gets the latest messages and an error.
+	for _, since := range []string{"-1", "banana", "99999999999999999999"} {
+		c := dial(t, ts, "/ws/chat/big?since="+since)
+		readType(t, c, "welcome")
+		if m := readMsg(t, c); m.str("code") != "bad_since" {
+			t.Fatalf("since=%s: %v", since, m)
+		}
+	}
+	// A history request needs a before.
+	for _, bad := range []map[string]any{
+		{"type": "history"}, {"type": "history", "before": 0}, {"type": "history", "before": 5, "after": -1},
+	} {
+		sendJSON(t, a, bad)
+		if m := readType(t, a, "error"); m.str("code") != "bad_history" {
+			t.Fatalf("%v: %v", bad, m)
+		}
+	}
+	sendJSON(t, a, map[string]any{"type": "history", "before": 5, "after": 5})
+	if p := readType(t, a, "history"); len(p.list("messages")) != 0 || p["more"] != false {
+		t.Fatalf("an empty range: %v", p)
+	}
+}
+
+// TestChatAtItsStorageQuota: a chat room at its storage quota refuses new
+// messages with the error storage_full, counted, and keeps the socket
+// open; before the quota, one client wrote 513 MB of chat in 16 s.
+func TestChatAtItsStorageQuota(t *testing.T) {
+	const limit = 64 << 10
+	reg := prometheus.NewRegistry()
+	rt := newRuntime(t, rooms.Options{MaxRoomBytes: limit, Metrics: reg}, nil)
+	ts := startServer(t, Options{Router: rt, Admin: rt})
+	a := dial(t, ts, "/ws/chat/full")
+	readType(t, a, "welcome")
+	text := strings.Repeat("x", 4000)
+	said := 0
+	for ; said < 2*limit/len(text); said++ {
+		sendJSON(t, a, map[string]any{"type": "say", "text": text})
+		if m := readMsg(t, a); m.str("type") == "error" {
+			if m.str("code") != "storage_full" {
+				t.Fatalf("message %d: %v", said+1, m)
+			}
+			break
+		}
+	}
+	if said == 0 || said >= 2*limit/len(text) {
+		t.Fatalf("%d messages of %d bytes stored under a quota of %d bytes", said, len(text), limit)
+	}
+	info, err := rt.Room(context.Background(), rooms.Addr{Class: "chat", Room: "full"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.StorageBytes > limit {
+		t.Fatalf("the room stores %d bytes; its quota is %d", info.StorageBytes, limit)
+	}
+	// The socket is still open and served.
+	sendJSON(t, a, map[string]any{"type": "history", "before": said + 1})
+	if p := readType(t, a, "history"); len(p.list("messages")) == 0 {
+		t.Fatalf("history after the quota: %v", p)
+	}
+	if n := metric(t, reg, "roomgate_room_limited_total", "storage_quota"); n < 1 {
+		t.Fatalf("roomgate_room_limited_total{kind=storage_quota} = %v", n)
 	}
 }

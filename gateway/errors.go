@@ -53,6 +53,7 @@ var publicErrors = []struct {
 	{rooms.ErrNoRequestHandler, "no_request_handler", http.StatusNotFound, closeInternal, ""},
 	{rooms.ErrBadRequest, "bad_request", http.StatusBadRequest, closePolicy, "bad_request"},
 	{rooms.ErrLimit, "limit_exceeded", http.StatusBadRequest, closeInternal, ""},
+	{rooms.ErrTooManyRooms, "too_many_rooms", http.StatusTooManyRequests, closePolicy, ""},
 	{errForbidden, "forbidden", http.StatusForbidden, 4403, "admin_remote"},
 	{errNotFound, "not_found", http.StatusNotFound, 4404, ""},
 	{errMethod, "method_not_allowed", http.StatusMethodNotAllowed, closePolicy, ""},

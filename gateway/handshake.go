@@ -304,7 +304,7 @@ func (s *Server) admit(h *handshake) error {
 		return err
 	}
 	h.info = info
-	return nil
+	return s.admitRoom(h)
 }
 
 // connectInfo derives who the client is. Without an auth key configured the

@@ -41,7 +41,8 @@ var badInputKinds = []string{
 	"utf8",              // invalid UTF-8 in a text message or close reason: 1007
 	"too_big",           // message over MaxMessageBytes: 1009; a REST body over it: 413
 	"incomplete",        // a message not finished within MessageTimeout: 1008
-	"slow_consumer",     // send queue overflowed: 1008
+	"slow_consumer",     // send queue overflowed, or its client read nothing for WriteTimeout: 1008
+	"send_too_big",      // a room sent a frame larger than MaxQueueBytes: 1009
 	"bad_request",       // REST: bad limit or cursor, unreadable body, unparsable socket id: 400 or 404
 }
 

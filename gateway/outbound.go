@@ -37,8 +37,9 @@ func (o *outbound) pushTail(hdr, payload []byte, written int) {
 	o.bytes += n
 }
 
-// writeTo writes as much as the kernel takes in one writev.
-func (o *outbound) writeTo(fd int) error {
+// writeTo writes as much as the kernel takes in one writev and returns how
+// many bytes that was.
+func (o *outbound) writeTo(fd int) (int, error) {
 	var vec [maxIovecs][]byte
 	iov := vec[:0]
 	for i, b := range o.bufs {
@@ -54,7 +55,7 @@ func (o *outbound) writeTo(fd int) error {
 	if n > 0 {
 		o.advance(n)
 	}
-	return err
+	return n, err
 }
 
 func (o *outbound) advance(n int) {

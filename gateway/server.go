@@ -40,7 +40,8 @@ type Options struct {
 	Ready                func(ctx context.Context) error // extra readiness check for /readyz, e.g. storage; default none
 	AllowedOrigins       []string                        // browser Origins allowed to connect; default any
 	MaxMessageBytes      int                             // larger messages close with 1009; default 1 MiB
-	MaxQueueBytes        int                             // a socket's unsent bytes before it closes with 1008; default 1 MiB
+	MaxQueueBytes        int                             // a socket's unsent bytes, every frame counted, before it closes with 1008; a larger frame closes it with 1009; default MaxMessageBytes plus a frame header, at least 1 MiB
+	WriteTimeout         time.Duration                   // how long queued output may wait without the client reading a byte before the socket closes with 1008; default 10s
 	HandshakeTimeout     time.Duration                   // to finish the HTTP upgrade; default 10s
 	CloseTimeout         time.Duration                   // to finish a close handshake before the TCP close; default 3s
 	MessageTimeout       time.Duration                   // to receive the rest of a message once its first byte came; default 30s
@@ -70,7 +71,11 @@ func (o *Options) init() error {
 		o.MaxMessageBytes = 1 << 20
 	}
 	if o.MaxQueueBytes == 0 {
-		o.MaxQueueBytes = 1 << 20
+		// A room can always echo the largest message it accepts.
+		o.MaxQueueBytes = max(1<<20, o.MaxMessageBytes+maxServerHeader)
+	}
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = 10 * time.Second
 	}
 	if o.HandshakeTimeout == 0 {
 		o.HandshakeTimeout = 10 * time.Second
@@ -93,7 +98,7 @@ func (o *Options) init() error {
 	switch {
 	case o.MaxMessageBytes < 125:
 		return fmt.Errorf("gateway: MaxMessageBytes %d is below the 125 bytes of a control frame", o.MaxMessageBytes)
-	case o.MaxQueueBytes < 0, o.HandshakeTimeout < 0, o.CloseTimeout < 0, o.MessageTimeout < 0, o.DrainTimeout < 0,
+	case o.MaxQueueBytes < 0, o.WriteTimeout < 0, o.HandshakeTimeout < 0, o.CloseTimeout < 0, o.MessageTimeout < 0, o.DrainTimeout < 0,
 		o.MaxPendingHandshakes < 0, o.Workers < 0:
 		return errors.New("gateway: negative option")
 	}
@@ -381,9 +386,11 @@ func (s *Server) drain(hs *http.Server, ln net.Listener, cancelWork func()) {
 }
 
 // janitor closes sockets that began a message and did not finish it within
-// MessageTimeout. One sweep over the table every quarter timeout costs less
-// than a timer per unfinished message: clients that write a frame's header
-// and payload apart would otherwise arm one on nearly every message.
+// MessageTimeout, and those whose queued output waited WriteTimeout without
+// their client reading a byte (slow consumers). One sweep over the table
+// every quarter timeout costs less than a timer per socket: clients that
+// write a frame's header and payload apart would otherwise arm one on
+// nearly every message, and a broadcast one on every socket it queues for.
 func (s *Server) janitor(ctx context.Context) {
 	t := time.NewTicker(s.janitorEvery())
 	defer t.Stop()
@@ -393,12 +400,14 @@ func (s *Server) janitor(ctx context.Context) {
 			return
 		case now := <-t.C:
 			cutoff := now.Add(-s.o.MessageTimeout).UnixNano()
+			stalled := now.Add(-s.o.WriteTimeout).UnixNano()
 			s.fds.each(func(sk *socket) {
 				if since := sk.partial.Load(); since != 0 && since < cutoff && sk.partial.CompareAndSwap(since, 0) {
 					s.m.badInput.WithLabelValues("incomplete").Inc()
 					sk.Close(closePolicy, "message not completed in time")
 				}
 				s.expire(sk, now.UnixNano())
+				sk.closeIfStalled(stalled)
 			})
 		}
 	}
@@ -496,7 +505,7 @@ func (s *Server) ready(ctx context.Context, w *worker, fd int, events uint32) {
 	if sk == nil {
 		return
 	}
-	if events&unix.EPOLLOUT != 0 && sk.wantOut.Load() {
+	if events&unix.EPOLLOUT != 0 && sk.stalled.Load() != 0 {
 		sk.wmu.Lock()
 		sk.flushLocked()
 		sk.wmu.Unlock()
@@ -569,6 +578,19 @@ func (s *Server) routes() http.Handler {
 	r.NotFound(s.o.Handler.ServeHTTP)
 	r.MethodNotAllowed(s.o.Handler.ServeHTTP)
 	return r
+}
+
+// admitRoom asks a Router that admits sockets itself (rooms.Admitter),
+// last in admission, so that its refusal is a status before the upgrade.
+// It may read storage; the handshake's deadline bounds it.
+func (s *Server) admitRoom(h *handshake) error {
+	ad, ok := s.router.(rooms.Admitter)
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.o.HandshakeTimeout)
+	defer cancel()
+	return ad.Admit(ctx, rooms.Addr{Class: h.class, Room: h.room}, h.info)
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {

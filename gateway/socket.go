@@ -40,7 +40,7 @@ type socket struct {
 
 	fdRefs  atomic.Int32 // in-flight syscalls, plus endedBit once the socket ended
 	reads   atomic.Int32 // readiness events since the reader last caught up
-	wantOut atomic.Bool  // output is queued and waits for EPOLLOUT
+	stalled atomic.Int64 // output is queued and waits for EPOLLOUT: since when the kernel took none of it, Unix nanoseconds; 0 when nothing is queued. The janitor reads it
 	closing atomic.Bool  // a close frame was queued or the socket ended: deliver no more data
 	partial atomic.Int64 // since when in has been set, Unix nanoseconds; 0 while idle. The janitor reads it
 	auto    atomic.Pointer[rooms.AutoResponse]
@@ -125,17 +125,35 @@ func (s *socket) autoRespond(op ws.OpCode, data []byte) bool {
 
 // sendLocked writes one frame, or queues what the kernel does not take.
 // bounded applies the slow-consumer limit; close frames skip it.
+//
+// Every bounded frame counts against MaxQueueBytes, the first one a socket
+// gets included: behind a queue the whole frame must fit, and with nothing
+// queued the frame itself must fit, since the kernel may take as little as
+// nothing of it and the rest is queued. So the queue never holds more than
+// MaxQueueBytes. A frame larger than the bound could never be sent whole
+// to a client that stops reading, and letting it through is what once let
+// 1,000 silent sockets hold 710 MB of a room's 4 MB welcomes: it is
+// refused, and the socket closed with 1009.
 func (s *socket) sendLocked(op ws.OpCode, payload []byte, bounded bool) error {
 	var hb [maxServerHeader]byte
 	hdr := appendHeader(hb[:0], op, len(payload))
-	// Behind a queue the whole frame will be queued, so it must fit: checking
-	// only the bytes already queued let one frame of any size past the limit.
-	// With nothing queued the frame goes to the kernel and only its unwritten
-	// tail is kept. That tail cannot be refused once the kernel took the
-	// frame's start, so only a frame larger than MaxQueueBytes can exceed it.
-	if bounded && s.out != nil && s.out.bytes+len(hdr)+len(payload) > s.srv.o.MaxQueueBytes {
-		s.slowLocked()
-		return rooms.ErrSlow
+	if bounded {
+		size, queued := len(hdr)+len(payload), 0
+		if s.out != nil {
+			queued = s.out.bytes
+		}
+		switch {
+		case size > s.srv.o.MaxQueueBytes:
+			s.srv.m.badInput.WithLabelValues("send_too_big").Inc()
+			if s.out != nil {
+				s.out.dropUnstarted()
+			}
+			s.closeLocked(closeTooBig, "message too big for the send queue", false)
+			return rooms.ErrTooBig
+		case queued+size > s.srv.o.MaxQueueBytes:
+			s.slowLocked()
+			return rooms.ErrSlow
+		}
 	}
 	if !s.acquire() {
 		return rooms.ErrClosed
@@ -162,8 +180,10 @@ func (s *socket) sendLocked(op ws.OpCode, payload []byte, bounded bool) error {
 }
 
 // flushLocked writes queued frames until the queue is empty or the kernel's
-// buffer is full. wantOut is set before the write that may fail with EAGAIN,
-// so the EPOLLOUT edge that follows can never be missed.
+// buffer is full. stalled is set before the write that may fail with
+// EAGAIN, so the EPOLLOUT edge that follows can never be missed; it moves
+// on whenever the kernel takes bytes, so the janitor closes only a socket
+// whose client read nothing for WriteTimeout.
 func (s *socket) flushLocked() error {
 	if s.out == nil {
 		return nil
@@ -172,9 +192,13 @@ func (s *socket) flushLocked() error {
 		return rooms.ErrClosed
 	}
 	defer s.release()
-	s.wantOut.Store(true)
+	now := time.Now().UnixNano()
+	s.stalled.CompareAndSwap(0, now)
 	for s.out.bytes > 0 {
-		err := s.out.writeTo(s.fd)
+		n, err := s.out.writeTo(s.fd)
+		if n > 0 {
+			s.stalled.Store(now)
+		}
 		if err == unix.EAGAIN {
 			return nil
 		}
@@ -184,7 +208,7 @@ func (s *socket) flushLocked() error {
 		}
 	}
 	s.out = nil
-	s.wantOut.Store(false)
+	s.stalled.Store(0)
 	s.drainedLocked()
 	return nil
 }
@@ -242,8 +266,29 @@ func (s *socket) armCloseTimerLocked(code int, reason string) {
 // their memory is the point of the limit (DESIGN §3.5).
 func (s *socket) slowLocked() {
 	s.srv.m.badInput.WithLabelValues("slow_consumer").Inc()
-	s.out.dropUnstarted()
+	if s.out != nil {
+		s.out.dropUnstarted()
+	}
 	s.closeLocked(closePolicy, "slow consumer", false)
+}
+
+// closeIfStalled closes the socket as a slow consumer if its queued output
+// has waited since before cutoff (Unix nanoseconds) without the kernel
+// taking a byte of it: its client stopped reading. Called by the janitor.
+func (s *socket) closeIfStalled(cutoff int64) bool {
+	if since := s.stalled.Load(); since == 0 || since >= cutoff {
+		return false
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	since := s.stalled.Load()
+	if since == 0 || since >= cutoff || s.wstate != wsOpen {
+		// Drained meanwhile, or closing already: a close handshake has
+		// its own deadline (CloseTimeout).
+		return false
+	}
+	s.slowLocked()
+	return true
 }
 
 // peerCloseLocked handles the peer's close frame.
@@ -295,7 +340,7 @@ func (s *socket) terminateLocked(code int, reason string) {
 		s.timer = nil
 	}
 	s.out = nil
-	s.wantOut.Store(false)
+	s.stalled.Store(0)
 	s.markEnded()
 	s.srv.kickReader(s)
 }

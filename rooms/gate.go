@@ -59,6 +59,7 @@ func (in *instance) pump(ctx context.Context) {
 	if !in.rt.o.Unfenced {
 		b.Token = in.lease.Token
 	}
+	in.inBatch = b
 	in.rt.commit(ctx, in.room, b, in.onCommit)
 }
 
@@ -73,6 +74,11 @@ func (in *instance) commitDone(err error) { in.done <- err }
 func (in *instance) committed(ctx context.Context, err error) {
 	w, outs, from, extras := in.inflight, in.inOut, in.inFrom, in.inExtra
 	in.inflight, in.inOut, in.inFrom, in.inEvents, in.inExtra = nil, nil, nil, 0, nil
+	// The store counts the room's bytes as it applies a batch: the quota
+	// starts again from the truth. A failed commit may still have landed
+	// (a timeout), so the size is read again before the next check.
+	in.size, in.sized = in.inBatch.Bytes, err == nil
+	in.inBatch = nil
 	if err == nil {
 		if w.alarm != nil {
 			in.rt.alarmChanged()

@@ -84,9 +84,10 @@ type instance struct {
 	room storage.Room
 	cls  *class
 
-	mu     sync.Mutex // guards queue
+	mu     sync.Mutex // guards queue and queued
 	queue  []event
-	parked bool // no goroutine runs the instance; guarded by its shard's lock
+	queued *mailboxCounts // messages per socket in queue, counted only while the mailbox is full; nil otherwise
+	parked bool           // no goroutine runs the instance; guarded by its shard's lock
 	signal chan struct{}
 	born   time.Time // when the instance was built; zero once it served its first event
 
@@ -123,6 +124,9 @@ type instance struct {
 	penFrom   []*Conn              // sockets whose messages made the pending events
 	penExtra  map[*Conn]*connExtra // tags and attachments before the pending events changed them, restored if their commit fails
 	inflight  *writeSet
+	inBatch   *storage.Batch // the commit in flight, whose Bytes the store sets
+	size      int64          // the room's committed keys and values, in bytes, when sized
+	sized     bool           // size is known: read once (Stat) or reported by the last commit
 	inOut     []output
 	inFrom    []*Conn
 	inExtra   map[*Conn]*connExtra
@@ -154,21 +158,61 @@ func newInstance(rt *Runtime, a Addr, cls *class) *instance {
 	return in
 }
 
-// push queues ev; bounded events fail with ErrOverloaded past the room's
-// limit, so a flood cannot grow a mailbox without end.
+// push queues ev. A bounded event (a client's message) finds the mailbox
+// full only when the room cannot keep up, and then the socket with the
+// most messages queued is refused: its queued messages are dropped and it
+// is closed with 1008, so one client flooding a room cannot get everyone
+// else closed as they happen to send next. When that socket is ev's own
+// (or ties with it), push returns ErrOverloaded and the caller closes it.
 func (in *instance) push(ev event, bounded bool) error {
 	in.mu.Lock()
+	var shed []event
 	if bounded && len(in.queue) >= in.rt.o.MaxQueuedEvents {
-		in.mu.Unlock()
-		return ErrOverloaded
+		if in.queued == nil {
+			in.queued = countMessages(in.queue)
+		}
+		victim := in.queued.busiest(ev.id)
+		in.queue, shed = in.queued.drop(in.queue, victim)
+		if victim == ev.id {
+			in.mu.Unlock()
+			in.shed(shed)
+			return ErrOverloaded
+		}
 	}
 	in.queue = append(in.queue, ev)
+	if in.queued != nil && ev.kind == evMessage {
+		in.queued.add(ev.id)
+	}
 	in.mu.Unlock()
+	in.shed(shed)
 	select {
 	case in.signal <- struct{}{}:
 	default:
 	}
 	return nil
+}
+
+// shed refuses the messages push dropped, all of one socket's, once
+// instance.mu is released: a socket of this node is closed here; for one
+// on another node, each message's done tells its edge, which closes it.
+func (in *instance) shed(dropped []event) {
+	if len(dropped) == 0 {
+		return
+	}
+	in.rt.m.overloaded.Add(float64(len(dropped)))
+	code, reason := closeCodeOf(ErrOverloaded)
+	closed := false
+	for i := range dropped {
+		switch ev := &dropped[i]; {
+		case ev.done != nil:
+			ev.done(ErrOverloaded)
+		case !closed:
+			closed = true
+			if s := in.rt.lookup(ev.id); s != nil {
+				s.Close(code, reason)
+			}
+		}
+	}
 }
 
 func (in *instance) take(buf []event) []event {
@@ -179,8 +223,75 @@ func (in *instance) take(buf []event) []event {
 	if cap(in.queue) > 1024 {
 		in.queue = nil // do not keep a burst's array for good
 	}
+	in.queued = nil // the mailbox is empty: nobody is busiest
 	in.mu.Unlock()
 	return buf
+}
+
+// mailboxCounts counts each socket's messages in a full mailbox. It is
+// built in one pass over the mailbox the first time a message finds it
+// full, kept up to date while more arrive, and dropped when the room takes
+// its events: a room that keeps up, and its idle sockets, never pay for it.
+type mailboxCounts struct {
+	n    map[SocketID]int
+	top  SocketID // the socket with the most messages, while topN >= 0
+	topN int      // -1: unknown since top's messages were dropped
+}
+
+func countMessages(queue []event) *mailboxCounts {
+	c := &mailboxCounts{n: make(map[SocketID]int)}
+	for i := range queue {
+		if queue[i].kind == evMessage {
+			c.add(queue[i].id)
+		}
+	}
+	return c
+}
+
+func (c *mailboxCounts) add(id SocketID) {
+	c.n[id]++
+	if n := c.n[id]; c.topN >= 0 && n > c.topN {
+		c.top, c.topN = id, n
+	}
+}
+
+// busiest returns the socket to refuse when sender's message finds the
+// mailbox full: the one with the most messages queued, unless sender,
+// counting the new one, has as many.
+func (c *mailboxCounts) busiest(sender SocketID) SocketID {
+	if c.topN < 0 {
+		c.topN = 0
+		for id, n := range c.n {
+			if n > c.topN {
+				c.top, c.topN = id, n
+			}
+		}
+	}
+	if c.topN == 0 || c.n[sender]+1 >= c.topN {
+		return sender
+	}
+	return c.top
+}
+
+// drop takes id's messages out of queue, returning what is left and them.
+func (c *mailboxCounts) drop(queue []event, id SocketID) (rest, dropped []event) {
+	if c.n[id] == 0 {
+		return queue, nil
+	}
+	rest = queue[:0]
+	for _, ev := range queue {
+		if ev.kind == evMessage && ev.id == id {
+			dropped = append(dropped, ev)
+		} else {
+			rest = append(rest, ev)
+		}
+	}
+	clear(queue[len(rest):])
+	delete(c.n, id)
+	if id == c.top {
+		c.topN = -1
+	}
+	return rest, dropped
 }
 
 // backlogged reports whether the events waiting for commits reached the

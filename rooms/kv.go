@@ -35,6 +35,7 @@ type Storage struct {
 type writeSet struct {
 	deleteAll bool
 	kv        map[string][]byte // nil value: deleted
+	adds      int64             // bytes of the keys and values kv puts: what the layer may add to the room's size
 	alarm     *storage.AlarmChange
 	members   map[SocketID][]byte // membership records; nil value: the socket left
 }
@@ -45,7 +46,7 @@ func (w *writeSet) empty() bool {
 
 // reset empties w, keeping its maps for reuse.
 func (w *writeSet) reset() {
-	w.deleteAll, w.alarm = false, nil
+	w.deleteAll, w.alarm, w.adds = false, nil, 0
 	clear(w.kv)
 	clear(w.members)
 }
@@ -61,13 +62,24 @@ func (w *writeSet) put(k string, v []byte) {
 	if w.kv == nil {
 		w.kv = make(map[string][]byte)
 	}
+	if old := w.kv[k]; old != nil {
+		w.adds -= int64(len(k) + len(old))
+	}
+	if v != nil {
+		w.adds += int64(len(k) + len(v))
+	}
 	w.kv[k] = v
+}
+
+// wipe makes w a DeleteAll: nothing beneath it counts any more.
+func (w *writeSet) wipe() {
+	w.deleteAll, w.kv, w.adds = true, nil, 0
 }
 
 // apply lays w over dst, as if w's writes came after dst's.
 func (w *writeSet) applyTo(dst *writeSet) {
 	if w.deleteAll {
-		dst.deleteAll = true
+		dst.deleteAll, dst.adds = true, 0
 		clear(dst.kv)
 	}
 	for k, v := range w.kv {
@@ -166,38 +178,43 @@ next:
 	return out, nil
 }
 
-// Put sets key to value with the event's writes. value is copied.
+// Put sets key to value with the event's writes. value is copied. It fails
+// with ErrLimit when the room's keys and values would grow past the
+// runtime's MaxRoomBytes (see quota).
 func (s *Storage) Put(key string, value []byte) error {
-	if err := checkKey(key); err != nil {
-		return err
+	return s.put([]string{key}, [][]byte{value})
+}
+
+// PutMany sets several keys, all or none.
+func (s *Storage) PutMany(kvs map[string][]byte) error {
+	keys, values := make([]string, 0, len(kvs)), make([][]byte, 0, len(kvs))
+	for k, v := range kvs {
+		keys, values = append(keys, k), append(values, v)
 	}
-	if len(value) > MaxValueSize {
-		return fmt.Errorf("%w: value of %d bytes, at most %d", ErrLimit, len(value), MaxValueSize)
+	return s.put(keys, values)
+}
+
+// put sets keys[i] to values[i], all or none.
+func (s *Storage) put(keys []string, values [][]byte) error {
+	for i, k := range keys {
+		if err := checkKey(k); err != nil {
+			return err
+		}
+		if len(values[i]) > MaxValueSize {
+			return fmt.Errorf("%w: value of %d bytes, at most %d", ErrLimit, len(values[i]), MaxValueSize)
+		}
 	}
 	w, err := s.top()
 	if err != nil {
 		return err
 	}
-	// A copy: the caller may reuse value, and a value read back must not
-	// alias one the store is writing.
-	w.put(key, append([]byte{}, value...))
-	return nil
-}
-
-// PutMany sets several keys, all or none.
-func (s *Storage) PutMany(kvs map[string][]byte) error {
-	for k, v := range kvs {
-		if err := checkKey(k); err != nil {
-			return err
-		}
-		if len(v) > MaxValueSize {
-			return fmt.Errorf("%w: value of %d bytes, at most %d", ErrLimit, len(v), MaxValueSize)
-		}
+	if err := s.quota(w, keys, values); err != nil {
+		return err
 	}
-	for k, v := range kvs {
-		if err := s.Put(k, v); err != nil {
-			return err // outside an event, so on the first key: none was put
-		}
+	for i, k := range keys {
+		// A copy: the caller may reuse the value, and a value read back
+		// must not alias one the store is writing.
+		w.put(k, append([]byte{}, values[i]...))
 	}
 	return nil
 }
@@ -225,7 +242,7 @@ func (s *Storage) DeleteAll() error {
 	if err != nil {
 		return err
 	}
-	w.deleteAll, w.kv = true, nil
+	w.wipe()
 	return nil
 }
 

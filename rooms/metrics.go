@@ -12,6 +12,7 @@ type metrics struct {
 	commitSeconds prometheus.Histogram
 	failures      *prometheus.CounterVec
 	overloaded    prometheus.Counter
+	limited       *prometheus.CounterVec
 	alarmsFired   prometheus.Counter
 	badInput      *prometheus.CounterVec
 
@@ -53,8 +54,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "roomgate_room_failures_total", Help: "Room failures by what failed: start, handler, alarm, commit (the instance is reset); wake (its members could not be read); membership (a corrupt membership record: its socket is closed); lease (cluster: a room's lease could not be taken or read, e.g. Redis down or a corrupt lease: its event is refused with 1012/503).",
 		}, []string{"reason"}),
 		overloaded: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "roomgate_room_overloaded_total", Help: "Messages refused because their room had too many queued events.",
+			Name: "roomgate_room_overloaded_total", Help: "Messages refused because their room had too many queued events: the new message, or those queued by the socket with the most, which is closed.",
 		}),
+		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomgate_room_limited_total", Help: "Requests refused by a room limit, by kind: storage_quota (a write that would take a room past -max-room-bytes fails with ErrLimit), room_creation (a socket that would create a room, from a client address past -room-creates-per-ip, is refused with 429).",
+		}, []string{"kind"}),
 		alarmsFired: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "roomgate_alarms_fired_total", Help: "Alarms whose OnAlarm succeeded.",
 		}),
@@ -80,7 +84,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "roomgate_links", Help: "Links this node dialed to other nodes; it sends its requests over them (each node dials its own, so a pair has one each way).",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.rooms, m.wakes, m.evictions, m.wakeSeconds, m.running, m.events, m.commitSeconds, m.failures, m.overloaded, m.alarmsFired, m.badInput,
+	for _, c := range []prometheus.Collector{m.rooms, m.wakes, m.evictions, m.wakeSeconds, m.running, m.events, m.commitSeconds, m.failures, m.overloaded, m.limited, m.alarmsFired, m.badInput,
 		m.fencedCommits, m.leasesLost, m.leases, m.forwarded, m.linkErrors, m.links} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -100,6 +104,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, r := range []string{"idle", "pressure"} {
 		m.evictions.WithLabelValues(r)
+	}
+	for _, k := range []string{"storage_quota", "room_creation"} {
+		m.limited.WithLabelValues(k)
 	}
 	return m, nil
 }

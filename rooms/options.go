@@ -17,18 +17,20 @@ import (
 
 // Options configure a Runtime. A zero field means its default.
 type Options struct {
-	Store           storage.Store         // required
-	Metrics         prometheus.Registerer // required
-	Logger          *slog.Logger          // default: discards
-	NodeID          string                // this node's id, in the admin API; default "local"
-	Address         string                // this node's host:port, in the admin API
-	HibernateAfter  time.Duration         // a room with no event for this long leaves memory, its sockets stay open; default 10s
-	MaxActiveRooms  int                   // rooms in memory past which the least recently used idle ones are evicted; default 0: no cap
-	MaxQueuedEvents int                   // per room; past it a socket's message closes it with 1008; default 10000
-	CommitTimeout   time.Duration         // for one commit; default 10s
-	AlarmRetryBase  time.Duration         // first retry of a failed OnAlarm, doubling after; default 2s
-	StartupWakes    int                   // rooms running at once while a restart wakes those whose sockets died with the last run; default 1024
-	Clock           func() time.Time      // the time eviction judges idleness by; default time.Now. Tests move it ahead
+	Store            storage.Store         // required
+	Metrics          prometheus.Registerer // required
+	Logger           *slog.Logger          // default: discards
+	NodeID           string                // this node's id, in the admin API; default "local"
+	Address          string                // this node's host:port, in the admin API
+	HibernateAfter   time.Duration         // a room with no event for this long leaves memory, its sockets stay open; default 10s
+	MaxActiveRooms   int                   // rooms in memory past which the least recently used idle ones are evicted; default 0: no cap
+	MaxQueuedEvents  int                   // per room; past it the socket with the most queued messages is closed with 1008; default 10000
+	MaxRoomBytes     int64                 // a room's stored keys and values; a write past it fails with ErrLimit; default 128 MiB
+	RoomCreatesPerIP float64               // rooms one client address may create per second (burst 2×) before Admit refuses with ErrTooManyRooms; default 0: no cap
+	CommitTimeout    time.Duration         // for one commit; default 10s
+	AlarmRetryBase   time.Duration         // first retry of a failed OnAlarm, doubling after; default 2s
+	StartupWakes     int                   // rooms running at once while a restart wakes those whose sockets died with the last run; default 1024
+	Clock            func() time.Time      // the time eviction judges idleness by; default time.Now. Tests move it ahead
 
 	// Every room runs on the node holding its lease, taken through
 	// Coordinator: one shared by the nodes of a cluster (Redis), where
@@ -83,6 +85,13 @@ func (o *Options) init() error {
 	if o.MaxQueuedEvents == 0 {
 		o.MaxQueuedEvents = 10000
 	}
+	if o.MaxRoomBytes == 0 {
+		// Durable Objects' limit for a key-value object (a SQLite one
+		// allows 10 GB). A room's state is read into one node's memory and
+		// its keys in one Redis hash slot: large rooms belong in their own
+		// database.
+		o.MaxRoomBytes = 128 << 20
+	}
 	if o.CommitTimeout == 0 {
 		o.CommitTimeout = 10 * time.Second
 	}
@@ -108,7 +117,7 @@ func (o *Options) init() error {
 	case o.Address == "":
 		return errors.New("rooms: a shared Coordinator needs Options.Address, where other nodes reach this one")
 	}
-	if o.HibernateAfter < 0 || o.LeaseTTL < 0 || o.MaxActiveRooms < 0 || o.MaxQueuedEvents < 0 || o.CommitTimeout < 0 || o.AlarmRetryBase < 0 || o.StartupWakes < 0 {
+	if o.HibernateAfter < 0 || o.LeaseTTL < 0 || o.MaxActiveRooms < 0 || o.MaxQueuedEvents < 0 || o.MaxRoomBytes < 0 || o.RoomCreatesPerIP < 0 || o.CommitTimeout < 0 || o.AlarmRetryBase < 0 || o.StartupWakes < 0 {
 		return errors.New("rooms: negative option")
 	}
 	return nil

@@ -113,8 +113,10 @@ type Socket interface {
 	ID() SocketID
 	// Send queues f for the client without blocking. f.Data may be reused as
 	// soon as Send returns (see Frame). It returns ErrSlow when the socket's bounded
-	// queue overflowed (the socket is then closed with 1008), ErrClosed once
-	// the socket is closing, and ErrOpcode unless f.Op is Text or Binary.
+	// queue overflowed (the socket is then closed with 1008), ErrTooBig when
+	// f alone is larger than that bound (the socket is then closed with
+	// 1009), ErrClosed once the socket is closing, and ErrOpcode unless f.Op
+	// is Text or Binary.
 	Send(f Frame) error
 	// Close starts the close handshake. A code that may not appear on the
 	// wire (0, 1005, 1006, 1015, past 4999) is sent as 1011; the reason is
@@ -140,6 +142,7 @@ type AutoResponse struct {
 // Errors a Socket's Send returns.
 var (
 	ErrSlow   = errors.New("rooms: socket queue is full (slow consumer)")
+	ErrTooBig = errors.New("rooms: frame is larger than a socket's send queue")
 	ErrClosed = errors.New("rooms: socket is closed")
 	ErrOpcode = errors.New("rooms: a socket sends only Text and Binary frames")
 )

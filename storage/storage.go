@@ -83,6 +83,11 @@ type Batch struct {
 	Members   []Member     // membership records to write; one with nil Data is removed
 	Alarm     *AlarmChange // nil: leave the alarm as it is
 	Token     uint64       // fencing token of the committing owner; 0 in embedded mode
+
+	// Bytes is the store's answer, set before it calls done with nil: the
+	// room's keys and values once the batch is applied, as Stat counts
+	// them. The runtime keeps each room's size from it, without a read.
+	Bytes int64
 }
 
 // Empty reports whether b changes nothing.
@@ -126,8 +131,8 @@ type Store interface {
 	// List returns the keys o selects with their values.
 	List(ctx context.Context, r Room, o ListOptions) ([]KV, error)
 	// Commit queues b and returns without waiting; the store applies it
-	// atomically and durably and then calls done, exactly once: with nil
-	// when the batch survives a crash of the process and of the machine,
+	// atomically and durably, sets b.Bytes, and then calls done, exactly
+	// once: with nil when the batch survives a crash of the process and of the machine,
 	// or with the error (ErrFenced, ErrClosed, ctx's error if it ended
 	// before the batch was queued or applied). done runs on the store's
 	// goroutine; on the caller's before Commit returns when the batch is

@@ -111,6 +111,8 @@ func TestBadFlagsAndCommands(t *testing.T) {
 		{"bad number", []string{"-max-message-bytes", "many"}, nil, "invalid value"},
 		{"bad env", nil, []string{"ROOMGATE_MAX_MESSAGE_BYTES=many"}, "ROOMGATE_MAX_MESSAGE_BYTES"},
 		{"limit below a control frame", []string{"-max-message-bytes", "10"}, nil, "MaxMessageBytes"},
+		{"negative room quota", []string{"-max-room-bytes", "-1"}, nil, "negative option"},
+		{"bad room creation rate", nil, []string{"ROOMGATE_ROOM_CREATES_PER_IP=fast"}, "ROOMGATE_ROOM_CREATES_PER_IP"},
 		{"stray argument", []string{"serve", "extra"}, nil, "unexpected arguments"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,6 +2,8 @@ package builtin_test
 
 import (
 	"context"
+	"fmt"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -66,30 +68,15 @@ func FuzzBuiltinClasses(f *testing.F) {
 		`{"type":"paint","x":1,"y":2,"color":"#a0b0c0"}`, `{"type":"paint","x":1e309,"y":0,"color":"#000000"}`,
 		`{"type":"paint","x":-0.0,"y":63,"color":"#FFFFFF"}`, `{"type":"cursor","x":1.5,"y":64}`,
 		`inc`, `{`, `null`, `[]`, `"say"`, "\xff\xfe", `{"type":null}`, `{"type":"say","text":"\u0000"}`,
+		`{"type":"history","before":2}`, `{"type":"history","before":9223372036854775807,"after":9223372036854775806}`,
+		`{"type":"history","before":1.5}`, `{"type":"history","before":3,"after":-1}`, `{"type":"history","before":"1"}`,
 	} {
 		for class := range uint8(4) {
 			f.Add(class, []byte(seed), false)
 		}
 	}
-	dir, err := os.MkdirTemp("", "fuzz-builtin")
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { os.RemoveAll(dir) })
-	store, err := filestore.Open(dir)
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { store.Close() })
-	rt, err := rooms.New(rooms.Options{Store: store, Metrics: prometheus.NewRegistry(), HibernateAfter: time.Hour}) // no socket table: nothing may hibernate
-	if err != nil {
-		f.Fatal(err)
-	}
-	builtin.Register(rt)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { rt.Run(ctx); close(done) }()
-	f.Cleanup(func() { cancel(); <-done })
+	rt := fuzzRuntime(f)
+	ctx := context.Background()
 
 	classes := []string{"chat", "canvas", "counter", "echo"}
 	f.Fuzz(func(t *testing.T, class uint8, data []byte, binary bool) {
@@ -128,6 +115,95 @@ func FuzzBuiltinClasses(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzChatResume connects to a chat room with ?since= set to anything and
+// asks for a history page with any bounds: every socket gets its welcome
+// and an answer, and none is closed.
+func FuzzChatResume(f *testing.F) {
+	for _, seed := range []struct {
+		since         string
+		before, after int64
+	}{
+		{"0", 3, 0}, {"2", 5, 1}, {"9223372036854775807", 9223372036854775807, 9223372036854775806},
+		{"-1", 1, -1}, {"banana", 0, 0}, {"99999999999999999999", -9223372036854775808, 0}, {"+1", 2, 1}, {"", 1, 0},
+	} {
+		f.Add(seed.since, seed.before, seed.after)
+	}
+	rt := fuzzRuntime(f)
+	ctx := context.Background()
+	a := rooms.Addr{Class: "chat", Room: "resume"}
+	// A few messages to page through.
+	s := &probeSocket{id: rooms.SocketID(nextID.Add(1)), frames: make(chan string, 64)}
+	if err := rt.Connect(ctx, a, s, rooms.ConnectInfo{User: rooms.User{ID: "w", Name: "W"}}); err != nil {
+		f.Fatal(err)
+	}
+	for range 5 {
+		if err := rt.Message(ctx, a, s, rooms.Frame{Op: rooms.Text, Data: []byte(`{"type":"say","text":"hello"}`)}); err != nil {
+			f.Fatal(err)
+		}
+	}
+	f.Fuzz(func(t *testing.T, since string, before, after int64) {
+		s := &probeSocket{id: rooms.SocketID(nextID.Add(1)), frames: make(chan string, 64)}
+		q := url.Values{"since": {since}}
+		if err := rt.Connect(ctx, a, s, rooms.ConnectInfo{User: rooms.User{ID: "fuzzer", Name: "F"}, Query: q.Encode()}); err != nil {
+			t.Fatalf("connect with since=%q: %v", since, err)
+		}
+		defer rt.Closed(a, s, 1000, "")
+		req := fmt.Sprintf(`{"type":"history","before":%d,"after":%d}`, before, after)
+		if err := rt.Message(ctx, a, s, rooms.Frame{Op: rooms.Text, Data: []byte(req)}); err != nil {
+			t.Fatalf("message: %v", err)
+		}
+		welcomed := false
+		deadline := time.After(5 * time.Second)
+		for {
+			select {
+			case got := <-s.frames:
+				s.mu.Lock()
+				code := s.closed
+				s.mu.Unlock()
+				if code != 0 {
+					t.Fatalf("since=%q, %s: closed with %d", since, req, code)
+				}
+				switch {
+				case strings.Contains(got, `"type":"welcome"`):
+					welcomed = true
+				case strings.HasPrefix(got, `{"type":"history"`) || strings.Contains(got, `"code":"bad_history"`):
+					if !welcomed {
+						t.Fatalf("since=%q: an answer before the welcome", since)
+					}
+					return
+				}
+			case <-deadline:
+				t.Fatalf("since=%q, %s: no answer", since, req)
+			}
+		}
+	})
+}
+
+// fuzzRuntime runs a runtime with the built-in classes on a store in a
+// temporary directory for as long as the fuzz target runs.
+func fuzzRuntime(f *testing.F) *rooms.Runtime {
+	dir, err := os.MkdirTemp("", "fuzz-builtin")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { os.RemoveAll(dir) })
+	store, err := filestore.Open(dir)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { store.Close() })
+	rt, err := rooms.New(rooms.Options{Store: store, Metrics: prometheus.NewRegistry(), HibernateAfter: time.Hour}) // no socket table: nothing may hibernate
+	if err != nil {
+		f.Fatal(err)
+	}
+	builtin.Register(rt)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { rt.Run(ctx); close(done) }()
+	f.Cleanup(func() { cancel(); <-done })
+	return rt
 }
 
 // lastIsProbe recognises the error each class gives the probe.

@@ -290,15 +290,16 @@ func apply(b *pebble.Batch, r storage.Room, c *storage.Batch) error {
 			}
 		}
 	}
-	if c.Empty() {
-		return nil
-	}
 	mk := key('m', rk)
 	mv, _, err := get(b, mk)
 	if err != nil {
 		return err
 	}
 	m := readMeta(mv)
+	if c.Empty() {
+		c.Bytes = int64(m.bytes)
+		return nil
+	}
 	before := m
 	var w writer
 	dp := dataPrefix(rk)
@@ -365,6 +366,7 @@ func apply(b *pebble.Batch, r storage.Room, c *storage.Batch) error {
 			w.do(b.Set(k, mem.Data, nil))
 		}
 	}
+	c.Bytes = int64(m.bytes)
 	switch {
 	case m == before:
 	case m.keys == 0 && m.alarm == 0 && m.members == 0:

@@ -50,20 +50,23 @@ func (s *Store) commitGroup(group []*storage.Pending) {
 		if p == nil {
 			continue
 		}
-		res, err := cmds[i].Int()
+		reply, err := cmds[i].Int64Slice() // {-1 fenced, 1 empty, 0 not; the room's bytes}
 		switch {
+		case err == nil && len(reply) != 2:
+			p.Done(fmt.Errorf("redisstore: commit %s: the script answered %v", p.Room, reply))
 		case err != nil:
 			p.Done(fmt.Errorf("redisstore: commit %s: %w", p.Room, err))
-		case res < 0:
+		case reply[0] < 0:
 			p.Done(storage.ErrFenced)
 		default:
+			p.Batch.Bytes = reply[1]
 			applied[i] = true
-			if befores[i] != nil && befores[i].Err() != nil && res != 1 {
+			if befores[i] != nil && befores[i].Err() != nil && reply[0] != 1 {
 				// The room index missed it (its shard was unreachable):
 				// write it again, or the room would not be listed.
 				tidy = append(tidy, indexOp{key: s.roomsKey(), member: indexMember(p.Room), add: true})
 			}
-			tidy = s.after(tidy, p, res == 1)
+			tidy = s.after(tidy, p, reply[0] == 1)
 		}
 	}
 	// The index updates after a script are idempotent; a few tries keep an

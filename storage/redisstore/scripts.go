@@ -15,12 +15,13 @@ import "github.com/redis/go-redis/v9"
 // ARGV: token, deleteAll (0|1), puts count, key value..., deletes count,
 // key..., members count, id "+data"|"-"..., alarm ("" keep, "-" delete,
 // else unix nanoseconds).
-// Returns -1 when fenced, else 1 if the room is now empty, 0 if not.
+// Returns {-1, 0} when fenced, else {1 if the room is now empty or 0 if
+// not, the room's bytes of keys and values}.
 var commitScript = redis.NewScript(`
 local tok = tonumber(ARGV[1])
 if tok > 0 then
   local cur = tonumber(redis.call('GET', KEYS[5]) or '0')
-  if tok < cur then return -1 end
+  if tok < cur then return {-1, 0} end
   if tok > cur then redis.call('SET', KEYS[5], ARGV[1]) end
 end
 local bytes = tonumber(redis.call('HGET', KEYS[4], 'bytes') or '0')
@@ -77,9 +78,9 @@ else
   redis.call('HSET', KEYS[4], 'bytes', bytes)
 end
 if redis.call('ZCARD', KEYS[2]) == 0 and redis.call('HLEN', KEYS[3]) == 0 and redis.call('HEXISTS', KEYS[4], 'alarm') == 0 then
-  return 1
+  return {1, bytes}
 end
-return 0
+return {0, bytes}
 `)
 
 // listScript reads a range of keys and their values in one atomic step.

@@ -27,6 +27,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"batch is atomic with its alarm", testBatchAlarm},
 		{"alarms in time order", testAlarms},
 		{"room index and stats", testRooms},
+		{"a commit reports the room's bytes", testCommitBytes},
 		{"fencing token", testFencing},
 		{"members", testMembers},
 		{"concurrent commits of many rooms", testConcurrent},
@@ -144,6 +145,39 @@ func testDeleteAll(t *testing.T, s storage.Store) {
 	commit(t, s, r, storage.Batch{DeleteAll: true, Puts: puts("k", "1", "k", "22")})
 	if st, _, _ := s.Stat(ctx, r); st.Keys != 1 || st.Bytes != int64(len("k")+len("22")) {
 		t.Fatalf("after DeleteAll and a key put twice: %d keys, %d bytes; want 1 key, 3 bytes", st.Keys, st.Bytes)
+	}
+}
+
+// testCommitBytes checks the size a commit reports against Stat's, through
+// puts, overwrites, deletes, a wipe and batches that touch no key.
+func testCommitBytes(t *testing.T, s storage.Store) {
+	r := storage.Room{Class: "chat", Name: "sized"}
+	for _, step := range []struct {
+		name string
+		b    storage.Batch
+	}{
+		{"puts", storage.Batch{Puts: puts("a", "1", "bb", "22")}},
+		{"an overwrite, longer", storage.Batch{Puts: puts("a", "11111")}},
+		{"an overwrite, shorter, and a delete", storage.Batch{Puts: puts("bb", "2"), Deletes: []string{"a"}}},
+		{"a delete of nothing", storage.Batch{Deletes: []string{"nope"}}},
+		{"members only", storage.Batch{Members: []storage.Member{{ID: 1, Data: []byte("rec")}}}},
+		{"an alarm only", storage.Batch{Alarm: &storage.AlarmChange{At: time.Now().Add(time.Hour)}}},
+		{"nothing", storage.Batch{}},
+		{"a wipe and a put", storage.Batch{DeleteAll: true, Puts: puts("c", "333")}},
+		{"a wipe", storage.Batch{DeleteAll: true}},
+	} {
+		b := step.b
+		b.Bytes = -1
+		if err := storage.CommitAndWait(ctx, s, r, &b); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		st, _, err := s.Stat(ctx, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Bytes != st.Bytes {
+			t.Fatalf("after %s: the commit reported %d bytes, Stat %d", step.name, b.Bytes, st.Bytes)
+		}
 	}
 }
 
