@@ -24,6 +24,7 @@ type Options struct {
 	HibernateAfter  time.Duration         // a room with no event for this long leaves memory, its sockets stay open; default 10s
 	MaxActiveRooms  int                   // rooms in memory past which the least recently used idle ones are evicted; default 0: no cap
 	MaxQueuedEvents int                   // per room; past it a socket's message closes it with 1008; default 10000
+	MaxSockets      int                   // per room; past it Connect fails with ErrRoomFull; default 32768, as Durable Objects allows
 	CommitTimeout   time.Duration         // for one commit; default 10s
 	AlarmRetryBase  time.Duration         // first retry of a failed OnAlarm, doubling after; default 2s
 	StartupWakes    int                   // rooms running at once while a restart wakes those whose sockets died with the last run; default 1024
@@ -78,6 +79,9 @@ func (o *Options) init() error {
 	if o.MaxQueuedEvents == 0 {
 		o.MaxQueuedEvents = 10000
 	}
+	if o.MaxSockets == 0 {
+		o.MaxSockets = 32768
+	}
 	if o.CommitTimeout == 0 {
 		o.CommitTimeout = 10 * time.Second
 	}
@@ -100,7 +104,7 @@ func (o *Options) init() error {
 	case o.Address == "":
 		return errors.New("rooms: a shared Coordinator needs Options.Address, where other nodes reach this one")
 	}
-	if o.HibernateAfter < 0 || o.LeaseTTL < 0 || o.MaxActiveRooms < 0 || o.MaxQueuedEvents < 0 || o.CommitTimeout < 0 || o.AlarmRetryBase < 0 || o.StartupWakes < 0 {
+	if o.HibernateAfter < 0 || o.LeaseTTL < 0 || o.MaxActiveRooms < 0 || o.MaxQueuedEvents < 0 || o.MaxSockets < 0 || o.CommitTimeout < 0 || o.AlarmRetryBase < 0 || o.StartupWakes < 0 {
 		return errors.New("rooms: negative option")
 	}
 	return nil
