@@ -52,6 +52,10 @@ var publicErrors = []struct {
 	// An id that cannot be parsed names no socket, as the contract's 404
 	// says, but unlike an id that merely left it is the client's mistake.
 	{errBadSocketID, "socket_not_found", http.StatusNotFound, 4404, "bad_request"},
+	// The limits (limits.go); roomgate_limited_total counts them.
+	{rooms.ErrRoomFull, "room_full", http.StatusServiceUnavailable, closePolicy, ""},
+	{errRateLimited, "rate_limited", http.StatusTooManyRequests, closePolicy, ""},
+	{errTooManySockets, "too_many_sockets", http.StatusTooManyRequests, closePolicy, ""},
 }
 
 // publicError finds err's row; an unknown error is "internal", 500, 1011.

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -42,6 +43,9 @@ type handshake struct {
 	origin      string
 	remote      string
 	pathOK      bool
+	xff         string            // X-Forwarded-For values, kept only when a proxy is trusted
+	ip          netip.Addr        // the client, set by admit (clientip.go)
+	slot        *ipEntry          // a socket reserved for the client, until its socket adopts it (limits.go)
 	info        rooms.ConnectInfo // set by admit
 }
 
@@ -149,8 +153,13 @@ func (st *upgrade) onRequest(uri []byte) error {
 }
 
 func (st *upgrade) onHeader(key, value []byte) error {
-	if string(key) == "Origin" {
+	switch string(key) {
+	case "Origin":
 		st.h.origin = string(value)
+	case "X-Forwarded-For":
+		if len(st.s.o.TrustedProxies) > 0 {
+			st.h.xff = appendList(st.h.xff, value)
+		}
 	}
 	return nil
 }
@@ -162,6 +171,7 @@ func (st *upgrade) onBeforeUpgrade() (ws.HandshakeHeader, error) {
 
 // release returns st to the pool once the socket took what it keeps.
 func (st *upgrade) release() {
+	st.s.abandon(&st.h)
 	st.s, st.h, st.refusal, st.gate, st.limited = nil, handshake{}, nil, gateWriter{}, io.LimitedReader{}
 	upgrades.Put(st)
 }
@@ -211,8 +221,12 @@ func (s *Server) refuse(c net.Conn, err error) {
 	}
 	code, _, _, _ := publicError(err)
 	body := errorBody(code, err)
-	fmt.Fprintf(c, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
-		status, http.StatusText(status), len(body), body)
+	var retry string
+	if v := retryAfter(err); v != "" {
+		retry = "Retry-After: " + v + "\r\n"
+	}
+	fmt.Fprintf(c, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%sConnection: close\r\n\r\n%s",
+		status, http.StatusText(status), len(body), retry, body)
 	c.Close()
 }
 
@@ -220,6 +234,7 @@ func (s *Server) countRefusal(err error) {
 	if _, _, _, kind := publicError(err); kind != "" {
 		s.m.badInput.WithLabelValues(kind).Inc()
 	}
+	s.limits.countLimit(err)
 }
 
 // errorBody renders {"error":{"code":...,"message":...}}.
@@ -255,6 +270,9 @@ func WriteError(w http.ResponseWriter, err error) {
 func writeErrorStatus(w http.ResponseWriter, status int, err error) {
 	code, _, _, _ := publicError(err)
 	w.Header().Set("Content-Type", "application/json")
+	if v := retryAfter(err); v != "" {
+		w.Header().Set("Retry-After", v)
+	}
 	w.WriteHeader(status)
 	w.Write(errorBody(code, err))
 }
@@ -275,6 +293,9 @@ func (s *Server) admit(h *handshake) error {
 	if s.draining.Load() {
 		return errDraining
 	}
+	if err := s.admitLimits(h); err != nil {
+		return err
+	}
 	if !h.pathOK || !validName(h.class, h.room) {
 		return errBadName
 	}
@@ -286,6 +307,9 @@ func (s *Server) admit(h *handshake) error {
 	}
 	info, err := connectInfo(h)
 	if err != nil {
+		return err
+	}
+	if err := s.reserveSocket(h); err != nil {
 		return err
 	}
 	h.info = info
@@ -352,6 +376,10 @@ func (s *Server) upgradeHTTP(w http.ResponseWriter, r *http.Request) {
 		remote: r.RemoteAddr,
 		pathOK: true,
 	}
+	if len(s.o.TrustedProxies) > 0 {
+		h.xff = strings.Join(r.Header.Values("X-Forwarded-For"), ",")
+	}
+	defer s.abandon(&h)
 	if err := s.admit(&h); err != nil {
 		s.countRefusal(err)
 		WriteError(w, err)
@@ -420,6 +448,7 @@ func (s *Server) open(ctx context.Context, c net.Conn, h *handshake, early ...by
 		unix.Close(fd)
 		return
 	}
+	sk.quota = s.quotaFor(h) // from here on, finish gives back what it holds
 	s.socketOpened()
 	// Drain waits for handshakes (up to its deadline) and then closes every
 	// socket with 1012, so a Connect under way finishes rather than failing

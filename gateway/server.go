@@ -44,6 +44,7 @@ type Options struct {
 	DrainTimeout         time.Duration                   // for sockets to close on shutdown; default 5s
 	MaxPendingHandshakes int                             // connections still in their handshake; more are dropped; default 8192
 	Workers              int                             // epoll instances, each served by one goroutine; default 2 × GOMAXPROCS
+	Limits                                               // per client, per socket and per process (limits.go)
 }
 
 func (o *Options) init() error {
@@ -86,6 +87,9 @@ func (o *Options) init() error {
 	if o.Workers == 0 {
 		o.Workers = 2 * runtime.GOMAXPROCS(0)
 	}
+	if err := o.Limits.init(); err != nil {
+		return err
+	}
 	switch {
 	case o.MaxMessageBytes < 125:
 		return fmt.Errorf("gateway: MaxMessageBytes %d is below the 125 bytes of a control frame", o.MaxMessageBytes)
@@ -108,6 +112,7 @@ type Server struct {
 
 	fds     *fdTable
 	pollers []*poller
+	limits  *limiter
 
 	classNames sync.Map // class name → its one shared copy
 	nextID     atomic.Uint64
@@ -141,12 +146,17 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	limits, err := newLimiter(&o)
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
 		o:       o,
 		router:  o.Router,
 		log:     o.Logger,
 		m:       m,
 		fds:     fds,
+		limits:  limits,
 		hsConns: make(map[net.Conn]struct{}),
 		bound:   make(chan struct{}),
 		allDone: make(chan struct{}),
@@ -285,8 +295,14 @@ func (s *Server) accept(ctx context.Context, ln net.Listener) error {
 			c.Close()
 			continue
 		}
+		if !s.startPending(c) {
+			s.pending.Add(-1)
+			c.Close()
+			continue
+		}
 		if !s.handshakeStarted(c) {
 			s.pending.Add(-1)
+			s.donePending(c)
 			c.Close()
 			return nil
 		}
@@ -315,6 +331,7 @@ func (s *Server) handshakeDone(c net.Conn) {
 		delete(s.hsConns, c)
 		s.hsMu.Unlock()
 		s.pending.Add(-1)
+		s.donePending(c)
 	}
 	s.hsWait.Done()
 }
