@@ -56,6 +56,7 @@ var publicErrors = []struct {
 	{rooms.ErrRoomFull, "room_full", http.StatusServiceUnavailable, closePolicy, ""},
 	{errRateLimited, "rate_limited", http.StatusTooManyRequests, closePolicy, ""},
 	{errTooManySockets, "too_many_sockets", http.StatusTooManyRequests, closePolicy, ""},
+	{errNodeFull, "node_full", http.StatusServiceUnavailable, closeDraining, ""},
 }
 
 // publicError finds err's row; an unknown error is "internal", 500, 1011.

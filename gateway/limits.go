@@ -20,12 +20,14 @@ import (
 // requests per client, messages per socket) and the sockets per client are
 // off by default: clients behind one NAT share an address and load tests
 // come from one host. What is always on protects the node itself: the
-// handshakes in progress per address and the sockets per room. Every refusal is counted in roomgate_limited_total.
+// handshakes in progress per address, the descriptor reserve, and the
+// sockets per room. Every refusal is counted in roomgate_limited_total.
 
 // Errors of the limits; limitError says which limit refused.
 var (
 	errRateLimited    = errors.New("gateway: too many requests from this client, try again later")
 	errTooManySockets = errors.New("gateway: too many sockets open from this client")
+	errNodeFull       = errors.New("gateway: node is short of file descriptors, try again later")
 )
 
 // limitError is a refusal by one of the limits: kind labels
@@ -47,12 +49,14 @@ var limitKinds = []string{
 	"messages",          // close 1008 rate_limited: MessagesPerSecond on one socket
 	"room_full",         // 503 room_full before the upgrade, close 1008 after it: rooms.Options.MaxSockets
 	"rest_per_ip",       // 429 with Retry-After: RESTPerSecond
+	"descriptors",       // 503 node_full: past the descriptor reserve
 }
 
-// limiter holds the limits' state per client. Every method is safe for
-// concurrent use.
+// limiter holds the limits' state: per client, and the process's
+// descriptors. Every method is safe for concurrent use.
 type limiter struct {
 	ips     *ipTable
+	fds     *fdGauge
 	limited *prometheus.CounterVec
 
 	// The message cap as GCRA parameters, in nanoseconds: one message per
@@ -61,8 +65,13 @@ type limiter struct {
 }
 
 func newLimiter(o *Options) (*limiter, error) {
+	fds, err := newFDGauge(o.DescriptorReserve)
+	if err != nil {
+		return nil, err
+	}
 	l := &limiter{
 		ips: newIPTable(o.MaxTrackedIPs),
+		fds: fds,
 		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomgate_limited_total",
 			Help: "Handshakes, connections, messages and REST requests refused by a limit, by kind.",
@@ -104,12 +113,24 @@ func retryAfter(err error) string {
 	return strconv.Itoa(int(math.Ceil(le.retry.Seconds())))
 }
 
+// pendingCap is how many handshakes may be in progress at once. Past the
+// descriptor line it shrinks to half the reserve, so handshakes that will
+// be refused anyway cannot take the descriptors health checks need.
+func (s *Server) pendingCap() int64 {
+	max := int64(s.o.MaxPendingHandshakes)
+	if s.limits.fds.estimated() {
+		return min(max, (s.limits.fds.limit-s.limits.fds.soft.Load())/2)
+	}
+	return max
+}
+
 // startPending counts a connection's handshake against its TCP peer's
 // MaxPendingHandshakesPerIP, before a byte of it is read: this is what
 // stops one address trickling thousands of handshakes (slowloris) from
 // filling MaxPendingHandshakes for everyone. A trusted proxy is exempt:
 // it speaks for many clients, and reads their headers before it connects.
 func (s *Server) startPending(c net.Conn) bool {
+	s.limits.fds.accepted()
 	ip := connIP(c)
 	if isTrusted(ip, s.o.TrustedProxies) || s.limits.ips.startPending(ipKey(ip), int32(s.o.MaxPendingHandshakesPerIP)) {
 		return true
@@ -124,10 +145,13 @@ func (s *Server) donePending(c net.Conn) {
 	}
 }
 
-// admitLimits runs first in admission: who the client is, and the
-// handshake rate, which every attempt pays, good or bad.
+// admitLimits runs first in admission: who the client is, the descriptor
+// reserve, and the handshake rate, which every attempt pays, good or bad.
 func (s *Server) admitLimits(h *handshake) error {
 	h.ip = clientIP(peerIP(h.remote), h.xff, s.o.TrustedProxies)
+	if s.limits.fds.pressed() {
+		return &limitError{err: errNodeFull, kind: "descriptors"}
+	}
 	if s.o.HandshakesPerIP > 0 {
 		if ok, wait := s.limits.ips.allow(ipKey(h.ip), handshakeBucket, s.o.HandshakesPerIP); !ok {
 			return &limitError{err: errRateLimited, kind: "handshakes_per_ip", retry: wait}
@@ -238,6 +262,40 @@ func (s *Server) limitREST(next http.Handler) http.Handler {
 	})
 }
 
+// shedLoad refuses plain HTTP past the descriptor line, but for health
+// checks, metrics and node-to-node links: those are what an operator and
+// the cluster need to see and fix a node in trouble.
+func (s *Server) shedLoad(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.limits.fds.pressed() {
+			w.Header().Set("Connection", "close")
+			switch r.URL.Path {
+			case "/healthz", "/readyz", "/metrics", rooms.LinkPath:
+			default:
+				s.fail(w, &limitError{err: errNodeFull, kind: "descriptors"})
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// watchDescriptors turns HTTP keep-alive off while the process is past its
+// descriptor line, which also closes the idle keep-alive connections at
+// once; on again once it is back under.
+func (s *Server) watchDescriptors(hs *http.Server) {
+	f := func(over bool) {
+		hs.SetKeepAlivesEnabled(!over)
+		if over {
+			s.log.Warn("open descriptors past the reserve line: refusing new sockets, keep-alive off",
+				"line", s.limits.fds.soft.Load(), "limit", s.limits.fds.limit)
+		} else {
+			s.log.Info("open descriptors back under the reserve line", "line", s.limits.fds.soft.Load())
+		}
+	}
+	s.limits.fds.onChange.Store(&f)
+}
+
 // Limits are the Options of the limits, embedded in Options. A zero field
 // means its default; DESIGN §1 gives the flag of each.
 type Limits struct {
@@ -247,7 +305,9 @@ type Limits struct {
 	MaxPendingHandshakesPerIP int            // in progress per TCP peer; past it the connection is closed; default 256
 	MessagesPerSecond         float64        // per socket, burst 2×; past it close 1008 rate_limited; default 0: no cap
 	RESTPerSecond             float64        // REST requests per second per client, burst 2×; past it 429 with Retry-After; default 0: no cap
+	DescriptorReserve         int            // descriptors kept for health checks, metrics, storage and links; default 5% of RLIMIT_NOFILE, 64 to 4096
 	MaxTrackedIPs             int            // clients whose state is kept before the least recently seen idle ones go; default 65536
+	HTTPIdleTimeout           time.Duration  // an idle plain-HTTP keep-alive connection is closed after it; default 30s
 }
 
 func (o *Limits) init() error {
@@ -256,6 +316,9 @@ func (o *Limits) init() error {
 	}
 	if o.MaxTrackedIPs == 0 {
 		o.MaxTrackedIPs = 1 << 16
+	}
+	if o.HTTPIdleTimeout == 0 {
+		o.HTTPIdleTimeout = 30 * time.Second
 	}
 	for name, v := range map[string]float64{"HandshakesPerIP": o.HandshakesPerIP, "MessagesPerSecond": o.MessagesPerSecond, "RESTPerSecond": o.RESTPerSecond} {
 		if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
@@ -267,7 +330,7 @@ func (o *Limits) init() error {
 			return errors.New("gateway: TrustedProxies holds an invalid prefix")
 		}
 	}
-	if o.MaxConnsPerIP < 0 || o.MaxPendingHandshakesPerIP < 0 || o.MaxTrackedIPs < 0 {
+	if o.MaxConnsPerIP < 0 || o.MaxPendingHandshakesPerIP < 0 || o.DescriptorReserve < 0 || o.MaxTrackedIPs < 0 || o.HTTPIdleTimeout < 0 {
 		return errors.New("gateway: negative option")
 	}
 	if o.MaxConnsPerIP > math.MaxInt32 || o.MaxPendingHandshakesPerIP > math.MaxInt32 {

@@ -224,12 +224,13 @@ func (s *Server) Run(ctx context.Context) error {
 		Handler:           s.routes(),
 		ReadHeaderTimeout: s.o.HandshakeTimeout,
 		MaxHeaderBytes:    maxHandshakeBytes,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       s.o.HTTPIdleTimeout,
 		ConnState:         func(c net.Conn, st http.ConnState) { marks.connState(c, st); s.trackHTTPConn(st) },
 		ConnContext:       marks.connContext,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
+	s.watchDescriptors(hs)
 
 	// Workers outlive ctx: they deliver the Closed reports drain waits for.
 	// Their own context ends only when drain gives up on the stragglers.
@@ -289,7 +290,7 @@ func (s *Server) accept(ctx context.Context, ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-		if s.pending.Add(1) > int64(s.o.MaxPendingHandshakes) {
+		if s.pending.Add(1) > s.pendingCap() {
 			s.pending.Add(-1)
 			s.m.badInput.WithLabelValues("handshake_flood").Inc()
 			c.Close()
@@ -563,6 +564,7 @@ func markServed(next http.Handler) http.Handler {
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(markServed)
+	r.Use(s.shedLoad)
 	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"status":"ok"}` + "\n"))
