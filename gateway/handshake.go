@@ -43,6 +43,7 @@ type handshake struct {
 	origin      string
 	remote      string
 	pathOK      bool
+	origins     int               // Origin headers seen: a second one is refused
 	xff         string            // X-Forwarded-For values, kept only when a proxy is trusted
 	ip          netip.Addr        // the client, set by admit (clientip.go)
 	slot        *ipEntry          // a socket reserved for the client, until its socket adopts it (limits.go)
@@ -107,6 +108,9 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		s.open(ctx, c, h)
 	case st.refusal != nil:
 		s.refuse(c, st.refusal)
+	case st.limited.N <= 0:
+		// The request line and headers ran past maxHandshakeBytes.
+		s.refuseLingering(c, errHeaderTooLarge)
 	case st.gate.status != 0:
 		// gobwas/ws found the request itself wrong. Admission still comes
 		// first, so the answer is the same as on the chi path.
@@ -156,6 +160,7 @@ func (st *upgrade) onHeader(key, value []byte) error {
 	switch string(key) {
 	case "Origin":
 		st.h.origin = string(value)
+		st.h.origins++
 	case "X-Forwarded-For":
 		if len(st.s.o.TrustedProxies) > 0 {
 			st.h.xff = appendList(st.h.xff, value)
@@ -213,6 +218,33 @@ func (e *handshakeError) Unwrap() error { return errBadHandshake }
 // cookie tried by hand); a client that drops its input on a reset sees a
 // failed request, which client.js treats as no answer and reconnects.
 func (s *Server) refuse(c net.Conn, err error) {
+	s.writeRefusal(c, err)
+	c.Close()
+}
+
+// refuseLingering refuses a request that was cut off before its end: it
+// answers, sends FIN, and reads what the client is still sending for a
+// moment before closing. Closing with unread input would send a reset,
+// and a client that gets it before our answer sees a dropped connection
+// instead of the status (a 431 for headers over the limit).
+func (s *Server) refuseLingering(c net.Conn, err error) {
+	s.writeRefusal(c, err)
+	if tc, ok := c.(interface{ CloseWrite() error }); ok {
+		tc.CloseWrite()
+		c.SetReadDeadline(time.Now().Add(lingerTime))
+		io.Copy(io.Discard, io.LimitReader(c, lingerBytes))
+	}
+	c.Close()
+}
+
+// The most refuseLingering reads after its answer, in time and bytes.
+const (
+	lingerTime  = time.Second
+	lingerBytes = 256 << 10
+)
+
+// writeRefusal counts err and writes it as refuse does, leaving c open.
+func (s *Server) writeRefusal(c net.Conn, err error) {
 	s.countRefusal(err)
 	_, status, _, _ := publicError(err)
 	var herr *handshakeError
@@ -227,7 +259,6 @@ func (s *Server) refuse(c net.Conn, err error) {
 	}
 	fmt.Fprintf(c, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%sConnection: close\r\n\r\n%s",
 		status, http.StatusText(status), len(body), retry, body)
-	c.Close()
 }
 
 func (s *Server) countRefusal(err error) {
@@ -299,6 +330,9 @@ func (s *Server) admit(h *handshake) error {
 	if !h.pathOK || !validName(h.class, h.room) {
 		return errBadName
 	}
+	if h.origins > 1 {
+		return errDuplicateOrigin
+	}
 	if len(s.origins) > 0 && h.origin != "" && !s.origins[strings.ToLower(h.origin)] {
 		return errOrigin
 	}
@@ -369,12 +403,13 @@ func (s *Server) upgradeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.handshakeDone(nil)
 	h := handshake{
-		class:  chi.URLParam(r, "class"),
-		room:   chi.URLParam(r, "room"),
-		query:  r.URL.RawQuery,
-		origin: r.Header.Get("Origin"),
-		remote: r.RemoteAddr,
-		pathOK: true,
+		class:   chi.URLParam(r, "class"),
+		room:    chi.URLParam(r, "room"),
+		query:   r.URL.RawQuery,
+		origin:  r.Header.Get("Origin"),
+		origins: len(r.Header.Values("Origin")),
+		remote:  r.RemoteAddr,
+		pathOK:  true,
 	}
 	if len(s.o.TrustedProxies) > 0 {
 		h.xff = strings.Join(r.Header.Values("X-Forwarded-For"), ",")
