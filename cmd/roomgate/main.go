@@ -79,7 +79,12 @@ func serve(args []string) error {
 	leaseTTL := fs.Duration("lease-ttl", 5*time.Second, "room lease time-to-live in cluster mode")
 	clusterSecret := fs.String("cluster-secret", "", "when set, node-to-node links must present it")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	limitFlags := addLimitFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	limits, err := limitFlags.gateway()
+	if err != nil {
 		return err
 	}
 	var level slog.Level
@@ -128,6 +133,7 @@ func serve(args []string) error {
 		Coordinator:    coord,
 		LeaseTTL:       *leaseTTL,
 		ClusterSecret:  *clusterSecret,
+		MaxSockets:     *limitFlags.maxSocketsPerRoom,
 	})
 	if err != nil {
 		return err
@@ -143,6 +149,7 @@ func serve(args []string) error {
 		Handler:         pages(rt.LinkHandler(), web.Handler()),
 		AllowedOrigins:  splitList(*origins),
 		MaxMessageBytes: *maxMessage,
+		Limits:          limits,
 	})
 	if err != nil {
 		return err
