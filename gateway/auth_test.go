@@ -126,12 +126,12 @@ func rawUpgrade(t *testing.T, ts *testServer, path, headers string, keepAlive bo
 	}{br, c}
 }
 
-func errorCode(t *testing.T, resp *http.Response) string {
-	t.Helper()
+func errorCode(tb testing.TB, resp *http.Response) string {
+	tb.Helper()
 	defer resp.Body.Close()
 	var e apiError
 	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || e.Error.Message == "" {
-		t.Fatalf("%d: body is not a JSON error: %v", resp.StatusCode, err)
+		tb.Fatalf("%d: body is not a JSON error: %v", resp.StatusCode, err)
 	}
 	return e.Error.Code
 }

@@ -45,8 +45,9 @@
 // held while taking a poller's mu (poller.go), because ending a socket
 // under wmu queues its reader (terminateLocked, kickReader, push).
 // Otherwise:
-//   - poller.mu, fdTable.mu (fdtable.go) and Server.hsMu (server.go) are
-//     leaves: nothing else is locked while one is held.
+//   - poller.mu, fdTable.mu (fdtable.go), Server.hsMu (server.go) and
+//     ipShard.mu (iptable.go) are leaves: nothing else is locked while
+//     one is held.
 //   - no goroutine holds two sockets' wmu at once.
 //   - no gateway lock is held while calling the Router, Admin, Ready or
 //     Options.Handler. The Router may call a socket's methods, which take

@@ -16,6 +16,9 @@ var (
 	errOrigin       = errors.New("gateway: origin not allowed")
 	errDraining     = errors.New("gateway: node is draining")
 	errUnknownClass = rooms.ErrUnknownClass
+
+	errDuplicateOrigin = errors.New("gateway: more than one Origin header")
+	errHeaderTooLarge  = errors.New("gateway: request line and headers over 16 KiB")
 )
 
 // publicErrors is the one table that maps errors to the public codes of
@@ -62,6 +65,13 @@ var publicErrors = []struct {
 	// An id that cannot be parsed names no socket, as the contract's 404
 	// says, but unlike an id that merely left it is the client's mistake.
 	{errBadSocketID, "socket_not_found", http.StatusNotFound, 4404, "bad_request"},
+	// The limits (limits.go); roomgate_limited_total counts them.
+	{rooms.ErrRoomFull, "room_full", http.StatusServiceUnavailable, closePolicy, ""},
+	{errRateLimited, "rate_limited", http.StatusTooManyRequests, closePolicy, ""},
+	{errTooManySockets, "too_many_sockets", http.StatusTooManyRequests, closePolicy, ""},
+	{errNodeFull, "node_full", http.StatusServiceUnavailable, closeDraining, ""},
+	{errDuplicateOrigin, "bad_handshake", http.StatusBadRequest, closeProtocolError, "origin"},
+	{errHeaderTooLarge, "header_too_large", http.StatusRequestHeaderFieldsTooLarge, closeProtocolError, "handshake"},
 }
 
 // publicError finds err's row; an unknown error is "internal", 500, 1011.

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -42,6 +43,10 @@ type handshake struct {
 	origin      string
 	remote      string
 	pathOK      bool
+	origins     int               // Origin headers seen: a second one is refused
+	xff         string            // X-Forwarded-For values, kept only when a proxy is trusted
+	ip          netip.Addr        // the client, set by admit (clientip.go)
+	slot        *ipEntry          // a socket reserved for the client, until its socket adopts it (limits.go)
 	info        rooms.ConnectInfo // set by admit
 
 	authorization  string // the Authorization header, kept only when a key is configured
@@ -107,6 +112,9 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		s.open(ctx, c, h)
 	case st.refusal != nil:
 		s.refuse(c, st.refusal)
+	case st.limited.N <= 0:
+		// The request line and headers ran past maxHandshakeBytes.
+		s.refuseLingering(c, errHeaderTooLarge)
 	case st.gate.status != 0:
 		// gobwas/ws found the request itself wrong. Admission still comes
 		// first, so the answer is the same as on the chi path.
@@ -156,9 +164,14 @@ func (st *upgrade) onHeader(key, value []byte) error {
 	switch string(key) {
 	case "Origin":
 		st.h.origin = string(value)
+		st.h.origins++
 	case "Authorization":
 		if st.s.o.Auth != nil { // dev mode has no use for it: no copy
 			st.h.setAuthorization(string(value))
+		}
+	case "X-Forwarded-For":
+		if len(st.s.o.TrustedProxies) > 0 {
+			st.h.xff = appendList(st.h.xff, value)
 		}
 	}
 	return nil
@@ -171,6 +184,7 @@ func (st *upgrade) onBeforeUpgrade() (ws.HandshakeHeader, error) {
 
 // release returns st to the pool once the socket took what it keeps.
 func (st *upgrade) release() {
+	st.s.abandon(&st.h)
 	st.s, st.h, st.refusal, st.gate, st.limited = nil, handshake{}, nil, gateWriter{}, io.LimitedReader{}
 	upgrades.Put(st)
 }
@@ -212,6 +226,33 @@ func (e *handshakeError) Unwrap() error { return errBadHandshake }
 // cookie tried by hand); a client that drops its input on a reset sees a
 // failed request, which client.js treats as no answer and reconnects.
 func (s *Server) refuse(c net.Conn, err error) {
+	s.writeRefusal(c, err)
+	c.Close()
+}
+
+// refuseLingering refuses a request that was cut off before its end: it
+// answers, sends FIN, and reads what the client is still sending for a
+// moment before closing. Closing with unread input would send a reset,
+// and a client that gets it before our answer sees a dropped connection
+// instead of the status (a 431 for headers over the limit).
+func (s *Server) refuseLingering(c net.Conn, err error) {
+	s.writeRefusal(c, err)
+	if tc, ok := c.(interface{ CloseWrite() error }); ok {
+		tc.CloseWrite()
+		c.SetReadDeadline(time.Now().Add(lingerTime))
+		io.Copy(io.Discard, io.LimitReader(c, lingerBytes))
+	}
+	c.Close()
+}
+
+// The most refuseLingering reads after its answer, in time and bytes.
+const (
+	lingerTime  = time.Second
+	lingerBytes = 256 << 10
+)
+
+// writeRefusal counts err and writes it as refuse does, leaving c open.
+func (s *Server) writeRefusal(c net.Conn, err error) {
 	s.countRefusal(err)
 	_, status, _, _ := publicError(err)
 	var herr *handshakeError
@@ -220,15 +261,19 @@ func (s *Server) refuse(c net.Conn, err error) {
 	}
 	code, _, _, _ := publicError(err)
 	body := errorBody(code, err)
-	fmt.Fprintf(c, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
-		status, http.StatusText(status), len(body), body)
-	c.Close()
+	var retry string
+	if v := retryAfter(err); v != "" {
+		retry = "Retry-After: " + v + "\r\n"
+	}
+	fmt.Fprintf(c, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%sConnection: close\r\n\r\n%s",
+		status, http.StatusText(status), len(body), retry, body)
 }
 
 func (s *Server) countRefusal(err error) {
 	if _, _, _, kind := publicError(err); kind != "" {
 		s.m.badInput.WithLabelValues(kind).Inc()
 	}
+	s.limits.countLimit(err)
 }
 
 // errorBody renders {"error":{"code":...,"message":...}}.
@@ -264,6 +309,9 @@ func WriteError(w http.ResponseWriter, err error) {
 func writeErrorStatus(w http.ResponseWriter, status int, err error) {
 	code, _, _, _ := publicError(err)
 	w.Header().Set("Content-Type", "application/json")
+	if v := retryAfter(err); v != "" {
+		w.Header().Set("Retry-After", v)
+	}
 	w.WriteHeader(status)
 	w.Write(errorBody(code, err))
 }
@@ -284,8 +332,14 @@ func (s *Server) admit(h *handshake) error {
 	if s.draining.Load() {
 		return errDraining
 	}
+	if err := s.admitLimits(h); err != nil {
+		return err
+	}
 	if !h.pathOK || !validName(h.class, h.room) {
 		return errBadName
+	}
+	if h.origins > 1 {
+		return errDuplicateOrigin
 	}
 	if len(s.origins) > 0 && h.origin != "" && !s.origins[strings.ToLower(h.origin)] {
 		return errOrigin
@@ -302,6 +356,14 @@ func (s *Server) admit(h *handshake) error {
 	}
 	if err != nil {
 		return err
+	}
+	if err := s.reserveSocket(h); err != nil {
+		return err
+	}
+	if h.ip.IsValid() && h.ip != peerIP(h.remote) {
+		// Behind a trusted proxy the room, and its limits, see the client
+		// it forwarded for, not the proxy; its port is unknown.
+		info.RemoteAddr = netip.AddrPortFrom(h.ip, 0).String()
 	}
 	h.info = info
 	return s.admitRoom(h)
@@ -370,18 +432,23 @@ func (s *Server) upgradeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.handshakeDone(nil)
 	h := handshake{
-		class:  chi.URLParam(r, "class"),
-		room:   chi.URLParam(r, "room"),
-		query:  r.URL.RawQuery,
-		origin: r.Header.Get("Origin"),
-		remote: r.RemoteAddr,
-		pathOK: true,
+		class:   chi.URLParam(r, "class"),
+		room:    chi.URLParam(r, "room"),
+		query:   r.URL.RawQuery,
+		origin:  r.Header.Get("Origin"),
+		origins: len(r.Header.Values("Origin")),
+		remote:  r.RemoteAddr,
+		pathOK:  true,
 	}
 	if s.o.Auth != nil {
 		for _, v := range r.Header.Values("Authorization") {
 			h.setAuthorization(v)
 		}
 	}
+	if len(s.o.TrustedProxies) > 0 {
+		h.xff = strings.Join(r.Header.Values("X-Forwarded-For"), ",")
+	}
+	defer s.abandon(&h)
 	if err := s.admit(&h); err != nil {
 		s.countRefusal(err)
 		WriteError(w, err)
@@ -451,6 +518,7 @@ func (s *Server) open(ctx context.Context, c net.Conn, h *handshake, early ...by
 		unix.Close(fd)
 		return
 	}
+	sk.quota = s.quotaFor(h) // from here on, finish gives back what it holds
 	s.socketOpened()
 	// Drain waits for handshakes (up to its deadline) and then closes every
 	// socket with 1012, so a Connect under way finishes rather than failing

@@ -29,6 +29,7 @@ var (
 // rest mounts the admin API of DESIGN §1 under /v1.
 func (s *Server) rest(r chi.Router) {
 	r.Route("/v1", func(r chi.Router) {
+		r.Use(s.limitREST)
 		r.Use(s.adminOnly)
 		r.NotFound(func(w http.ResponseWriter, r *http.Request) { s.fail(w, errNotFound) })
 		r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) { s.fail(w, errMethod) })

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"testing"
 	"time"
@@ -16,33 +15,6 @@ import (
 	"github.com/roomgate/roomgate/internal/testkit"
 	"github.com/roomgate/roomgate/rooms"
 )
-
-// dialFrom opens a WebSocket from a given loopback address; the error is a
-// ws.StatusError for a refused upgrade.
-func dialFrom(t *testing.T, ts *testServer, local, path string) (net.Conn, error) {
-	t.Helper()
-	d := ws.Dialer{NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
-		return nd.DialContext(ctx, network, addr)
-	}}
-	c, br, _, err := d.Dial(context.Background(), ts.url+path)
-	if err != nil {
-		return nil, err
-	}
-	t.Cleanup(func() { c.Close() })
-	if br != nil {
-		// Frames that came with the 101 wait in br.
-		return &readFirst{Conn: c, r: io.MultiReader(br, c)}, nil
-	}
-	return c, nil
-}
-
-type readFirst struct {
-	net.Conn
-	r io.Reader
-}
-
-func (c *readFirst) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // TestRoomCreationPerIP: with RoomCreatesPerIP set, a client address that
 // creates rooms faster than the rate (burst 2×: here one every two
@@ -56,7 +28,7 @@ func TestRoomCreationPerIP(t *testing.T) {
 	ts := startServer(t, Options{Router: rt, Admin: rt})
 	// A room that is only stored: a counter with a value, its socket gone,
 	// the room out of memory.
-	c, err := dialFrom(t, ts, "127.0.0.3", "/ws/counter/kept")
+	c, err := dialFromErr(t, ts, "127.0.0.3", "/ws/counter/kept")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,22 +43,22 @@ func TestRoomCreationPerIP(t *testing.T) {
 		}
 		return nil
 	})
-	if _, err := dialFrom(t, ts, "127.0.0.1", "/ws/echo/new-1"); err != nil {
+	if _, err := dialFromErr(t, ts, "127.0.0.1", "/ws/echo/new-1"); err != nil {
 		t.Fatalf("a first new room: %v", err)
 	}
-	_, err = dialFrom(t, ts, "127.0.0.1", "/ws/echo/new-2")
+	_, err = dialFromErr(t, ts, "127.0.0.1", "/ws/echo/new-2")
 	var se ws.StatusError
 	if !errors.As(err, &se) || int(se) != 429 {
 		t.Fatalf("a second new room at once: %v, want 429", err)
 	}
 	// Rooms that exist are not creations.
 	for _, path := range []string{"/ws/echo/new-1", "/ws/counter/kept"} {
-		if _, err := dialFrom(t, ts, "127.0.0.1", path); err != nil {
+		if _, err := dialFromErr(t, ts, "127.0.0.1", path); err != nil {
 			t.Fatalf("%s, which exists: %v", path, err)
 		}
 	}
 	// Another address has its own bucket.
-	if _, err := dialFrom(t, ts, "127.0.0.2", "/ws/echo/new-3"); err != nil {
+	if _, err := dialFromErr(t, ts, "127.0.0.2", "/ws/echo/new-3"); err != nil {
 		t.Fatalf("a new room from 127.0.0.2: %v", err)
 	}
 	// The refusal is the contract's JSON error.

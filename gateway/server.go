@@ -49,6 +49,7 @@ type Options struct {
 	MaxPendingHandshakes int                             // connections still in their handshake; more are dropped; default 8192
 	Workers              int                             // epoll instances, each served by one goroutine; default 2 × GOMAXPROCS
 	Auth                 *auth.Verifier                  // checks tokens; nil: dev mode (anyone, ?user=; admin API from this machine only)
+	Limits                                               // per client, per socket and per process (limits.go)
 }
 
 func (o *Options) init() error {
@@ -95,6 +96,9 @@ func (o *Options) init() error {
 	if o.Workers == 0 {
 		o.Workers = 2 * runtime.GOMAXPROCS(0)
 	}
+	if err := o.Limits.init(); err != nil {
+		return err
+	}
 	switch {
 	case o.MaxMessageBytes < 125:
 		return fmt.Errorf("gateway: MaxMessageBytes %d is below the 125 bytes of a control frame", o.MaxMessageBytes)
@@ -117,6 +121,7 @@ type Server struct {
 
 	fds     *fdTable
 	pollers []*poller
+	limits  *limiter
 
 	classNames sync.Map // class name → its one shared copy
 	nextID     atomic.Uint64
@@ -150,12 +155,17 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	limits, err := newLimiter(&o)
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
 		o:       o,
 		router:  o.Router,
 		log:     o.Logger,
 		m:       m,
 		fds:     fds,
+		limits:  limits,
 		hsConns: make(map[net.Conn]struct{}),
 		bound:   make(chan struct{}),
 		allDone: make(chan struct{}),
@@ -228,12 +238,13 @@ func (s *Server) Run(ctx context.Context) error {
 		Handler:           s.routes(),
 		ReadHeaderTimeout: s.o.HandshakeTimeout,
 		MaxHeaderBytes:    maxHandshakeBytes,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       s.o.HTTPIdleTimeout,
 		ConnState:         func(c net.Conn, st http.ConnState) { marks.connState(c, st); s.trackHTTPConn(st) },
 		ConnContext:       marks.connContext,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
+	s.watchDescriptors(hs)
 
 	// Workers outlive ctx: they deliver the Closed reports drain waits for.
 	// Their own context ends only when drain gives up on the stragglers.
@@ -293,14 +304,20 @@ func (s *Server) accept(ctx context.Context, ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-		if s.pending.Add(1) > int64(s.o.MaxPendingHandshakes) {
+		if s.pending.Add(1) > s.pendingCap() {
 			s.pending.Add(-1)
 			s.m.badInput.WithLabelValues("handshake_flood").Inc()
 			c.Close()
 			continue
 		}
+		if !s.startPending(c) {
+			s.pending.Add(-1)
+			c.Close()
+			continue
+		}
 		if !s.handshakeStarted(c) {
 			s.pending.Add(-1)
+			s.donePending(c)
 			c.Close()
 			return nil
 		}
@@ -329,6 +346,7 @@ func (s *Server) handshakeDone(c net.Conn) {
 		delete(s.hsConns, c)
 		s.hsMu.Unlock()
 		s.pending.Add(-1)
+		s.donePending(c)
 	}
 	s.hsWait.Done()
 }
@@ -565,6 +583,7 @@ func markServed(next http.Handler) http.Handler {
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(markServed)
+	r.Use(s.shedLoad)
 	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"status":"ok"}` + "\n"))

@@ -52,6 +52,8 @@ type socket struct {
 	lingering bool     // the connection failed: discard input until EOF
 	refused   bool     // Connect failed: the room never had it, so it hears no Closed
 
+	quota *socketQuota // reader-owned too: its share of the limits; nil while no cap needs one (limits.go)
+
 	wmu        sync.Mutex
 	out        *outbound // frames the kernel has not taken yet; nil when empty
 	wstate     uint8
@@ -562,6 +564,7 @@ func (s *socket) finish(w *worker) {
 	if !s.refused {
 		s.srv.router.Closed(s.addr, s, code, reason)
 	}
+	s.srv.socketEnded(s.quota)
 	s.srv.socketFinished(code)
 }
 
@@ -577,6 +580,9 @@ func (k *sink) message(op ws.OpCode, data []byte) {
 	k.messages++
 	if s.closing.Load() {
 		return // after a close frame, data is discarded (RFC 6455 §1.4)
+	}
+	if s.overRate() {
+		return
 	}
 	if s.autoRespond(op, data) {
 		return

@@ -26,8 +26,11 @@ type Admitter interface {
 	Admit(ctx context.Context, a Addr, info ConnectInfo) error
 }
 
-// Admit implements Admitter. A socket for a room with no instance on this
-// node, no known owner elsewhere and nothing stored would create the room:
+// Admit implements Admitter. A socket for a room running here that already
+// has MaxSockets is refused with ErrRoomFull (503 before the upgrade; a
+// room elsewhere or asleep refuses it at Connect, with close 1008). A
+// socket for a room with no instance on this node, no known owner
+// elsewhere and nothing stored would create the room:
 // with RoomCreatesPerIP set, each such socket takes a token from its
 // client address's bucket, and one that finds it empty is refused with
 // ErrTooManyRooms, counted as roomgate_room_limited_total{kind="room_creation"}.
@@ -35,6 +38,9 @@ type Admitter interface {
 // busy rooms are never limited. When storage cannot say whether a room
 // exists, the socket is let in: Connect will fail it if the store is down.
 func (rt *Runtime) Admit(ctx context.Context, a Addr, info ConnectInfo) error {
+	if rt.Full(a) {
+		return ErrRoomFull
+	}
 	if rt.creates == nil || rt.active(a) != nil || rt.cl.cachedOwner(a) != "" {
 		return nil
 	}
@@ -49,9 +55,8 @@ func (rt *Runtime) Admit(ctx context.Context, a Addr, info ConnectInfo) error {
 }
 
 // clientIP is the address a limit per client counts against: the host of
-// info.RemoteAddr. The gateway sets RemoteAddr to the TCP peer; a gateway
-// that resolves the client behind trusted proxies should put the client's
-// address there instead.
+// info.RemoteAddr, which the gateway sets to the client: the TCP peer, or
+// behind a trusted proxy the address it forwarded for.
 func clientIP(info ConnectInfo) string {
 	host, _, err := net.SplitHostPort(info.RemoteAddr)
 	if err != nil {

@@ -327,7 +327,8 @@ func (cl *cluster) ask(l *link, m *linkMsg) {
 // Errors over the link: a small table, so the edge maps the owner's error
 // to the same close code and HTTP status a local room would have caused.
 var linkErrs = []error{nil, ErrUnknownClass, ErrRefused, ErrFailed, ErrOverloaded, ErrDraining,
-	ErrRoomNotFound, ErrSocketNotFound, ErrNoRequestHandler, ErrBadRequest, ErrLimit, errNotOwner, ErrUnavailable}
+	ErrRoomNotFound, ErrSocketNotFound, ErrNoRequestHandler, ErrBadRequest, ErrLimit, errNotOwner, ErrUnavailable,
+	ErrRoomFull} // append only: a node of the last release decodes a new code as text
 
 // codeCloseError marks a CloseError: its code travels in token.
 const codeCloseError = 100

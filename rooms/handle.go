@@ -227,6 +227,10 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 	}
 	switch ev.kind {
 	case evConnect:
+		if len(in.list) >= in.rt.o.MaxSockets {
+			ev.reply.answer(ErrRoomFull)
+			return
+		}
 		edge := in.rt.o.NodeID
 		if rs, ok := ev.sock.(*remoteSocket); ok {
 			edge, rs.in = rs.edge, in

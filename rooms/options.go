@@ -25,6 +25,7 @@ type Options struct {
 	HibernateAfter   time.Duration         // a room with no event for this long leaves memory, its sockets stay open; default 10s
 	MaxActiveRooms   int                   // rooms in memory past which the least recently used idle ones are evicted; default 0: no cap
 	MaxQueuedEvents  int                   // per room; past it the socket with the most queued messages is closed with 1008; default 10000
+	MaxSockets       int                   // per room; past it Connect fails with ErrRoomFull; default 32768, as Durable Objects allows
 	MaxRoomBytes     int64                 // a room's stored keys and values; a write past it fails with ErrLimit; default 128 MiB
 	RoomCreatesPerIP float64               // rooms one client address may create per second (burst 2×) before Admit refuses with ErrTooManyRooms; default 0: no cap
 	CommitTimeout    time.Duration         // for one commit; default 10s
@@ -92,6 +93,9 @@ func (o *Options) init() error {
 		// database.
 		o.MaxRoomBytes = 128 << 20
 	}
+	if o.MaxSockets == 0 {
+		o.MaxSockets = 32768
+	}
 	if o.CommitTimeout == 0 {
 		o.CommitTimeout = 10 * time.Second
 	}
@@ -117,7 +121,7 @@ func (o *Options) init() error {
 	case o.Address == "":
 		return errors.New("rooms: a shared Coordinator needs Options.Address, where other nodes reach this one")
 	}
-	if o.HibernateAfter < 0 || o.LeaseTTL < 0 || o.MaxActiveRooms < 0 || o.MaxQueuedEvents < 0 || o.MaxRoomBytes < 0 || o.RoomCreatesPerIP < 0 || o.CommitTimeout < 0 || o.AlarmRetryBase < 0 || o.StartupWakes < 0 {
+	if o.HibernateAfter < 0 || o.LeaseTTL < 0 || o.MaxActiveRooms < 0 || o.MaxQueuedEvents < 0 || o.MaxSockets < 0 || o.MaxRoomBytes < 0 || o.RoomCreatesPerIP < 0 || o.CommitTimeout < 0 || o.AlarmRetryBase < 0 || o.StartupWakes < 0 {
 		return errors.New("rooms: negative option")
 	}
 	return nil

@@ -23,6 +23,7 @@ var (
 	ErrNoRequestHandler = errors.New("rooms: class has no request handler")
 	ErrBadRequest       = errors.New("rooms: bad request")
 	ErrLimit            = errors.New("rooms: limit exceeded")
+	ErrRoomFull         = errors.New("rooms: room is full")
 )
 
 // Addr names one room: a registered class and a room name within it.

@@ -87,7 +87,12 @@ func serve(args []string) error {
 	authOpts := addAuthFlags(fs)
 	tlsCert := fs.String("tls-cert", "", "PEM certificate (chain): serve HTTPS and WSS on -addr; reloaded on SIGHUP")
 	tlsKey := fs.String("tls-key", "", "PEM private key of -tls-cert")
+	limitFlags := addLimitFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	limits, err := limitFlags.gateway()
+	if err != nil {
 		return err
 	}
 	var level slog.Level
@@ -153,6 +158,7 @@ func serve(args []string) error {
 		Coordinator:      coord,
 		LeaseTTL:         *leaseTTL,
 		ClusterSecret:    *clusterSecret,
+		MaxSockets:       *limitFlags.maxSocketsPerRoom,
 	})
 	if err != nil {
 		return err
@@ -183,6 +189,7 @@ func serve(args []string) error {
 		Handler:         pages(rt.LinkHandler(), web.Handler()),
 		AllowedOrigins:  splitList(*origins),
 		MaxMessageBytes: *maxMessage,
+		Limits:          limits,
 	})
 	if err != nil {
 		return err
