@@ -97,20 +97,3 @@ func expect(tb testing.TB, v *Verifier, tok string, want error) {
 		tb.Errorf("Verify = %+v, %v; want an error wrapping %q", c, err, want)
 	}
 }
-
-// eventually calls f every 10 ms until it returns nil, and fails the test
-// with its last error once within has passed.
-func eventually(tb testing.TB, within time.Duration, f func() error) {
-	tb.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("after %v: %v", within, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/MicahParks/jwkset"
+	"github.com/roomgate/roomgate/internal/testkit"
 )
 
 // jwksServer serves a JWKS whose keys the test replaces, counting fetches.
@@ -90,7 +91,7 @@ func TestJWKSRotation(t *testing.T) {
 	tokA := mint(t, MintOptions{PrivateKey: a.priv, KeyID: "a"}, claims())
 	expect(t, v, tokA, ErrInvalid) // Run has not fetched yet
 	run(t, v)
-	eventually(t, 5*time.Second, func() error {
+	testkit.Eventually(t, 5*time.Second, func() error {
 		if err := v.Ready(); err != nil {
 			return err
 		}
@@ -110,7 +111,7 @@ func TestJWKSRotation(t *testing.T) {
 	// Rotation: the set now holds b only.
 	js.serve(t, map[string]testKey{"b": b})
 	tokB := mint(t, MintOptions{PrivateKey: b.priv, KeyID: "b"}, claims())
-	eventually(t, 5*time.Second, func() error {
+	testkit.Eventually(t, 5*time.Second, func() error {
 		_, err := v.Verify(tokB)
 		return err
 	})
@@ -140,12 +141,12 @@ func TestJWKSOutage(t *testing.T) {
 	v := newVerifier(t, Options{JWKSURL: js.URL, JWKSRefresh: 20 * time.Millisecond, JWKSMinRefresh: 10 * time.Millisecond})
 	run(t, v)
 	tok := mint(t, MintOptions{PrivateKey: a.priv, KeyID: "a"}, claims())
-	eventually(t, 5*time.Second, func() error { _, err := v.Verify(tok); return err })
+	testkit.Eventually(t, 5*time.Second, func() error { _, err := v.Verify(tok); return err })
 	js.mu.Lock()
 	js.body = []byte("<html>down for maintenance</html>")
 	js.mu.Unlock()
 	n := js.fetches.Load()
-	eventually(t, 5*time.Second, func() error {
+	testkit.Eventually(t, 5*time.Second, func() error {
 		if js.fetches.Load() < n+3 {
 			return errors.New("no refetch yet")
 		}

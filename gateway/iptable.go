@@ -39,6 +39,7 @@ type ipEntry struct {
 	seen    int64         // last use, Unix nanoseconds
 	hs      *rate.Limiter // handshakes; nil until the cap is on and the client shakes hands
 	rest    *rate.Limiter // REST requests; likewise
+	creates *rate.Limiter // rooms created by the client's sockets; likewise
 }
 
 func (e *ipEntry) idle() bool { return e.pending == 0 && e.conns == 0 }
@@ -145,6 +146,7 @@ type bucket func(e *ipEntry) **rate.Limiter
 
 func handshakeBucket(e *ipEntry) **rate.Limiter { return &e.hs }
 func restBucket(e *ipEntry) **rate.Limiter      { return &e.rest }
+func createBucket(e *ipEntry) **rate.Limiter    { return &e.creates }
 
 // allow takes a token from key's bucket b, which refills at perSecond with
 // a burst of twice that. Refused, it says how long until the next token.

@@ -27,6 +27,7 @@ import (
 var (
 	errRateLimited    = errors.New("gateway: too many requests from this client, try again later")
 	errTooManySockets = errors.New("gateway: too many sockets open from this client")
+	errTooManyRooms   = errors.New("gateway: too many new rooms from this client, try again later")
 	errNodeFull       = errors.New("gateway: node is short of file descriptors, try again later")
 )
 
@@ -296,6 +297,7 @@ type Limits struct {
 	MaxPendingHandshakesPerIP int            // in progress per TCP peer; past it the connection is closed; default 256
 	MessagesPerSecond         float64        // per socket, burst 2×; past it close 1008 rate_limited; default 0: no cap
 	RESTPerSecond             float64        // REST requests per second per client, burst 2×; past it 429 with Retry-After; default 0: no cap
+	RoomCreatesPerIP          float64        // rooms a client's sockets may create per second, burst 2×; past it 429 with Retry-After; default 0: no cap
 	DescriptorReserve         int            // descriptors kept for health checks, metrics, storage and links; default 5% of RLIMIT_NOFILE, 64 to 4096
 	MaxTrackedIPs             int            // clients whose state is kept before the least recently seen idle ones go; default 65536
 	HTTPIdleTimeout           time.Duration  // an idle plain-HTTP keep-alive connection is closed after it; default 30s
@@ -311,7 +313,7 @@ func (o *Limits) init() error {
 	if o.HTTPIdleTimeout == 0 {
 		o.HTTPIdleTimeout = 30 * time.Second
 	}
-	for name, v := range map[string]float64{"HandshakesPerIP": o.HandshakesPerIP, "MessagesPerSecond": o.MessagesPerSecond, "RESTPerSecond": o.RESTPerSecond} {
+	for name, v := range map[string]float64{"HandshakesPerIP": o.HandshakesPerIP, "MessagesPerSecond": o.MessagesPerSecond, "RESTPerSecond": o.RESTPerSecond, "RoomCreatesPerIP": o.RoomCreatesPerIP} {
 		if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
 			return fmt.Errorf("gateway: %s must be a rate per second, 0 for no cap; got %v", name, v)
 		}

@@ -2,15 +2,12 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/gobwas/ws"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/roomgate/roomgate/internal/testkit"
 	"github.com/roomgate/roomgate/rooms"
@@ -18,14 +15,12 @@ import (
 
 // TestRoomCreationPerIP: with RoomCreatesPerIP set, a client address that
 // creates rooms faster than the rate (burst 2×: here one every two
-// seconds, a burst of one) is refused with 429 before
-// the upgrade; sockets for rooms that exist, in memory or only in storage,
-// and other addresses are not. Before, one client created 20,000 rooms in
-// 7 s.
+// seconds, a burst of one) is refused with 429 and Retry-After before the
+// upgrade; sockets for rooms that exist, in memory or only in storage, and
+// other addresses are not. Before, one client created 20,000 rooms in 7 s.
 func TestRoomCreationPerIP(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	rt := newRuntime(t, rooms.Options{RoomCreatesPerIP: 0.5, HibernateAfter: 50 * time.Millisecond, Metrics: reg}, nil)
-	ts := startServer(t, Options{Router: rt, Admin: rt})
+	rt := newRuntime(t, rooms.Options{HibernateAfter: 50 * time.Millisecond}, nil)
+	ts := startServer(t, Options{Router: rt, Admin: rt, Limits: Limits{RoomCreatesPerIP: 0.5}})
 	// A room that is only stored: a counter with a value, its socket gone,
 	// the room out of memory.
 	c, err := dialFromErr(t, ts, "127.0.0.3", "/ws/counter/kept")
@@ -61,33 +56,12 @@ func TestRoomCreationPerIP(t *testing.T) {
 	if _, err := dialFromErr(t, ts, "127.0.0.2", "/ws/echo/new-3"); err != nil {
 		t.Fatalf("a new room from 127.0.0.2: %v", err)
 	}
-	// The refusal is the contract's JSON error.
-	raw, err := net.Dial("tcp", ts.Addr().String())
-	if err != nil {
-		t.Fatal(err)
+	// The refusal is the contract's JSON error, with when to come back.
+	resp, code := upgradeFrom(t, ts, "127.0.0.1", "/ws/echo/new-4")
+	if resp.StatusCode != 429 || code != "too_many_rooms" || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("refusal: %d %q, Retry-After %q", resp.StatusCode, code, resp.Header.Get("Retry-After"))
 	}
-	defer raw.Close()
-	fmt.Fprintf(raw, "GET /ws/echo/new-4 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-	raw.SetReadDeadline(time.Now().Add(5 * time.Second))
-	buf := make([]byte, 4096)
-	n, _ := raw.Read(buf)
-	var body struct {
-		Error struct{ Code string } `json:"error"`
+	if n := ts.limited("room_creation"); n != 2 {
+		t.Fatalf("roomgate_limited_total{kind=room_creation} = %v, want 2", n)
 	}
-	resp := string(buf[:n])
-	if i := indexBody(resp); i < 0 || len(resp) < 12 || json.Unmarshal([]byte(resp[i:]), &body) != nil || body.Error.Code != "too_many_rooms" || resp[9:12] != "429" {
-		t.Fatalf("refusal: %q", resp)
-	}
-	if n := metric(t, reg, "roomgate_room_limited_total", "room_creation"); n != 2 {
-		t.Fatalf("roomgate_room_limited_total{kind=room_creation} = %v, want 2", n)
-	}
-}
-
-func indexBody(resp string) int {
-	for i := 0; i+4 <= len(resp); i++ {
-		if resp[i:i+4] == "\r\n\r\n" {
-			return i + 4
-		}
-	}
-	return -1
 }

@@ -599,9 +599,11 @@ func (s *Server) routes() http.Handler {
 	return r
 }
 
-// admitRoom asks a Router that admits sockets itself (rooms.Admitter),
-// last in admission, so that its refusal is a status before the upgrade.
-// It may read storage; the handshake's deadline bounds it.
+// admitRoom asks a Router that admits sockets itself (rooms.Admitter)
+// whether the room takes the socket, and, with RoomCreatesPerIP set,
+// whether the socket would create the room, which costs the client a
+// token from its room-creation bucket (20,000 rooms in 7 s from one
+// client filled a node's storage before).
 func (s *Server) admitRoom(h *handshake) error {
 	ad, ok := s.router.(rooms.Admitter)
 	if !ok {
@@ -609,7 +611,14 @@ func (s *Server) admitRoom(h *handshake) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.o.HandshakeTimeout)
 	defer cancel()
-	return ad.Admit(ctx, rooms.Addr{Class: h.class, Room: h.room}, h.info)
+	creates, err := ad.Admit(ctx, rooms.Addr{Class: h.class, Room: h.room}, s.o.RoomCreatesPerIP > 0)
+	if err != nil || !creates {
+		return err
+	}
+	if ok, wait := s.limits.ips.allow(ipKey(h.ip), createBucket, s.o.RoomCreatesPerIP); !ok {
+		return &limitError{err: errTooManyRooms, kind: "room_creation", retry: wait}
+	}
+	return nil
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {

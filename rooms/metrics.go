@@ -57,7 +57,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "roomgate_room_overloaded_total", Help: "Messages refused because their room had too many queued events: the new message, or those queued by the socket with the most, which is closed.",
 		}),
 		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "roomgate_room_limited_total", Help: "Requests refused by a room limit, by kind: storage_quota (a write that would take a room past -max-room-bytes fails with ErrLimit), room_creation (a socket that would create a room, from a client address past -room-creates-per-ip, is refused with 429).",
+			Name: "roomgate_room_limited_total", Help: "Requests refused by a room limit, by kind: storage_quota (a write that would take a room past -max-room-bytes fails with ErrLimit).",
 		}, []string{"kind"}),
 		alarmsFired: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "roomgate_alarms_fired_total", Help: "Alarms whose OnAlarm succeeded.",
@@ -105,7 +105,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range []string{"idle", "pressure"} {
 		m.evictions.WithLabelValues(r)
 	}
-	for _, k := range []string{"storage_quota", "room_creation"} {
+	for _, k := range []string{"storage_quota"} {
 		m.limited.WithLabelValues(k)
 	}
 	return m, nil

@@ -17,21 +17,20 @@ import (
 
 // Options configure a Runtime. A zero field means its default.
 type Options struct {
-	Store            storage.Store         // required
-	Metrics          prometheus.Registerer // required
-	Logger           *slog.Logger          // default: discards
-	NodeID           string                // this node's id, in the admin API; default "local"
-	Address          string                // this node's host:port, in the admin API
-	HibernateAfter   time.Duration         // a room with no event for this long leaves memory, its sockets stay open; default 10s
-	MaxActiveRooms   int                   // rooms in memory past which the least recently used idle ones are evicted; default 0: no cap
-	MaxQueuedEvents  int                   // per room; past it the socket with the most queued messages is closed with 1008; default 10000
-	MaxSockets       int                   // per room; past it Connect fails with ErrRoomFull; default 32768, as Durable Objects allows
-	MaxRoomBytes     int64                 // a room's stored keys and values; a write past it fails with ErrLimit; default 128 MiB
-	RoomCreatesPerIP float64               // rooms one client address may create per second (burst 2×) before Admit refuses with ErrTooManyRooms; default 0: no cap
-	CommitTimeout    time.Duration         // for one commit; default 10s
-	AlarmRetryBase   time.Duration         // first retry of a failed OnAlarm, doubling after; default 2s
-	StartupWakes     int                   // rooms running at once while a restart wakes those whose sockets died with the last run; default 1024
-	Clock            func() time.Time      // the time eviction judges idleness by; default time.Now. Tests move it ahead
+	Store           storage.Store         // required
+	Metrics         prometheus.Registerer // required
+	Logger          *slog.Logger          // default: discards
+	NodeID          string                // this node's id, in the admin API; default "local"
+	Address         string                // this node's host:port, in the admin API
+	HibernateAfter  time.Duration         // a room with no event for this long leaves memory, its sockets stay open; default 10s
+	MaxActiveRooms  int                   // rooms in memory past which the least recently used idle ones are evicted; default 0: no cap
+	MaxQueuedEvents int                   // per room; past it the socket with the most queued messages is closed with 1008; default 10000
+	MaxSockets      int                   // per room; past it Connect fails with ErrRoomFull; default 32768, as Durable Objects allows
+	MaxRoomBytes    int64                 // a room's stored keys and values; a write past it fails with ErrLimit; default 128 MiB
+	CommitTimeout   time.Duration         // for one commit; default 10s
+	AlarmRetryBase  time.Duration         // first retry of a failed OnAlarm, doubling after; default 2s
+	StartupWakes    int                   // rooms running at once while a restart wakes those whose sockets died with the last run; default 1024
+	Clock           func() time.Time      // the time eviction judges idleness by; default time.Now. Tests move it ahead
 
 	// Every room runs on the node holding its lease, taken through
 	// Coordinator: one shared by the nodes of a cluster (Redis), where
@@ -121,7 +120,7 @@ func (o *Options) init() error {
 	case o.Address == "":
 		return errors.New("rooms: a shared Coordinator needs Options.Address, where other nodes reach this one")
 	}
-	if o.HibernateAfter < 0 || o.LeaseTTL < 0 || o.MaxActiveRooms < 0 || o.MaxQueuedEvents < 0 || o.MaxSockets < 0 || o.MaxRoomBytes < 0 || o.RoomCreatesPerIP < 0 || o.CommitTimeout < 0 || o.AlarmRetryBase < 0 || o.StartupWakes < 0 {
+	if o.HibernateAfter < 0 || o.LeaseTTL < 0 || o.MaxActiveRooms < 0 || o.MaxQueuedEvents < 0 || o.MaxSockets < 0 || o.MaxRoomBytes < 0 || o.CommitTimeout < 0 || o.AlarmRetryBase < 0 || o.StartupWakes < 0 {
 		return errors.New("rooms: negative option")
 	}
 	return nil

@@ -62,8 +62,6 @@ type Runtime struct {
 
 	cl *cluster // placement, leases and links: the same code with one node or many
 
-	creates *ipLimiter // rooms created per client address; nil without Options.RoomCreatesPerIP
-
 	alarmMu   sync.Mutex
 	alarmBusy map[storage.Room]bool // alarms handed to their room and not finished
 	alarmWake chan struct{}
@@ -71,10 +69,6 @@ type Runtime struct {
 
 // shards is how many locks the rooms in memory are spread over.
 const shards = 64
-
-// maxTrackedIPs bounds the client addresses whose room creations are
-// counted one by one; past it, new ones share buckets (ipLimiter).
-const maxTrackedIPs = 100_000
 
 type shard struct {
 	mu       sync.Mutex
@@ -109,9 +103,6 @@ func New(o Options) (*Runtime, error) {
 		StartupWakes: o.StartupWakes,
 		Clock:        o.Clock,
 	})
-	if o.RoomCreatesPerIP > 0 {
-		rt.creates = newIPLimiter(o.RoomCreatesPerIP, maxTrackedIPs)
-	}
 	rt.life, rt.stop = context.WithCancel(context.Background())
 	for i := range rt.shards {
 		rt.shards[i].rooms = make(map[Addr]*instance)

@@ -19,6 +19,7 @@ type limitFlags struct {
 	messagesPerSecond *float64
 	maxSocketsPerRoom *int
 	restPerSecond     *float64
+	roomCreates       *float64
 	trustedProxies    *string
 	fdReserve         *int
 }
@@ -31,6 +32,7 @@ func addLimitFlags(fs *flag.FlagSet) *limitFlags {
 		messagesPerSecond: fs.Float64("messages-per-second", 0, "messages per second per socket, burst 2×; past it the socket is closed with 1008 rate_limited (0: no cap)"),
 		maxSocketsPerRoom: fs.Int("max-sockets-per-room", 32768, "sockets in one room; past it the handshake gets 503 room_full"),
 		restPerSecond:     fs.Float64("rest-per-second", 0, "REST requests per second per client IP, burst 2×; past it 429 with Retry-After (0: no cap)"),
+		roomCreates:       fs.Float64("room-creates-per-ip", 0, "new rooms one client IP may create per second, burst 2×; past it the handshake gets 429 with Retry-After (0: no cap)"),
 		trustedProxies:    fs.String("trusted-proxies", "", "comma-separated CIDRs (or addresses) of proxies whose X-Forwarded-For names the client IP"),
 		fdReserve:         fs.Int("fd-reserve", 0, "file descriptors kept for health checks, metrics, storage and links; past the open-file limit minus this, new sockets get 503 (0: 5% of the limit, 64 to 4096)"),
 	}
@@ -61,6 +63,7 @@ func (l *limitFlags) gateway() (gateway.Limits, error) {
 		{"handshakes-per-ip", *l.handshakesPerIP},
 		{"messages-per-second", *l.messagesPerSecond},
 		{"rest-per-second", *l.restPerSecond},
+		{"room-creates-per-ip", *l.roomCreates},
 	} {
 		if f.v < 0 || math.IsNaN(f.v) || math.IsInf(f.v, 0) {
 			return o, fmt.Errorf("-%s: %v is not a rate per second (0: no cap)", f.name, f.v)
@@ -81,6 +84,7 @@ func (l *limitFlags) gateway() (gateway.Limits, error) {
 		MaxPendingHandshakesPerIP: *l.maxPendingPerIP,
 		MessagesPerSecond:         *l.messagesPerSecond,
 		RESTPerSecond:             *l.restPerSecond,
+		RoomCreatesPerIP:          *l.roomCreates,
 		DescriptorReserve:         *l.fdReserve,
 	}
 	return o, nil

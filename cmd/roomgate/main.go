@@ -82,7 +82,6 @@ func serve(args []string) error {
 	leaseTTL := fs.Duration("lease-ttl", 5*time.Second, "room lease time-to-live in cluster mode")
 	clusterSecret := fs.String("cluster-secret", "", "when set, node-to-node links must present it")
 	maxRoomBytes := fs.Int64("max-room-bytes", 128<<20, "a room's stored keys and values; a write past it fails with ErrLimit (chat answers storage_full)")
-	roomCreates := fs.Float64("room-creates-per-ip", 0, "new rooms one client IP may create per second (burst 2x); past it the handshake gets 429 (0: no cap)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	authOpts := addAuthFlags(fs)
 	tlsCert := fs.String("tls-cert", "", "PEM certificate (chain): serve HTTPS and WSS on -addr; reloaded on SIGHUP")
@@ -146,19 +145,18 @@ func serve(args []string) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	rt, err := rooms.New(rooms.Options{
-		Store:            store,
-		Metrics:          reg,
-		Logger:           log,
-		NodeID:           *nodeID,
-		Address:          *advertise,
-		HibernateAfter:   *hibernateAfter,
-		MaxActiveRooms:   *maxActive,
-		MaxRoomBytes:     *maxRoomBytes,
-		RoomCreatesPerIP: *roomCreates,
-		Coordinator:      coord,
-		LeaseTTL:         *leaseTTL,
-		ClusterSecret:    *clusterSecret,
-		MaxSockets:       *limitFlags.maxSocketsPerRoom,
+		Store:          store,
+		Metrics:        reg,
+		Logger:         log,
+		NodeID:         *nodeID,
+		Address:        *advertise,
+		HibernateAfter: *hibernateAfter,
+		MaxActiveRooms: *maxActive,
+		MaxRoomBytes:   *maxRoomBytes,
+		Coordinator:    coord,
+		LeaseTTL:       *leaseTTL,
+		ClusterSecret:  *clusterSecret,
+		MaxSockets:     *limitFlags.maxSocketsPerRoom,
 	})
 	if err != nil {
 		return err
