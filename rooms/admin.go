@@ -180,20 +180,7 @@ func (rt *Runtime) DeleteRoom(ctx context.Context, a Addr) error {
 // storage, and it stays asleep.
 func (rt *Runtime) Connections(ctx context.Context, a Addr) ([]ConnInfo, error) {
 	if rt.active(a) == nil {
-		if _, err := rt.Room(ctx, a); err != nil {
-			return nil, err
-		}
-		members, _, err := hibernation.Load(ctx, rt.store, a.storageRoom())
-		if err != nil {
-			return nil, fmt.Errorf("rooms: connections of %s: %w", a, err)
-		}
-		out := make([]ConnInfo, 0, len(members))
-		for _, m := range members {
-			out = append(out, ConnInfo{ID: SocketID(m.ID).String(), User: User{ID: m.UserID, Name: m.UserName},
-				Tags: append([]string{}, m.Tags...), Edge: m.Edge, ConnectedAt: time.Unix(0, m.ConnectedAt).UTC()})
-		}
-		sort.Slice(out, func(i, j int) bool { return out[i].ConnectedAt.Before(out[j].ConnectedAt) })
-		return out, nil
+		return rt.storedConnections(ctx, a)
 	}
 	var out []ConnInfo
 	err := rt.ask(ctx, a, event{kind: evInspect, inspect: func(in *instance) {
@@ -203,8 +190,30 @@ func (rt *Runtime) Connections(ctx context.Context, a Addr) ([]ConnInfo, error) 
 				Edge: c.edge, ConnectedAt: c.ConnectedAt().UTC()})
 		}
 	}})
+	if errors.Is(err, errNotHere) {
+		return rt.storedConnections(ctx, a) // it left memory since: its members are stored
+	}
 	if err != nil {
 		return nil, err // the room may still be filling out
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ConnectedAt.Before(out[j].ConnectedAt) })
+	return out, nil
+}
+
+// storedConnections lists the members a room not in memory here has
+// stored; it stays asleep.
+func (rt *Runtime) storedConnections(ctx context.Context, a Addr) ([]ConnInfo, error) {
+	if _, err := rt.Room(ctx, a); err != nil {
+		return nil, err
+	}
+	members, _, err := hibernation.Load(ctx, rt.store, a.storageRoom())
+	if err != nil {
+		return nil, fmt.Errorf("rooms: connections of %s: %w", a, err)
+	}
+	out := make([]ConnInfo, 0, len(members))
+	for _, m := range members {
+		out = append(out, ConnInfo{ID: SocketID(m.ID).String(), User: User{ID: m.UserID, Name: m.UserName},
+			Tags: append([]string{}, m.Tags...), Edge: m.Edge, ConnectedAt: time.Unix(0, m.ConnectedAt).UTC()})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ConnectedAt.Before(out[j].ConnectedAt) })
 	return out, nil

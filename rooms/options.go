@@ -15,6 +15,10 @@ import (
 	"github.com/roomgate/roomgate/storage/localcoord"
 )
 
+// soleLeaseTTL is the lease of a node that shares its store with none: a
+// day, renewed every eight hours.
+const soleLeaseTTL = 24 * time.Hour
+
 // Options configure a Runtime. A zero field means its default.
 type Options struct {
 	Store           storage.Store         // required
@@ -39,7 +43,7 @@ type Options struct {
 	// in-process one of which this node is the only member. The same
 	// placement and lease code runs either way.
 	Coordinator   storage.Coordinator
-	LeaseTTL      time.Duration // default 5s
+	LeaseTTL      time.Duration // default 5s; with no Coordinator, always soleLeaseTTL
 	ClusterSecret string        // when set, links must present it
 	// Transport carries the links; default TCP, upgraded from HTTP on
 	// the node's own listener (LinkHandler). For tests: the hosts of an
@@ -117,6 +121,12 @@ func (o *Options) init() error {
 	case o.Coordinator == nil:
 		o.Coordinator = localcoord.New()
 		o.LazyMembers, o.WakeLostOnStart, o.Unfenced = true, true, true
+		// No other node can take a lease over, so one that lapsed while
+		// the process stood still (SIGSTOP, a frozen VM, swapping) would
+		// drop rooms for nobody's sake, and with them the membership
+		// records LazyMembers had not saved: their sockets would stay
+		// open and hear nothing.
+		o.LeaseTTL = soleLeaseTTL
 	case o.Address == "":
 		return errors.New("rooms: a shared Coordinator needs Options.Address, where other nodes reach this one")
 	}

@@ -195,6 +195,10 @@ func (rt *Runtime) Run(ctx context.Context) error {
 		}
 		sh.mu.Unlock()
 	}
+	// The cluster loop stops before the node leaves the registry: a
+	// heartbeat under way would write it back, alive for another TTL.
+	stopCluster()
+	clusterLoop.Wait()
 	rt.cl.leave(held)
 	return nil
 }

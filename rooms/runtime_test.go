@@ -541,3 +541,27 @@ func TestAlarmTooFarIsRefused(t *testing.T) {
 		t.Fatalf("2300 refused with ErrLimit, 2200 accepted: %s; want true true", got)
 	}
 }
+
+// A node that shares its store with none keeps its rooms through a stall
+// longer than any lease TTL it was given: nobody else can take a lease
+// over, and a room dropped for a lapsed lease lost the membership records
+// it had not saved, its sockets left open and deaf. Here the cluster loop
+// (renewals) stands still for three of the TTLs asked for.
+func TestOneNodeKeepsItsRoomsThroughAStall(t *testing.T) {
+	fx := newFixture(t, Options{LeaseTTL: 300 * time.Millisecond}, func(ctx context.Context, r *Room, c *Conn, msg string) error {
+		return r.Broadcast(Frame{Op: Text, Data: []byte(msg)})
+	})
+	speaker, listener := fx.connect(t), fx.connect(t)
+	fx.say(t, speaker, "before")
+	speaker.next(t)
+	listener.next(t)
+	fx.rt.cl.hbMu.Lock()               // the next renewal waits behind the heartbeat's lock
+	time.Sleep(900 * time.Millisecond) // the stall itself: time must pass with nothing renewed
+	fx.rt.cl.hbMu.Unlock()
+	fx.say(t, speaker, "after")
+	for _, s := range []*testSocket{speaker, listener} {
+		if got := s.next(t); got != "after" {
+			t.Fatalf("after the stall a socket got %q, want the broadcast", got)
+		}
+	}
+}
