@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"math"
 	"mime"
 	"net"
 	"net/http"
@@ -81,7 +82,7 @@ func (s *Server) tokenInfo(h *handshake) (rooms.ConnectInfo, error) {
 	if !c.Covers(h.class, h.room) {
 		return rooms.ConnectInfo{}, fmt.Errorf("%w: %s/%s", errTokenScope, h.class, h.room)
 	}
-	h.expires = c.ExpiresAt.Add(s.o.Auth.Leeway()).UnixNano()
+	h.expires = expiryNanos(c.ExpiresAt.Add(s.o.Auth.Leeway()))
 	q.Del("token")
 	q.Del("user")
 	q.Del("name")
@@ -91,6 +92,16 @@ func (s *Server) tokenInfo(h *handshake) (rooms.ConnectInfo, error) {
 		RemoteAddr: h.remote,
 		Claims:     c.Extra,
 	}, nil
+}
+
+// expiryNanos is when a socket's token expires, in Unix nanoseconds, or 0
+// (never) for a time past 2262, where they end: UnixNano would wrap a
+// token meant never to expire (exp 9999999999) around to the past.
+func expiryNanos(t time.Time) int64 {
+	if t.After(time.Unix(0, math.MaxInt64)) {
+		return 0
+	}
+	return t.UnixNano()
 }
 
 // expire closes sk with 4401 once its token has expired. The janitor asks
@@ -117,7 +128,7 @@ func (s *Server) janitorEvery() time.Duration {
 // admitAdmin decides whether r may call the admin API.
 func (s *Server) admitAdmin(r *http.Request) error {
 	if s.o.Auth == nil {
-		return devAdmin(r)
+		return s.devAdmin(r)
 	}
 	// Only the header: a token in the URL of an admin call would end up in
 	// proxies' access logs, and a cookie-less header is what keeps other
@@ -147,7 +158,7 @@ var proxyHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", 
 // and could not have been sent by a page of another site: browsers send
 // such a request cross-site without asking (no CORS preflight) only as a
 // GET, or as a POST with a form or text/plain body.
-func devAdmin(r *http.Request) error {
+func (s *Server) devAdmin(r *http.Request) error {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
 		return errForbidden
@@ -163,7 +174,7 @@ func devAdmin(r *http.Request) error {
 	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
 		return fmt.Errorf("%w: Sec-Fetch-Site is %s", errCrossSite, site)
 	}
-	if origin, ok := r.Header["Origin"]; ok && (len(origin) != 1 || !sameOrigin(origin[0], r)) {
+	if origin, ok := r.Header["Origin"]; ok && (len(origin) != 1 || !s.sameOrigin(origin[0], r)) {
 		return fmt.Errorf("%w: Origin is not this server", errCrossSite)
 	}
 	switch r.Method {
@@ -191,9 +202,12 @@ func localHost(hostport string) bool {
 	return false
 }
 
-func sameOrigin(origin string, r *http.Request) bool {
+// sameOrigin reports whether origin is the node's own. The scheme comes
+// from the server's configuration: with TLS, net/http serves the plain end
+// of the socket pair (tls.go), so r.TLS is always nil.
+func (s *Server) sameOrigin(origin string, r *http.Request) bool {
 	scheme := "http://"
-	if r.TLS != nil {
+	if s.o.TLS != nil {
 		scheme = "https://"
 	}
 	return strings.EqualFold(origin, scheme+r.Host)

@@ -446,3 +446,27 @@ func TestAdminAPIInDevMode(t *testing.T) {
 	}
 	noMessage(t, red)
 }
+
+// A token meant never to expire (exp in the year 3000, past where Unix
+// nanoseconds end in 2262) keeps its socket open: its expiry used to wrap
+// around to the past, and the janitor closed it with 4401 within a second.
+// Its socket now holds no deadline at all, which the janitor skips.
+func TestTokenFarInTheFutureDoesNotExpire(t *testing.T) {
+	ts, _ := authServer(t, Options{}, time.Millisecond)
+	far := token(t, auth.Claims{Subject: "a", Rooms: []string{"echo/*"}, ExpiresAt: time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)})
+	c := dial(t, ts, "/ws/echo/x?token="+far)
+	wsutil.WriteClientText(c, []byte("hello"))
+	if got, _, err := testkit.ReadData(t, c); err != nil || string(got) != "hello" {
+		t.Fatalf("echo: %q %v", got, err)
+	}
+	n := 0
+	ts.fds.each(func(sk *socket) {
+		n++
+		if exp := sk.expires.Load(); exp != 0 {
+			t.Errorf("the socket's token expires at %v, want never (0)", time.Unix(0, exp))
+		}
+	})
+	if n != 1 {
+		t.Fatalf("%d sockets open, want 1", n)
+	}
+}

@@ -72,7 +72,7 @@ func newFDGauge(reserve int) (*fdGauge, error) {
 func (g *fdGauge) estimated() bool { return g.count.Load() >= g.soft.Load() }
 
 // accepted counts a connection the census has not seen yet.
-func (g *fdGauge) accepted() { g.count.Add(1) }
+func (g *fdGauge) accepted(n int64) { g.count.Add(n) }
 
 // pressed reports whether the process is past its soft line.
 func (g *fdGauge) pressed() bool {

@@ -111,6 +111,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		c.SetDeadline(time.Time{})
 		s.open(ctx, c, h)
 	case st.refusal != nil:
+		s.abandon(h) // before the answer: a client retrying at once finds its socket given back
 		s.refuse(c, st.refusal)
 	case st.limited.N <= 0:
 		// The request line and headers ran past maxHandshakeBytes.

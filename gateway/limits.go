@@ -131,7 +131,13 @@ func (s *Server) pendingCap() int64 {
 // filling MaxPendingHandshakes for everyone. A trusted proxy is exempt:
 // it speaks for many clients, and reads their headers before it connects.
 func (s *Server) startPending(c net.Conn) bool {
-	s.limits.fds.accepted()
+	// A TLS connection holds three: the TCP socket and both ends of the
+	// pair its pump serves (tls.go).
+	n := int64(1)
+	if s.o.TLS != nil {
+		n = 3
+	}
+	s.limits.fds.accepted(n)
 	ip := connIP(c)
 	if isTrusted(ip, s.o.TrustedProxies) || s.limits.ips.startPending(ipKey(ip), int32(s.o.MaxPendingHandshakesPerIP)) {
 		return true
