@@ -22,6 +22,7 @@ const (
 	evClose
 	evAlarm
 	evRequest
+	evRPC
 	evBroadcast
 	evKick
 	evDelete
@@ -46,6 +47,7 @@ type event struct {
 	alarm   AlarmInfo
 	rec     *httptest.ResponseRecorder // evRequest: the handler's response, read by the asker once answered
 	req     *http.Request
+	call    *rpcCall // evRPC
 	inspect func(*instance)
 	reply   reply
 	done    func(error) // a forwarded message or close: runs once, when its outputs leave or it fails
@@ -101,6 +103,7 @@ type instance struct {
 
 	// Owned by the room's goroutine.
 	h         Handler
+	rpcs      []RPCMethod // h's methods, once a call asked (nil: not yet)
 	started   bool
 	loaded    bool // the room's members were read from storage
 	auto      *AutoResponse

@@ -15,6 +15,7 @@ type metrics struct {
 	limited       *prometheus.CounterVec
 	alarmsFired   prometheus.Counter
 	badInput      *prometheus.CounterVec
+	rpcCalls      *prometheus.CounterVec
 
 	// Cluster mode.
 	fencedCommits *prometheus.CounterVec
@@ -65,6 +66,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		badInput: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomgate_room_bad_input_total", Help: "Client messages a room class refused, by class and kind.",
 		}, []string{"class", "kind"}),
+		rpcCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomgate_rpc_calls_total", Help: "RPC calls this node made to rooms (Runtime.Call, Room.Call, REST), by outcome: ok, user_error (the method answered a UserError), failed (the method failed or its commit did), no_such_method, bad_argument, call_cycle, timeout, other (e.g. draining).",
+		}, []string{"outcome"}),
 		fencedCommits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomgate_fenced_commits_total", Help: "Writes refused because another node took the room over: commits Redis refused for a stale fencing token (where=store), and frames an edge dropped from a former owner (where=edge).",
 		}, []string{"where"}),
@@ -84,7 +88,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "roomgate_links", Help: "Links this node dialed to other nodes; it sends its requests over them (each node dials its own, so a pair has one each way).",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.rooms, m.wakes, m.evictions, m.wakeSeconds, m.running, m.events, m.commitSeconds, m.failures, m.overloaded, m.limited, m.alarmsFired, m.badInput,
+	for _, c := range []prometheus.Collector{m.rooms, m.wakes, m.evictions, m.wakeSeconds, m.running, m.events, m.commitSeconds, m.failures, m.overloaded, m.limited, m.alarmsFired, m.badInput, m.rpcCalls,
 		m.fencedCommits, m.leasesLost, m.leases, m.forwarded, m.linkErrors, m.links} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -92,6 +96,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, r := range []string{"start", "handler", "alarm", "commit", "wake", "membership", "lease"} {
 		m.failures.WithLabelValues(r)
+	}
+	for _, o := range []string{"ok", "user_error", "failed", "no_such_method", "bad_argument", "call_cycle", "timeout", "other"} {
+		m.rpcCalls.WithLabelValues(o)
 	}
 	for _, s := range []string{"active", "hibernated"} {
 		m.rooms.WithLabelValues(s)

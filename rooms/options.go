@@ -29,6 +29,7 @@ type Options struct {
 	MaxRoomBytes     int64                 // a room's stored keys and values; a write past it fails with ErrLimit; default 128 MiB
 	RoomCreatesPerIP float64               // rooms one client address may create per second (burst 2×) before Admit refuses with ErrTooManyRooms; default 0: no cap
 	CommitTimeout    time.Duration         // for one commit; default 10s
+	CallTimeout      time.Duration         // an RPC call's deadline when its ctx has none; default 10s
 	AlarmRetryBase   time.Duration         // first retry of a failed OnAlarm, doubling after; default 2s
 	StartupWakes     int                   // rooms running at once while a restart wakes those whose sockets died with the last run; default 1024
 	Clock            func() time.Time      // the time eviction judges idleness by; default time.Now. Tests move it ahead
@@ -99,6 +100,9 @@ func (o *Options) init() error {
 	if o.CommitTimeout == 0 {
 		o.CommitTimeout = 10 * time.Second
 	}
+	if o.CallTimeout == 0 {
+		o.CallTimeout = 10 * time.Second
+	}
 	if o.StartupWakes == 0 {
 		o.StartupWakes = 1024
 	}
@@ -121,7 +125,7 @@ func (o *Options) init() error {
 	case o.Address == "":
 		return errors.New("rooms: a shared Coordinator needs Options.Address, where other nodes reach this one")
 	}
-	if o.HibernateAfter < 0 || o.LeaseTTL < 0 || o.MaxActiveRooms < 0 || o.MaxQueuedEvents < 0 || o.MaxSockets < 0 || o.MaxRoomBytes < 0 || o.RoomCreatesPerIP < 0 || o.CommitTimeout < 0 || o.AlarmRetryBase < 0 || o.StartupWakes < 0 {
+	if o.HibernateAfter < 0 || o.LeaseTTL < 0 || o.MaxActiveRooms < 0 || o.MaxQueuedEvents < 0 || o.MaxSockets < 0 || o.MaxRoomBytes < 0 || o.RoomCreatesPerIP < 0 || o.CommitTimeout < 0 || o.CallTimeout < 0 || o.AlarmRetryBase < 0 || o.StartupWakes < 0 {
 		return errors.New("rooms: negative option")
 	}
 	return nil
