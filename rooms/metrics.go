@@ -55,7 +55,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "roomgate_room_failures_total", Help: "Room failures by what failed: start, handler, alarm, commit (the instance is reset); wake (its members could not be read); membership (a corrupt membership record: its socket is closed); lease (cluster: a room's lease could not be taken or read, e.g. Redis down or a corrupt lease: its event is refused with 1012/503).",
 		}, []string{"reason"}),
 		overloaded: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "roomgate_room_overloaded_total", Help: "Messages refused because their room had too many queued events: the new message, or those queued by the socket with the most, which is closed.",
+			Name: "roomgate_room_overloaded_total", Help: "Messages refused because their room had too many queued events: the new message, or those queued by the socket with the most, which is closed; and RPC calls refused for the same reason.",
 		}),
 		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomgate_room_limited_total", Help: "Requests refused by a room limit, by kind: storage_quota (a write that would take a room past -max-room-bytes fails with ErrLimit), room_creation (a socket that would create a room, from a client address past -room-creates-per-ip, is refused with 429).",

@@ -448,6 +448,34 @@ func TestRPCExpiredCallDoesNotRun(t *testing.T) {
 	}
 }
 
+// TestRPCOverloaded: a call that finds its room's mailbox full is
+// refused with ErrOverloaded, and counted, instead of queueing without end.
+func TestRPCOverloaded(t *testing.T) {
+	fx := newRPCFixture(t, Options{MaxQueuedEvents: 4})
+	ctx, a := context.Background(), tallyRoom("busy")
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(fx.release)
+	wg.Go(func() { fx.rt.Call(ctx, a, "block", nil, nil) })
+	<-fx.blocked
+	for range 4 {
+		wg.Go(func() { fx.rt.Call(ctx, a, "get", nil, nil) })
+	}
+	in := fx.rt.active(a)
+	testkit.WaitFor(t, 5*time.Second, "4 queued calls", func() bool {
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		return len(in.queue) == 4
+	})
+	before := testutil.ToFloat64(fx.rt.m.overloaded)
+	if err := fx.rt.Call(ctx, a, "get", nil, nil); !errors.Is(err, ErrOverloaded) {
+		t.Fatalf("a call to a full mailbox: %v, want ErrOverloaded", err)
+	}
+	if got := testutil.ToFloat64(fx.rt.m.overloaded); got != before+1 {
+		t.Errorf("roomgate_room_overloaded_total went from %v to %v", before, got)
+	}
+}
+
 // Methods are checked at Register, like the handlers.
 type badMethods struct{ methods []RPCMethod }
 
