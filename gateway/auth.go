@@ -139,7 +139,7 @@ func (s *Server) restToken(r *http.Request) (auth.Claims, error) {
 	}
 	c, err := s.o.Auth.Verify(bearer(r.Header.Get("Authorization")))
 	if errors.Is(err, auth.ErrMissing) {
-		return auth.Claims{}, fmt.Errorf("%w: the admin API needs Authorization: Bearer and an admin token", err)
+		return auth.Claims{}, fmt.Errorf("%w: the REST API needs Authorization: Bearer and an admin token (for RPC, one that covers the room)", err)
 	}
 	return c, err
 }
