@@ -130,16 +130,7 @@ func (s *Server) admitAdmin(r *http.Request) error {
 	if s.o.Auth == nil {
 		return s.devAdmin(r)
 	}
-	// Only the header: a token in the URL of an admin call would end up in
-	// proxies' access logs, and a cookie-less header is what keeps other
-	// sites' pages from making the call.
-	if len(r.Header.Values("Authorization")) > 1 {
-		return fmt.Errorf("%w: more than one Authorization header", auth.ErrInvalid)
-	}
-	c, err := s.o.Auth.Verify(bearer(r.Header.Get("Authorization")))
-	if errors.Is(err, auth.ErrMissing) {
-		return fmt.Errorf("%w: the admin API needs Authorization: Bearer and an admin token", err)
-	}
+	c, err := s.restToken(r)
 	if err != nil {
 		return err
 	}
@@ -147,6 +138,21 @@ func (s *Server) admitAdmin(r *http.Request) error {
 		return errNotAdmin
 	}
 	return nil
+}
+
+// restToken verifies the token of a REST call. Only the header: a token
+// in the URL of a REST call would end up in proxies' access logs, and a
+// cookie-less header is what keeps other sites' pages from making the
+// call.
+func (s *Server) restToken(r *http.Request) (auth.Claims, error) {
+	if len(r.Header.Values("Authorization")) > 1 {
+		return auth.Claims{}, fmt.Errorf("%w: more than one Authorization header", auth.ErrInvalid)
+	}
+	c, err := s.o.Auth.Verify(bearer(r.Header.Get("Authorization")))
+	if errors.Is(err, auth.ErrMissing) {
+		return auth.Claims{}, fmt.Errorf("%w: the REST API needs Authorization: Bearer and an admin token (for RPC, one that covers the room)", err)
+	}
+	return c, err
 }
 
 // proxyHeaders betray a request relayed by a proxy: from this machine's

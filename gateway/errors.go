@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"net/http"
 
@@ -47,6 +48,9 @@ var publicErrors = []struct {
 	{errUnknownClass, "unknown_class", http.StatusNotFound, 4404, "unknown_class"},
 	{errDraining, "draining", http.StatusServiceUnavailable, closeDraining, ""},
 	{rooms.ErrRefused, "forbidden", http.StatusForbidden, 4403, ""},
+	// A cycle fails each method on its way back, so it is ErrFailed too:
+	// the cause goes first. 508 Loop Detected (RFC 5842).
+	{rooms.ErrCallCycle, "call_cycle", http.StatusLoopDetected, closeInternal, ""},
 	{rooms.ErrFailed, "room_failed", http.StatusInternalServerError, closeInternal, ""},
 	{rooms.ErrOverloaded, "overloaded", http.StatusServiceUnavailable, closePolicy, ""},
 	{rooms.ErrDraining, "draining", http.StatusServiceUnavailable, closeDraining, ""},
@@ -72,6 +76,13 @@ var publicErrors = []struct {
 	{errNodeFull, "node_full", http.StatusServiceUnavailable, closeDraining, ""},
 	{errDuplicateOrigin, "bad_handshake", http.StatusBadRequest, closeProtocolError, "origin"},
 	{errHeaderTooLarge, "header_too_large", http.StatusRequestHeaderFieldsTooLarge, closeProtocolError, "handshake"},
+	// RPC (rpc.go). A method's own errors (rooms.UserError) bypass the
+	// table; a method's failure is ErrFailed above, even when it failed
+	// on a nested call's no_such_method or bad argument.
+	{rooms.ErrNoSuchMethod, "no_such_method", http.StatusNotFound, closeInternal, "no_such_method"},
+	{rooms.ErrBadArgument, "bad_request", http.StatusBadRequest, closePolicy, "rpc_argument"},
+	{errMethodScope, "forbidden", http.StatusForbidden, 4403, "rpc_scope"},
+	{context.DeadlineExceeded, "timeout", http.StatusGatewayTimeout, closeInternal, ""},
 }
 
 // publicError finds err's row; an unknown error is "internal", 500, 1011.

@@ -44,6 +44,9 @@ var badInputKinds = []string{
 	"slow_consumer",     // send queue overflowed, or its client read nothing for WriteTimeout: 1008
 	"send_too_big",      // a room sent a frame larger than MaxQueueBytes: 1009
 	"bad_request",       // REST: bad limit or cursor, unreadable body, unparsable socket id: 400 or 404
+	"no_such_method",    // RPC to a method the class does not declare: 404
+	"rpc_argument",      // RPC whose body does not decode into the method's argument: 400
+	"rpc_scope",         // RPC with a token whose rpc claim does not list the method: 403
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {

@@ -26,46 +26,57 @@ var (
 	errBadSocketID = errors.New("gateway: socket id is not valid")
 )
 
-// rest mounts the admin API of DESIGN §1 under /v1.
+// rest mounts the REST API of DESIGN §1 under /v1. Every call is an
+// admin call (adminOnly) but RPC, which a token scoped to the room may
+// make too (rpcAccess); a route added outside the admin groups below
+// answers anyone, so add it inside one.
 func (s *Server) rest(r chi.Router) {
 	r.Route("/v1", func(r chi.Router) {
 		r.Use(s.limitREST)
-		r.Use(s.adminOnly)
-		r.NotFound(func(w http.ResponseWriter, r *http.Request) { s.fail(w, errNotFound) })
-		r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) { s.fail(w, errMethod) })
-		r.Get("/classes", func(w http.ResponseWriter, r *http.Request) {
-			s.writeJSON(w, http.StatusOK, map[string]any{"classes": s.o.Admin.Classes()})
+		// Nothing but an admin learns which routes exist.
+		r.NotFound(s.adminOnly(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.fail(w, errNotFound) })).ServeHTTP)
+		r.MethodNotAllowed(s.adminOnly(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.fail(w, errMethod) })).ServeHTTP)
+		r.Group(func(r chi.Router) {
+			r.Use(s.adminOnly)
+			r.Get("/classes", func(w http.ResponseWriter, r *http.Request) {
+				s.writeJSON(w, http.StatusOK, map[string]any{"classes": s.o.Admin.Classes()})
+			})
+			r.Get("/nodes", func(w http.ResponseWriter, r *http.Request) {
+				nodes, err := s.o.Admin.Nodes(r.Context())
+				s.reply(w, map[string]any{"nodes": nodes}, err)
+			})
+			r.Get("/rooms", s.listRooms)
 		})
-		r.Get("/nodes", func(w http.ResponseWriter, r *http.Request) {
-			nodes, err := s.o.Admin.Nodes(r.Context())
-			s.reply(w, map[string]any{"nodes": nodes}, err)
-		})
-		r.Get("/rooms", s.listRooms)
 		r.Route("/rooms/{class}/{room}", func(r chi.Router) {
-			r.Use(s.roomAddr)
-			r.Get("/", func(w http.ResponseWriter, r *http.Request) {
-				info, err := s.o.Admin.Room(r.Context(), addrOf(r))
-				s.reply(w, info, err)
+			// The scope is checked before the names, so a token learns
+			// nothing of rooms it does not cover.
+			r.With(s.rpcAccess, s.roomAddr).Post("/rpc/{method}", s.callRoom)
+			r.Group(func(r chi.Router) {
+				r.Use(s.adminOnly, s.roomAddr)
+				r.Get("/", func(w http.ResponseWriter, r *http.Request) {
+					info, err := s.o.Admin.Room(r.Context(), addrOf(r))
+					s.reply(w, info, err)
+				})
+				r.Delete("/", func(w http.ResponseWriter, r *http.Request) {
+					s.replyEmpty(w, s.o.Admin.DeleteRoom(r.Context(), addrOf(r)))
+				})
+				r.Get("/connections", func(w http.ResponseWriter, r *http.Request) {
+					conns, err := s.o.Admin.Connections(r.Context(), addrOf(r))
+					s.reply(w, map[string]any{"connections": conns}, err)
+				})
+				r.Delete("/connections/{id}", func(w http.ResponseWriter, r *http.Request) {
+					id, err := rooms.ParseSocketID(chi.URLParam(r, "id"))
+					if err != nil {
+						s.replyEmpty(w, errBadSocketID)
+						return
+					}
+					s.replyEmpty(w, s.o.Admin.Kick(r.Context(), addrOf(r), id))
+				})
+				r.Post("/broadcast", s.broadcast)
+				r.Get("/storage", s.readStorage)
+				r.HandleFunc("/request", s.forward)
+				r.HandleFunc("/request/*", s.forward)
 			})
-			r.Delete("/", func(w http.ResponseWriter, r *http.Request) {
-				s.replyEmpty(w, s.o.Admin.DeleteRoom(r.Context(), addrOf(r)))
-			})
-			r.Get("/connections", func(w http.ResponseWriter, r *http.Request) {
-				conns, err := s.o.Admin.Connections(r.Context(), addrOf(r))
-				s.reply(w, map[string]any{"connections": conns}, err)
-			})
-			r.Delete("/connections/{id}", func(w http.ResponseWriter, r *http.Request) {
-				id, err := rooms.ParseSocketID(chi.URLParam(r, "id"))
-				if err != nil {
-					s.replyEmpty(w, errBadSocketID)
-					return
-				}
-				s.replyEmpty(w, s.o.Admin.Kick(r.Context(), addrOf(r), id))
-			})
-			r.Post("/broadcast", s.broadcast)
-			r.Get("/storage", s.readStorage)
-			r.HandleFunc("/request", s.forward)
-			r.HandleFunc("/request/*", s.forward)
 		})
 	})
 }
@@ -75,14 +86,20 @@ func (s *Server) rest(r chi.Router) {
 func (s *Server) adminOnly(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := s.admitAdmin(r); err != nil {
-			if _, status, _, _ := publicError(err); status == http.StatusUnauthorized {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="roomgate"`)
-			}
-			s.fail(w, err)
+			s.refuseREST(w, err)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// refuseREST answers a REST call that may not be made; a 401 says how to
+// authenticate.
+func (s *Server) refuseREST(w http.ResponseWriter, err error) {
+	if _, status, _, _ := publicError(err); status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="roomgate"`)
+	}
+	s.fail(w, err)
 }
 
 type addrKey struct{}

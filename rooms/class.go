@@ -97,8 +97,9 @@ func (e *CloseError) Error() string { return "rooms: close " + e.Reason }
 
 // class is a registered class.
 type class struct {
-	name string
-	new  func() Handler
+	name    string
+	new     func() Handler
+	methods map[string]bool // the names its RPCHandler declares
 }
 
 // handlerMethods maps each handler method's name to its interface and
@@ -114,6 +115,7 @@ var handlerMethods = map[string]struct {
 	"OnClose":   {reflect.TypeFor[CloseHandler](), "(context.Context, *rooms.Room, *rooms.Conn, rooms.CloseInfo) error"},
 	"OnAlarm":   {reflect.TypeFor[AlarmHandler](), "(context.Context, *rooms.Room, rooms.AlarmInfo) error"},
 	"OnRequest": {reflect.TypeFor[RequestHandler](), "(context.Context, *rooms.Room, http.ResponseWriter, *http.Request) error"},
+	"Methods":   {reflect.TypeFor[RPCHandler](), "() []rooms.RPCMethod"},
 }
 
 // checkHandler refuses, at Register, a handler method the runtime would
@@ -145,6 +147,7 @@ func checkHandler(h Handler) error {
 		{"OnClose", look(ptr.MethodByName("OnClose")), look(t.MethodByName("OnClose"))},
 		{"OnAlarm", look(ptr.MethodByName("OnAlarm")), look(t.MethodByName("OnAlarm"))},
 		{"OnRequest", look(ptr.MethodByName("OnRequest")), look(t.MethodByName("OnRequest"))},
+		{"Methods", look(ptr.MethodByName("Methods")), look(t.MethodByName("Methods"))},
 	} {
 		iface := handlerMethods[c.name]
 		switch {
@@ -220,6 +223,9 @@ func pointerMethodError(name string, t, ptr reflect.Type) error {
 // name, and its edit distance; ties go to the first in alphabetical order.
 func closestHandlerMethod(name string) (best string, dist int) {
 	for m := range handlerMethods {
+		if !strings.HasPrefix(m, "On") {
+			continue // Methods is no On… handler
+		}
 		d := editDistance(name, m)
 		if best == "" || d < dist || d == dist && m < best {
 			best, dist = m, d

@@ -10,9 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
+	"slices"
 	"time"
 )
 
@@ -317,6 +319,18 @@ func (cl *cluster) ask(l *link, m *linkMsg) {
 			b, _ := httputil.DumpResponse(ev.rec.Result(), true)
 			return b
 		}
+	case askRPC:
+		chain, err := parseChain(m.info.Query)
+		if err != nil {
+			cl.answer(l, tReply, m.seq, fmt.Errorf("%w: forwarded call: %w", ErrBadRequest, err), nil)
+			return
+		}
+		call := &rpcCall{method: m.text, arg: m.data, chain: chain}
+		if m.token > 0 {
+			call.deadline = time.Now().Add(time.Duration(min(m.token, math.MaxInt64)))
+		}
+		ev.kind, ev.call = evRPC, call
+		result = func() []byte { return call.result }
 	default:
 		cl.answer(l, tReply, m.seq, ErrBadRequest, nil)
 		return
@@ -328,10 +342,20 @@ func (cl *cluster) ask(l *link, m *linkMsg) {
 // to the same close code and HTTP status a local room would have caused.
 var linkErrs = []error{nil, ErrUnknownClass, ErrRefused, ErrFailed, ErrOverloaded, ErrDraining,
 	ErrRoomNotFound, ErrSocketNotFound, ErrNoRequestHandler, ErrBadRequest, ErrLimit, errNotOwner, ErrUnavailable,
-	ErrRoomFull} // append only: a node of the last release decodes a new code as text
+	ErrRoomFull, ErrNoSuchMethod, ErrBadArgument, ErrCallCycle} // append only: a node of the last release decodes a new code as text
 
 // codeCloseError marks a CloseError: its code travels in token.
 const codeCloseError = 100
+
+// codeUserError marks a UserError: it travels as JSON in data, and as
+// text for a node of the last release.
+const codeUserError = 101
+
+// codeCallCycle is ErrCallCycle's code. A cycle fails every method on
+// its way back (each returned the error of the call it made), so it
+// wraps ErrFailed too; it is looked for first, as the gateway's table
+// does, so the cause and not the symptom crosses the link.
+var codeCallCycle = slices.Index(linkErrs, ErrCallCycle)
 
 func encodeErr(m *linkMsg, err error) {
 	if err == nil {
@@ -341,6 +365,15 @@ func encodeErr(m *linkMsg, err error) {
 	var ce *CloseError
 	if errors.As(err, &ce) {
 		m.code, m.token, m.text = codeCloseError, uint64(ce.Code), ce.Reason
+		return
+	}
+	var ue *UserError
+	if errors.As(err, &ue) {
+		m.code, m.data = codeUserError, encodeUserError(ue)
+		return
+	}
+	if errors.Is(err, ErrCallCycle) {
+		m.code = codeCallCycle
 		return
 	}
 	m.code = len(linkErrs) // unknown: kept as text
@@ -358,6 +391,11 @@ func decodeErr(m *linkMsg) error {
 		return nil
 	case m.code == codeCloseError:
 		return &CloseError{Code: int(m.token), Reason: m.text}
+	case m.code == codeUserError:
+		if ue, err := decodeUserError(m.data); err == nil {
+			return ue
+		}
+		return errors.New(m.text)
 	case m.code < len(linkErrs):
 		return fmt.Errorf("%w (on the room's node: %s)", linkErrs[m.code], m.text)
 	default:

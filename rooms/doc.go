@@ -5,10 +5,12 @@
 // # Writing a class
 //
 // A class is a Handler, with any of StartHandler, ConnectHandler,
-// CloseHandler, AlarmHandler and RequestHandler, registered with
-// Runtime.Register; docs/rooms.md is the guide and example_test.go a whole
-// class. Handler methods run on the room's goroutine, one event at a time,
-// and may use the Room and Conn they are given only while they run.
+// CloseHandler, AlarmHandler, RequestHandler and RPCHandler (methods that
+// Runtime.Call, Room.Call and the REST API call, each call one event),
+// registered with Runtime.Register; docs/rooms.md is the guide and
+// example_test.go a whole class. Handler methods run on the room's
+// goroutine, one event at a time, and may use the Room and Conn they are
+// given only while they run.
 //
 // # The seam with the gateway
 //

@@ -127,7 +127,7 @@ func (in *instance) call(ctx context.Context, f func() error) (w *writeSet, outs
 // ensureStarted builds the handler if the instance has none and runs OnStart.
 func (in *instance) ensureStarted(ctx context.Context) error {
 	if in.h == nil {
-		in.h, in.started = in.cls.new(), false
+		in.h, in.started, in.rpcs = in.cls.new(), false, nil
 	}
 	if in.started {
 		return nil
@@ -306,6 +306,8 @@ func (in *instance) handle(ctx context.Context, ev *event) {
 		}
 		// The response is released like a send; the HTTP goroutine writes it.
 		in.accept(ctx, w, append(outs, output{done: ev.reply.answer}), nil)
+	case evRPC:
+		in.rpc(ctx, ev, h)
 	case evBroadcast:
 		outs := []output{{to: in.targets(ev.tag, nil), frame: ev.frame, done: ev.reply.answer}}
 		in.accept(ctx, &writeSet{}, outs, nil)

@@ -4,6 +4,7 @@ package rooms
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -22,6 +23,7 @@ const (
 	evClose
 	evAlarm
 	evRequest
+	evRPC
 	evBroadcast
 	evKick
 	evDelete
@@ -46,6 +48,7 @@ type event struct {
 	alarm   AlarmInfo
 	rec     *httptest.ResponseRecorder // evRequest: the handler's response, read by the asker once answered
 	req     *http.Request
+	call    *rpcCall // evRPC
 	inspect func(*instance)
 	reply   reply
 	done    func(error) // a forwarded message or close: runs once, when its outputs leave or it fails
@@ -101,6 +104,7 @@ type instance struct {
 
 	// Owned by the room's goroutine.
 	h         Handler
+	rpcs      []RPCMethod // h's methods, once a call asked (nil: not yet)
 	started   bool
 	loaded    bool // the room's members were read from storage
 	auto      *AutoResponse
@@ -164,8 +168,15 @@ func newInstance(rt *Runtime, a Addr, cls *class) *instance {
 // is closed with 1008, so one client flooding a room cannot get everyone
 // else closed as they happen to send next. When that socket is ev's own
 // (or ties with it), push returns ErrOverloaded and the caller closes it.
+//
+// An RPC call finds the mailbox full the same way, and is refused with
+// ErrOverloaded: its caller waits, and can try again.
 func (in *instance) push(ev event, bounded bool) error {
 	in.mu.Lock()
+	if ev.kind == evRPC && len(in.queue) >= in.rt.o.MaxQueuedEvents {
+		in.mu.Unlock()
+		return fmt.Errorf("%w: %s has %d events queued", ErrOverloaded, in.addr, in.rt.o.MaxQueuedEvents)
+	}
 	var shed []event
 	if bounded && len(in.queue) >= in.rt.o.MaxQueuedEvents {
 		if in.queued == nil {

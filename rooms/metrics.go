@@ -15,6 +15,7 @@ type metrics struct {
 	limited       *prometheus.CounterVec
 	alarmsFired   prometheus.Counter
 	badInput      *prometheus.CounterVec
+	rpcCalls      *prometheus.CounterVec
 
 	// Cluster mode.
 	fencedCommits *prometheus.CounterVec
@@ -54,7 +55,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "roomgate_room_failures_total", Help: "Room failures by what failed: start, handler, alarm, commit (the instance is reset); wake (its members could not be read); membership (a corrupt membership record: its socket is closed); lease (cluster: a room's lease could not be taken or read, e.g. Redis down or a corrupt lease: its event is refused with 1012/503).",
 		}, []string{"reason"}),
 		overloaded: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "roomgate_room_overloaded_total", Help: "Messages refused because their room had too many queued events: the new message, or those queued by the socket with the most, which is closed.",
+			Name: "roomgate_room_overloaded_total", Help: "Messages refused because their room had too many queued events: the new message, or those queued by the socket with the most, which is closed; and RPC calls refused for the same reason.",
 		}),
 		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomgate_room_limited_total", Help: "Requests refused by a room limit, by kind: storage_quota (a write that would take a room past -max-room-bytes fails with ErrLimit).",
@@ -65,6 +66,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		badInput: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomgate_room_bad_input_total", Help: "Client messages a room class refused, by class and kind.",
 		}, []string{"class", "kind"}),
+		rpcCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomgate_rpc_calls_total", Help: "RPC calls this node made to rooms (Runtime.Call, Room.Call, REST), by outcome: ok, user_error (the method answered a UserError), failed (the method failed or its commit did), no_such_method, bad_argument, call_cycle, timeout, other (e.g. draining).",
+		}, []string{"outcome"}),
 		fencedCommits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomgate_fenced_commits_total", Help: "Writes refused because another node took the room over: commits Redis refused for a stale fencing token (where=store), and frames an edge dropped from a former owner (where=edge).",
 		}, []string{"where"}),
@@ -84,7 +88,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "roomgate_links", Help: "Links this node dialed to other nodes; it sends its requests over them (each node dials its own, so a pair has one each way).",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.rooms, m.wakes, m.evictions, m.wakeSeconds, m.running, m.events, m.commitSeconds, m.failures, m.overloaded, m.limited, m.alarmsFired, m.badInput,
+	for _, c := range []prometheus.Collector{m.rooms, m.wakes, m.evictions, m.wakeSeconds, m.running, m.events, m.commitSeconds, m.failures, m.overloaded, m.limited, m.alarmsFired, m.badInput, m.rpcCalls,
 		m.fencedCommits, m.leasesLost, m.leases, m.forwarded, m.linkErrors, m.links} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -92,6 +96,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, r := range []string{"start", "handler", "alarm", "commit", "wake", "membership", "lease"} {
 		m.failures.WithLabelValues(r)
+	}
+	for _, o := range []string{"ok", "user_error", "failed", "no_such_method", "bad_argument", "call_cycle", "timeout", "other"} {
+		m.rpcCalls.WithLabelValues(o)
 	}
 	for _, s := range []string{"active", "hibernated"} {
 		m.rooms.WithLabelValues(s)

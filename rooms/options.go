@@ -32,6 +32,7 @@ type Options struct {
 	MaxSockets      int                   // per room; past it Connect fails with ErrRoomFull; default 32768, as Durable Objects allows
 	MaxRoomBytes    int64                 // a room's stored keys and values; a write past it fails with ErrLimit; default 128 MiB
 	CommitTimeout   time.Duration         // for one commit; default 10s
+	CallTimeout     time.Duration         // an RPC call's deadline when its ctx has none; default 10s
 	AlarmRetryBase  time.Duration         // first retry of a failed OnAlarm, doubling after; default 2s
 	StartupWakes    int                   // rooms running at once while a restart wakes those whose sockets died with the last run; default 1024
 	Clock           func() time.Time      // the time eviction judges idleness by; default time.Now. Tests move it ahead
@@ -102,6 +103,9 @@ func (o *Options) init() error {
 	if o.CommitTimeout == 0 {
 		o.CommitTimeout = 10 * time.Second
 	}
+	if o.CallTimeout == 0 {
+		o.CallTimeout = 10 * time.Second
+	}
 	if o.StartupWakes == 0 {
 		o.StartupWakes = 1024
 	}
@@ -130,7 +134,7 @@ func (o *Options) init() error {
 	case o.Address == "":
 		return errors.New("rooms: a shared Coordinator needs Options.Address, where other nodes reach this one")
 	}
-	if o.HibernateAfter < 0 || o.LeaseTTL < 0 || o.MaxActiveRooms < 0 || o.MaxQueuedEvents < 0 || o.MaxSockets < 0 || o.MaxRoomBytes < 0 || o.CommitTimeout < 0 || o.AlarmRetryBase < 0 || o.StartupWakes < 0 {
+	if o.HibernateAfter < 0 || o.LeaseTTL < 0 || o.MaxActiveRooms < 0 || o.MaxQueuedEvents < 0 || o.MaxSockets < 0 || o.MaxRoomBytes < 0 || o.CommitTimeout < 0 || o.CallTimeout < 0 || o.AlarmRetryBase < 0 || o.StartupWakes < 0 {
 		return errors.New("rooms: negative option")
 	}
 	return nil

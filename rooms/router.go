@@ -160,6 +160,7 @@ type Admin interface {
 	Request(ctx context.Context, a Addr, w http.ResponseWriter, r *http.Request) error
 	Storage(ctx context.Context, a Addr, prefix string, limit int) ([]KV, error)
 	Nodes(ctx context.Context) ([]NodeInfo, error)
+	CallJSON(ctx context.Context, a Addr, method string, arg []byte) ([]byte, error)
 }
 
 // Router is all the gateway knows of rooms.

@@ -113,8 +113,9 @@ func New(o Options) (*Runtime, error) {
 
 // Register adds a class: newHandler makes the Handler of each room
 // instance. It panics on a programmer error: an invalid or duplicate name,
-// or a Handler with an On… method the runtime would never call (a name or
-// a signature that matches none of the handler interfaces), which Register
+// a Handler with an On… method the runtime would never call (a name or
+// a signature that matches none of the handler interfaces), or RPC
+// methods (RPCHandler) with an invalid or duplicate name, which Register
 // calls newHandler once to find.
 func (rt *Runtime) Register(name string, newHandler func() Handler) {
 	if !ValidClass(name) {
@@ -123,10 +124,15 @@ func (rt *Runtime) Register(name string, newHandler func() Handler) {
 	if _, dup := rt.classes[name]; dup {
 		panic(fmt.Sprintf("rooms: class %q registered twice", name))
 	}
-	if err := checkHandler(newHandler()); err != nil {
+	h := newHandler()
+	if err := checkHandler(h); err != nil {
 		panic(fmt.Sprintf("rooms: class %q: %v", name, err))
 	}
-	rt.classes[name] = &class{name: name, new: newHandler}
+	methods, err := classMethods(h)
+	if err != nil {
+		panic(fmt.Sprintf("rooms: class %q: %v", name, err))
+	}
+	rt.classes[name] = &class{name: name, new: newHandler, methods: methods}
 }
 
 // Classes returns the registered class names in order.

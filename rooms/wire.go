@@ -19,7 +19,7 @@ const (
 	tConnect linkType = iota + 1 // a socket asks to join (data: its claims): answered by tReply
 	tMessage                     // a client message: answered by tAck once its event is done
 	tClosed                      // a socket is gone: answered by tAck
-	tAsk                         // an admin call (kick, broadcast, delete, request): answered by tReply
+	tAsk                         // an admin call (kick, broadcast, delete, request) or an RPC call: answered by tReply
 	// owner → edge
 	tDeliver // a frame for the sockets in ids
 	tClose   // close socket sock
@@ -40,6 +40,12 @@ const (
 	askBroadcast
 	askDelete
 	askRequest
+	// askRPC is a call: text the method, data the argument, info.Query
+	// the chain of rooms waiting for it, token the nanoseconds the
+	// caller still waits. A node of the previous release refuses the
+	// frame as malformed (it resets the link and the call fails): call
+	// rooms of a mixed cluster only once every node runs this one.
+	askRPC
 	askKinds // one past the last
 )
 
