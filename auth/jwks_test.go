@@ -126,7 +126,12 @@ func TestJWKSRotation(t *testing.T) {
 	for i := range 200 {
 		v.Verify(mint(t, MintOptions{PrivateKey: b.priv, KeyID: fmt.Sprint("nope-", i)}, claims()))
 	}
-	time.Sleep(100 * time.Millisecond) // let a kicked fetch happen, to count it
+	// The last kicks may have left a fetch pending. One more unknown kid
+	// makes sure one is, and waiting for it counts every fetch the loop
+	// asked for.
+	after := js.fetches.Load()
+	v.Verify(mint(t, MintOptions{PrivateKey: b.priv, KeyID: "nope-last"}, claims()))
+	testkit.WaitFor(t, 5*time.Second, "the fetch the last unknown kid asked for", func() bool { return js.fetches.Load() > after })
 	if n, most := js.fetches.Load()-before, int32(time.Since(start)/(50*time.Millisecond))+2; n > most {
 		t.Fatalf("%d fetches in %v for unknown kids, want at most %d", n, time.Since(start), most)
 	}
@@ -156,9 +161,13 @@ func TestJWKSOutage(t *testing.T) {
 		t.Fatalf("after failed fetches: %v", err)
 	}
 
-	never := newVerifier(t, Options{JWKSURL: js.URL})
+	// A node whose every fetch fails. Run fetches one at a time, so once
+	// the second request arrives the first one's failure has been handled.
+	down := startJWKS(t)
+	down.body = []byte("<html>down for maintenance</html>")
+	never := newVerifier(t, Options{JWKSURL: down.URL, JWKSMinRefresh: 10 * time.Millisecond})
 	run(t, never)
-	time.Sleep(50 * time.Millisecond) // Run's first fetch fails; readiness must not change
+	testkit.WaitFor(t, 5*time.Second, "a second fetch after a failed one", func() bool { return down.fetches.Load() >= 2 })
 	if never.Ready() == nil {
 		t.Fatal("ready without a key")
 	}

@@ -20,7 +20,7 @@ import (
 type slowRoom struct{}
 
 func (slowRoom) OnMessage(ctx context.Context, r *rooms.Room, c *rooms.Conn, f rooms.Frame) error {
-	time.Sleep(2 * time.Millisecond)
+	time.Sleep(2 * time.Millisecond) // the work itself: the room must be slower than its flooders
 	return c.Send(rooms.Frame{Op: rooms.Text, Data: []byte("ok")})
 }
 

@@ -108,14 +108,22 @@ func readAnswer(tb testing.TB, c net.Conn) (*http.Response, string) {
 	return resp, errorCode(tb, resp)
 }
 
+// neighborProbe is a socket from 127.0.0.2 echoing while a test floods
+// from another address.
+type neighborProbe struct {
+	trips atomic.Int64 // round trips made so far
+	stop  func() (median, worst time.Duration)
+}
+
 // neighborEcho keeps a socket from 127.0.0.2 echoing, one round trip every
-// 10 ms, until the returned function is called; that function returns the
-// round trips' median and maximum. The median is what the test holds under
-// 50 ms: on a machine shared with other test runs a single round trip can
-// wait for a CPU, whatever the gateway does.
-func neighborEcho(t *testing.T, ts *testServer) func() (median, worst time.Duration) {
+// 10 ms, until its stop is called; stop returns the round trips' median
+// and maximum. The median is what the test holds under 50 ms: on a
+// machine shared with other test runs a single round trip can wait for a
+// CPU, whatever the gateway does.
+func neighborEcho(t *testing.T, ts *testServer) *neighborProbe {
 	t.Helper()
 	c := dialFrom(t, ts, neighbor, "/ws/echo/neighbor")
+	nb := &neighborProbe{}
 	stop := make(chan struct{})
 	done := make(chan []time.Duration)
 	go func() {
@@ -138,9 +146,10 @@ func neighborEcho(t *testing.T, ts *testServer) func() (median, worst time.Durat
 				return
 			}
 			rtts = append(rtts, time.Since(start))
+			nb.trips.Add(1)
 		}
 	}()
-	return func() (time.Duration, time.Duration) {
+	nb.stop = func() (time.Duration, time.Duration) {
 		close(stop)
 		rtts := <-done
 		if len(rtts) == 0 {
@@ -149,11 +158,12 @@ func neighborEcho(t *testing.T, ts *testServer) func() (median, worst time.Durat
 		slices.Sort(rtts)
 		return rtts[len(rtts)/2], rtts[len(rtts)-1]
 	}
+	return nb
 }
 
-func checkNeighbor(t *testing.T, stop func() (time.Duration, time.Duration)) {
+func checkNeighbor(t *testing.T, nb *neighborProbe) {
 	t.Helper()
-	median, worst := stop()
+	median, worst := nb.stop()
 	t.Logf("neighbor on %s: echo median %v, worst %v", neighbor, median, worst)
 	if median > 50*time.Millisecond {
 		t.Errorf("neighbor's echo median = %v during the flood, want under 50 ms", median)
@@ -191,7 +201,7 @@ func TestMaxConnsPerIP(t *testing.T) {
 func TestManySocketsFromOneIP(t *testing.T) {
 	const cap, tries = 50, 300
 	ts := startServer(t, Options{Limits: Limits{MaxConnsPerIP: cap}})
-	stop := neighborEcho(t, ts)
+	nb := neighborEcho(t, ts)
 	var opened, refused atomic.Int32
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -215,7 +225,7 @@ func TestManySocketsFromOneIP(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	checkNeighbor(t, stop)
+	checkNeighbor(t, nb)
 	for _, c := range conns {
 		c.Close()
 	}
@@ -233,7 +243,7 @@ func TestManySocketsFromOneIP(t *testing.T) {
 func TestHandshakeFloodFromOneIP(t *testing.T) {
 	const perSecond, tries = 20, 400
 	ts := startServer(t, Options{Limits: Limits{HandshakesPerIP: perSecond}})
-	stop := neighborEcho(t, ts)
+	nb := neighborEcho(t, ts)
 	start := time.Now()
 	var opened, refused atomic.Int32
 	var wg sync.WaitGroup
@@ -257,7 +267,7 @@ func TestHandshakeFloodFromOneIP(t *testing.T) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	checkNeighbor(t, stop)
+	checkNeighbor(t, nb)
 	// The burst, then the rate for as long as the flood lasted.
 	most := 2*perSecond + int32(elapsed.Seconds()*perSecond) + 1
 	t.Logf("%d of %d handshakes in %v passed (at most %d may)", opened.Load(), tries, elapsed, most)
@@ -290,9 +300,10 @@ func TestSlowlorisFromOneIP(t *testing.T) {
 		}
 		return nil
 	})
-	stop := neighborEcho(t, ts)
-	time.Sleep(200 * time.Millisecond) // the neighbor's round trips while the 20 trickle on
-	checkNeighbor(t, stop)
+	nb := neighborEcho(t, ts)
+	// Round trips while the 20 trickle on: enough for a median.
+	testkit.WaitFor(t, 5*time.Second, "10 round trips of the neighbor", func() bool { return nb.trips.Load() >= 10 })
+	checkNeighbor(t, nb)
 	if got := ts.badInput("handshake_flood"); got != 0 {
 		t.Errorf("roomgate_bad_input_total{kind=handshake_flood} = %v: one address filled the node's cap", got)
 	}
@@ -304,19 +315,21 @@ func TestSlowlorisFromOneIP(t *testing.T) {
 func TestMessageFloodOnOneSocket(t *testing.T) {
 	const perSecond = 100
 	ts := startServer(t, Options{Limits: Limits{MessagesPerSecond: perSecond}})
-	stop := neighborEcho(t, ts)
+	nb := neighborEcho(t, ts)
 	calm := dialFrom(t, ts, attacker, "/ws/echo/calm")
 	calmDone := make(chan error, 1)
 	go func() {
 		// Half the rate for a second: never refused.
+		tick := time.NewTicker(time.Second / (perSecond / 2))
+		defer tick.Stop()
 		for range perSecond / 2 {
+			<-tick.C
 			wsutil.WriteClientText(calm, []byte("calm"))
 			calm.SetReadDeadline(time.Now().Add(5 * time.Second))
 			if got, err := wsutil.ReadServerText(calm); err != nil || string(got) != "calm" {
 				calmDone <- fmt.Errorf("calm socket: %q, %v", got, err)
 				return
 			}
-			time.Sleep(time.Second / (perSecond / 2))
 		}
 		calmDone <- nil
 	}()
@@ -342,7 +355,7 @@ func TestMessageFloodOnOneSocket(t *testing.T) {
 	if err := <-calmDone; err != nil {
 		t.Error(err)
 	}
-	checkNeighbor(t, stop)
+	checkNeighbor(t, nb)
 }
 
 // TestMessageFloodCloseCode reads the flooder's close: 1008 rate_limited.
@@ -477,12 +490,14 @@ func TestDefaultsRefuseNothingFromOneIP(t *testing.T) {
 		defer c.Close()
 		conns = append(conns, c)
 	}
+	tick := time.NewTicker(time.Second / 200)
+	defer tick.Stop()
 	for range 200 { // 200 messages a second on one socket for a second
+		<-tick.C
 		wsutil.WriteClientText(conns[0], []byte("m"))
 		if _, _, err := testkit.ReadData(t, conns[0]); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 	for i := range 50 {
 		if resp, body := httpGet(t, ts.http+"/v1/classes"); resp.StatusCode != http.StatusOK {

@@ -191,9 +191,9 @@ func TestSilentSocketsAreClosedAfterWriteTimeout(t *testing.T) {
 		if err := rs.Send(frame); err != nil {
 			t.Fatalf("a reading socket's Send after %d KiB: %v", sent>>10, err)
 		}
-		for rs.stalled.Load() != 0 {
-			time.Sleep(time.Millisecond)
-		}
+		// The next frame waits for the queue to drain: the reader stays
+		// under MaxQueueBytes.
+		testkit.WaitFor(t, 10*time.Second, "the reader's queue drained", func() bool { return rs.stalled.Load() == 0 })
 	}
 	testkit.WaitFor(t, 10*time.Second, fmt.Sprintf("%d slow consumers closed", silent), func() bool {
 		return ts.badInput("slow_consumer") >= silent

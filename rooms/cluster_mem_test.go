@@ -284,7 +284,7 @@ func TestLinkLivenessUnderSynctest(t *testing.T) {
 		}
 		b.mu.Unlock()
 
-		time.Sleep(time.Hour)
+		time.Sleep(time.Hour) // fake time: an idle hour, the link kept up by pings alone
 		if l.isClosed() || inbound.isClosed() {
 			t.Fatal("an idle link closed: its pings did not keep it up")
 		}

@@ -100,6 +100,28 @@ func waitJS(expr string) chromedp.Action[chromedp.Void] {
 	return chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingInterval(50*time.Millisecond))
 }
 
+// waitBackoffs is a negative check's window: it waits until a twin of
+// the sockets under test, a RoomSocket with minDelay 50 ms whose token
+// source always fails, has backed off n times (25 ms × (2ⁿ − 1) at
+// least). A retry of a socket under test, with minDelay 50 ms too, would
+// have shown by then. The window is counted in the client's own delays:
+// a browser slow to run timers stretches it, where a sleep would not.
+func waitBackoffs(t *testing.T, page context.Context, n int) {
+	t.Helper()
+	value[bool](t, page, `(() => {
+		window.twinAsked = 0;
+		import("/client.js").then(({ RoomSocket }) => {
+			window.twin = new RoomSocket({ class: "echo", room: "twin", minDelay: 50, token: async () => {
+				window.twinAsked++;
+				throw new Error("no token, on purpose");
+			} });
+		});
+		return true;
+	})()`)
+	run(t, page, waitJS(fmt.Sprintf(`window.twinAsked > %d`, n))) // the first ask is at once
+	value[bool](t, page, `(window.twin.close(), true)`)
+}
+
 const chatSeqs = `[...document.querySelectorAll('[data-testid=message-item]')].map((e) => Number(e.dataset.seq))`
 
 func say(text string) chromedp.Action[chromedp.Void] {
@@ -282,7 +304,7 @@ func TestBrowserRefusedHandshakeIsReported(t *testing.T) {
 		return true;
 	})()`)
 	run(t, page, waitJS(`window.events.filter((e) => e.type === "refused").length === 2 && window.events.some((e) => e.type === "open")`))
-	time.Sleep(time.Second) // several backoff steps from 50 ms: a retry would have shown
+	waitBackoffs(t, page, 5) // a retry would have shown
 	type event struct {
 		Room, Type string
 		Refusal    struct {

@@ -193,7 +193,7 @@ func TestClientTokenFunctionOn4401(t *testing.T) {
 	}
 
 	run(t, page, waitJS(`window.events.some((e) => e.room === "fixed" && e.type === "tokenexpired")`))
-	time.Sleep(500 * time.Millisecond) // several backoff steps from 50 ms: a retry would have shown
+	waitBackoffs(t, page, 4) // a retry would have shown
 	want = "open|message hello|close 4401|tokenexpired 4401"
 	if got := strings.Join(eventsOf(value[[]tokenEvent](t, page, `window.events`), "fixed"), "|"); got != want {
 		t.Errorf("a fixed token that expired: events\n got %s\nwant %s (and no retry)", got, want)
@@ -225,7 +225,7 @@ func TestClientTokenFunctionOn401(t *testing.T) {
 	`)
 	run(t, page, waitJS(`["stale", "throws"].every((room) => window.events.some((e) => e.room === room && e.type === "open")) &&
 		["bad", "fixed"].every((room) => window.events.some((e) => e.room === room && e.type === "refused"))`))
-	time.Sleep(time.Second) // several backoff steps from 50 ms: a retry would have shown
+	waitBackoffs(t, page, 5) // a retry would have shown
 	events := value[[]tokenEvent](t, page, `window.events`)
 	for _, tc := range []struct {
 		room, events, tokens string
