@@ -230,8 +230,8 @@ func Binary() BroadcastOption { return func(b *broadcast) { b.binary = true } }
 
 // Broadcast sends data to every socket of the room (or those Tag picks),
 // in order with the room's own sends. It fails with CodeTooBig past the
-// node's -max-message-bytes. It is retried only when the node refused it
-// (503, 429) or was not reached: see the package doc.
+// node's -max-message-bytes. Like an RPC, it is retried only when the
+// node refused it (503, 429) or was not reached: see the package doc.
 func (r *Room) Broadcast(ctx context.Context, data []byte, opts ...BroadcastOption) error {
 	var b broadcast
 	for _, o := range opts {

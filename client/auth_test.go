@@ -95,3 +95,20 @@ func TestRetryAcrossNodeStart(t *testing.T) {
 		}
 	}
 }
+
+// TestRPCOnRealNode: a method a built-in class does not have is a 404
+// *Error: no_such_method once the node serves RPC (not_found from the
+// router of a node without the route).
+func TestRPCOnRealNode(t *testing.T) {
+	n := startNode(t, false)
+	ctx := ctx(t)
+	var reply int
+	err := n.client(t).Room("counter", "x").Call(ctx, "increment", map[string]int{"by": 1}, &reply)
+	var e *client.Error
+	if !errors.As(err, &e) || e.Status != http.StatusNotFound {
+		t.Fatalf("Call of a method counter lacks: %v, want a 404 *Error", err)
+	}
+	if e.Code != client.CodeNoSuchMethod && e.Code != client.CodeNotFound {
+		t.Errorf("code %q, want no_such_method", e.Code)
+	}
+}

@@ -1,5 +1,6 @@
 // Package client calls a Roomgate node from a Go backend: the admin REST
-// API under /v1 (rooms, connections, kicks, broadcasts, storage, nodes).
+// API under /v1 (rooms, connections, kicks, broadcasts, storage, nodes)
+// and RPC to rooms, as a Worker calls a Durable Object through its stub.
 // It imports only the standard library and no package of the server, so
 // a backend that links it links no storage, no WebSocket code and none of
 // the server's dependencies.
@@ -16,7 +17,8 @@
 //
 // With a key configured on the node every call needs a token in
 // Options.Token (or a fresh one from Options.TokenFunc): an admin token
-// for the admin API. A node in dev mode (no key) answers without one, but
+// for the admin API; for RPC an admin token, or one whose rooms cover the
+// room as docs/security.md says. A node in dev mode (no key) answers without one, but
 // only to a client on its own machine that addresses it as localhost,
 // 127.0.0.1 or [::1]; this package sends the Content-Type such a node
 // asks of a POST.
@@ -34,6 +36,11 @@
 //	err = lobby.Broadcast(ctx, frame, client.Binary(), client.Tag("mods"))
 //	items, err := lobby.Storage(ctx, "msg:", 100)
 //	err = lobby.Delete(ctx)                // sockets closed with 4404, storage gone
+//
+// # RPC
+//
+//	var n int
+//	err := c.Room("counter", "x").Call(ctx, "increment", map[string]int{"by": 2}, &n)
 //
 // # Errors
 //
@@ -56,14 +63,14 @@
 //
 //   - a 503 (draining, overloaded, room_full, unavailable) or 429
 //     (rate_limited): the node refused before the room ran anything, so
-//     every call, a broadcast included;
+//     every call, a broadcast or an RPC included;
 //   - a connection that could not be opened (the node restarting): every
 //     call, as nothing was sent;
 //   - any other transport failure, and a proxy's 502 or 504: only the
-//     calls that are idempotent, the GETs and Room.Delete. A broadcast or
-//     a kick that may have reached the node is not sent again.
+//     calls that are idempotent, the GETs and Room.Delete. A broadcast, an
+//     RPC or a kick that may have reached the node is not sent again.
 //
 // In a cluster one 503 is not a clean refusal: when the link to a room's
 // owner breaks while a call is in flight, the edge answers 503 draining
-// though the owner may have run it.
+// though the owner may have run it. Room.Call says what to do about it.
 package client

@@ -30,6 +30,20 @@ func Example() {
 	}
 }
 
+func ExampleRoom_Call() {
+	c, _ := client.New("http://localhost:8080", client.Options{})
+	var count int
+	err := c.Room("counter", "x").Call(context.Background(), "increment", map[string]int{"by": 1}, &count)
+	var e *client.Error
+	switch {
+	case errors.As(err, &e) && e.Code == client.CodeNoSuchMethod:
+		log.Fatal("this node's counter has no increment method")
+	case err != nil:
+		log.Fatal(err)
+	}
+	fmt.Println(count)
+}
+
 func ExampleClient_AllRooms() {
 	ctx := context.Background()
 	c, _ := client.New("http://localhost:8080", client.Options{})

@@ -11,7 +11,7 @@
 //   - Any other transport failure (a reset, EOF, a timeout after the
 //     request left) and a proxy's 502 or 504 may come after the node did
 //     the work: only idempotent calls are retried (the GETs and Room.Delete).
-//     A broadcast and a kick are not: the caller decides.
+//     A broadcast, an RPC and a kick are not: the caller decides.
 
 package client
 

@@ -63,7 +63,7 @@ func unavailableThenOK(n int, body string) func(http.ResponseWriter, *http.Reque
 }
 
 // TestRetryOn503: a 503 is a refusal before anything ran, so every call,
-// a GET and a broadcast alike, is tried again until it passes.
+// a GET, a broadcast and an RPC alike, is tried again until it passes.
 func TestRetryOn503(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -79,6 +79,14 @@ func TestRetryOn503(t *testing.T) {
 		}},
 		{"broadcast", ``, func(ctx context.Context, c *client.Client) error {
 			return c.Room("chat", "x").Broadcast(ctx, []byte("hi"))
+		}},
+		{"RPC", `{"result":7}`, func(ctx context.Context, c *client.Client) error {
+			var n int
+			err := c.Room("counter", "x").Call(ctx, "increment", nil, &n)
+			if err == nil && n != 7 {
+				return fmt.Errorf("result %d", n)
+			}
+			return err
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -187,7 +195,7 @@ func TestRetryBoundedByContext(t *testing.T) {
 
 // TestRetryOnReset: a connection closed after the request was read may
 // come after the work was done: a GET or a room's delete is sent again, a
-// broadcast and a kick are not.
+// broadcast, an RPC and a kick are not.
 func TestRetryOnReset(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -198,6 +206,9 @@ func TestRetryOnReset(t *testing.T) {
 		{"delete", func(ctx context.Context, c *client.Client) error { return c.Room("chat", "x").Delete(ctx) }, 3},
 		{"broadcast", func(ctx context.Context, c *client.Client) error {
 			return c.Room("chat", "x").Broadcast(ctx, []byte("hi"))
+		}, 1},
+		{"RPC", func(ctx context.Context, c *client.Client) error {
+			return c.Room("counter", "x").Call(ctx, "increment", nil, nil)
 		}, 1},
 		{"kick", func(ctx context.Context, c *client.Client) error { return c.Room("chat", "x").Kick(ctx, "1") }, 1},
 	} {
@@ -236,7 +247,7 @@ func TestRetryOnDialError(t *testing.T) {
 	o := fast
 	o.MaxAttempts = 4
 	o.HTTPClient = refused
-	err := mustNew(t, "http://127.0.0.1:1", o).Room("chat", "x").Broadcast(ctx(t), []byte("hi"))
+	err := mustNew(t, "http://127.0.0.1:1", o).Room("counter", "x").Call(ctx(t), "increment", nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "connection refused") {
 		t.Fatalf("err = %v", err)
 	}
@@ -276,6 +287,8 @@ func TestRequests(t *testing.T) {
 	room.Broadcast(ctx, []byte("hi"), client.Tag("mods"))
 	room.Broadcast(ctx, []byte{0, 1}, client.Binary())
 	items, err := room.Storage(ctx, "msg:", 5)
+	room.Call(ctx, "add/one", map[string]int{"by": 2}, nil)
+	room.Call(ctx, "ping", nil, nil)
 	want := []string{
 		`GET /gw/v1/rooms?class=chat&cursor=chat%2Fx&limit=10&prefix=a+b Bearer tok  ""`,
 		`GET /gw/v1/rooms/chat/a.b~c_d-1 Bearer tok  ""`,
@@ -285,6 +298,8 @@ func TestRequests(t *testing.T) {
 		`POST /gw/v1/rooms/chat/a.b~c_d-1/broadcast?tag=mods Bearer tok application/json "hi"`,
 		`POST /gw/v1/rooms/chat/a.b~c_d-1/broadcast Bearer tok application/octet-stream "\x00\x01"`,
 		`GET /gw/v1/rooms/chat/a.b~c_d-1/storage?limit=5&prefix=msg%3A Bearer tok  ""`,
+		`POST /gw/v1/rooms/chat/a.b~c_d-1/rpc/add%2Fone Bearer tok application/json "{\"by\":2}"`,
+		`POST /gw/v1/rooms/chat/a.b~c_d-1/rpc/ping Bearer tok application/json "null"`,
 	}
 	mu.Lock()
 	defer mu.Unlock()
