@@ -108,7 +108,7 @@ func TestRPCOnRealNode(t *testing.T) {
 	if !errors.As(err, &e) || e.Status != http.StatusNotFound {
 		t.Fatalf("Call of a method counter lacks: %v, want a 404 *Error", err)
 	}
-	if e.Code != client.CodeNoSuchMethod && e.Code != client.CodeNotFound {
+	if e.Code != client.CodeNoSuchMethod {
 		t.Errorf("code %q, want no_such_method", e.Code)
 	}
 }
