@@ -451,6 +451,7 @@ func (s *Server) upgradeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.abandon(&h)
 	if err := s.admit(&h); err != nil {
+		s.abandon(&h) // before the answer: a client retrying at once finds its socket given back
 		s.countRefusal(err)
 		WriteError(w, err)
 		return
