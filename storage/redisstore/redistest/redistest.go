@@ -109,7 +109,11 @@ func StartCluster(tb testing.TB, n int) []string {
 	}
 	var addrs []string
 	for range n {
-		s := Start(tb, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000")
+		// The cluster bus port is chosen free too: by default it is the port
+		// plus 10000, which may be any socket's ephemeral port, and a
+		// redis-server that cannot bind it exits at start.
+		s := Start(tb, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
+			"--cluster-port", strconv.Itoa(testkit.FreePort(tb)))
 		addrs = append(addrs, s.Addr)
 	}
 	args := append([]string{"--cluster", "create"}, addrs...)
