@@ -265,7 +265,7 @@ func (rt *Runtime) Storage(ctx context.Context, a Addr, prefix string, limit int
 	if !rt.HasClass(a.Class) {
 		return nil, ErrUnknownClass
 	}
-	kvs, err := rt.store.List(ctx, storage.Room{Class: a.Class, Name: a.Room}, storage.ListOptions{Prefix: prefix, Limit: limit})
+	kvs, err := rt.store.List(ctx, storage.Room{Class: a.Class, Name: a.Room}, storage.ListOptions{Prefix: prefix, End: reservedPrefix, Limit: limit})
 	if err != nil {
 		return nil, fmt.Errorf("rooms: storage of %s: %w", a, err)
 	}

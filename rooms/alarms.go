@@ -11,47 +11,79 @@ import (
 	"github.com/roomgate/roomgate/storage"
 )
 
-// runAlarm runs OnAlarm. The alarm is cleared with the run's writes unless
-// the handler set a new one; a failure retries with backoff.
+// runAlarm runs what is due when the store's alarm for the room fires: the
+// room's own alarm through OnAlarm, cleared with the run's writes unless the
+// handler set a new one, a failure retried with backoff; then each due
+// schedule, as an event of its own (runSchedules).
 func (in *instance) runAlarm(ctx context.Context, ev *event, h Handler) {
 	// The alarm may have moved or gone since it was handed out, or since the
 	// retry was scheduled: then this run is stale, and the new alarm must
-	// stand untouched.
+	// stand untouched. The store's alarm may also be a schedule's, with the
+	// room's own not due.
 	at, set, err := in.r.alarm.Get(ctx)
 	if err != nil {
 		in.alarmFailed(ctx, ev, err)
 		return
 	}
-	if !set || at.UnixNano() != ev.alarm.Scheduled.UnixNano() {
-		in.alarmEnd()
-		return
+	due := set && (at.UnixNano() == ev.alarm.Scheduled.UnixNano() ||
+		ev.alarm.Retry == 0 && !at.After(time.Now()))
+	retrying := false
+	if due {
+		info := ev.alarm
+		info.Scheduled = at
+		ah, _ := h.(AlarmHandler)
+		{
+			w, outs, err := in.call(ctx, func() error {
+				in.cur.alarm = &storage.AlarmChange{}
+				in.cur.sched = true
+				if ah == nil {
+					return nil
+				}
+				return ah.OnAlarm(ctx, &in.r, info)
+			})
+			if err != nil {
+				in.reset("alarm", err)
+				retrying = in.alarmFailed(ctx, &event{alarm: info}, err)
+			} else {
+				in.rt.m.alarmsFired.Inc()
+				in.accept(ctx, w, outs, nil)
+			}
+		}
 	}
-	ah, ok := h.(AlarmHandler)
-	if !ok {
-		in.accept(ctx, &writeSet{alarm: &storage.AlarmChange{}}, []output{in.alarmDoneOutput()}, nil)
-		return
+	if !retrying && in.alarm.retry != nil {
+		in.alarm.retry.Stop()
+		in.alarm.retry = nil
 	}
-	w, outs, err := in.call(ctx, func() error {
-		in.cur.alarm = &storage.AlarmChange{}
-		return ah.OnAlarm(ctx, &in.r, ev.alarm)
-	})
-	if err != nil {
-		in.reset("alarm", err)
-		in.alarmFailed(ctx, ev, err)
-		return
+	if !in.runSchedules(ctx) && !due && !in.schedFree {
+		// Nothing was due: the store's alarm is worked out again, should
+		// it be stale.
+		w, outs, err := in.call(ctx, func() error { in.cur.sched = true; return nil })
+		if err == nil {
+			in.accept(ctx, w, outs, nil)
+		}
 	}
-	in.rt.m.alarmsFired.Inc()
-	in.accept(ctx, w, append(outs, in.alarmDoneOutput()), nil)
+	if !retrying {
+		in.accept(ctx, &writeSet{}, []output{in.alarmDoneOutput()}, nil)
+	}
 }
 
-// alarmFailed schedules the next try, or gives up after the last.
-func (in *instance) alarmFailed(ctx context.Context, ev *event, err error) {
+// alarmFailed schedules the next try, or gives up after the last; it
+// reports whether it scheduled one.
+func (in *instance) alarmFailed(ctx context.Context, ev *event, err error) bool {
 	next := ev.alarm
 	next.Retry++
 	if next.Retry >= alarmTries {
 		in.rt.log.Warn("alarm given up", "room", in.addr.String(), "tries", next.Retry, "err", err)
-		in.accept(ctx, &writeSet{alarm: &storage.AlarmChange{}}, []output{in.alarmDoneOutput()}, nil)
-		return
+		w, outs, err := in.call(ctx, func() error {
+			in.cur.alarm = &storage.AlarmChange{}
+			in.cur.sched = true
+			return nil
+		})
+		if err != nil {
+			w, outs = &writeSet{alarm: &storage.AlarmChange{}}, nil
+		}
+		in.accept(ctx, w, append(outs, in.alarmDoneOutput()), nil)
+		return false
 	}
 	delay := in.rt.o.AlarmRetryBase << (next.Retry - 1)
 	in.alarm.retry = time.AfterFunc(delay, func() {
@@ -61,6 +93,7 @@ func (in *instance) alarmFailed(ctx context.Context, ev *event, err error) {
 			in.rt.alarmFinished(in.room)
 		}
 	})
+	return true
 }
 
 // alarmDoneOutput ends the alarm's run once the commit that clears (or

@@ -78,6 +78,10 @@ type CloseInfo struct {
 type AlarmInfo struct {
 	Scheduled time.Time // when the alarm was set to fire
 	Retry     int       // 0 on the first try
+	// Name and Payload are a schedule's (Room.Schedule); Name is "" for
+	// the room's one alarm.
+	Name    string
+	Payload []byte
 }
 
 // CloseError closes a socket with a code of the class's choosing, e.g.

@@ -99,6 +99,7 @@ func (in *instance) committed(ctx context.Context, err error) {
 	}
 	in.pending, in.penOut, in.penFrom, in.penEvents, in.penExtra = writeSet{}, nil, nil, 0, nil
 	in.reset("commit", err)
+	in.schedFree = false // what the lost writes found may no longer hold
 	code, reason := 1011, "storage failed"
 	if errors.Is(err, storage.ErrFenced) {
 		// Another node took the room over: what this one did since is void.

@@ -121,7 +121,10 @@ func (in *instance) call(ctx context.Context, f func() error) (w *writeSet, outs
 		w, outs = in.cur, in.curOut
 		in.cur, in.inEvent, in.curConn = nil, false, nil
 	}()
-	return nil, nil, f()
+	if err := f(); err != nil {
+		return nil, nil, err
+	}
+	return nil, nil, in.fixAlarm(ctx)
 }
 
 // ensureStarted builds the handler if the instance has none and runs OnStart.

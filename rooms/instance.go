@@ -138,6 +138,8 @@ type instance struct {
 	done      chan error        // the commit in flight finished
 	onCommit  func(error)       // commitDone, made once: a method value allocates
 	alarm     alarmState
+	schedFree bool // the room has no schedules, committed or pending: its own alarm is the store's
+	schedGen  int  // counts Schedule and CancelSchedule calls
 	active    time.Time
 }
 

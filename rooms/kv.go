@@ -34,19 +34,21 @@ type Storage struct {
 // beneath the layer is visible.
 type writeSet struct {
 	deleteAll bool
-	kv        map[string][]byte // nil value: deleted
-	adds      int64             // bytes of the keys and values kv puts: what the layer may add to the room's size
-	alarm     *storage.AlarmChange
-	members   map[SocketID][]byte // membership records; nil value: the socket left
+	kv        map[string][]byte    // nil value: deleted
+	adds      int64                // bytes of the keys and values kv puts: what the layer may add to the room's size
+	alarm     *storage.AlarmChange // the room's own alarm (Alarm)
+	index     *storage.AlarmChange // the store's alarm when schedules exist (fixAlarm); nil: alarm
+	sched     bool                 // the event changed the schedules or the alarm: fixAlarm works the index out
+	members   map[SocketID][]byte  // membership records; nil value: the socket left
 }
 
 func (w *writeSet) empty() bool {
-	return !w.deleteAll && len(w.kv) == 0 && w.alarm == nil && len(w.members) == 0
+	return !w.deleteAll && len(w.kv) == 0 && w.alarm == nil && w.index == nil && len(w.members) == 0
 }
 
 // reset empties w, keeping its maps for reuse.
 func (w *writeSet) reset() {
-	w.deleteAll, w.alarm, w.adds = false, nil, 0
+	w.deleteAll, w.alarm, w.index, w.sched, w.adds = false, nil, nil, false, 0
 	clear(w.kv)
 	clear(w.members)
 }
@@ -87,6 +89,7 @@ func (w *writeSet) applyTo(dst *writeSet) {
 	}
 	if w.alarm != nil {
 		dst.alarm = w.alarm
+		dst.index = w.index // nil: no schedules, the alarm is the index's
 	}
 	for id, rec := range w.members {
 		dst.member(id, rec)
@@ -95,6 +98,9 @@ func (w *writeSet) applyTo(dst *writeSet) {
 
 func (w *writeSet) batch() *storage.Batch {
 	b := &storage.Batch{DeleteAll: w.deleteAll, Alarm: w.alarm}
+	if w.index != nil {
+		b.Alarm = w.index
+	}
 	keys := make([]string, 0, len(w.kv))
 	for k := range w.kv {
 		keys = append(keys, k)
@@ -130,9 +136,13 @@ func (s *Storage) layers() []*writeSet {
 	return append(l, s.inst.layers()...)
 }
 
-func checkKey(k string) error {
+func (s *Storage) checkKey(k string) error {
 	if len(k) == 0 || len(k) > MaxKeySize {
 		return fmt.Errorf("%w: key of %d bytes, want 1 to %d", ErrLimit, len(k), MaxKeySize)
+	}
+	if strings.HasPrefix(k, reservedPrefix) {
+		s.inst.rt.m.limited.WithLabelValues("reserved_key").Inc()
+		return fmt.Errorf("%w: a key may not start with byte 0xff, which the runtime keeps for schedules", ErrLimit)
 	}
 	return nil
 }
@@ -197,7 +207,7 @@ func (s *Storage) PutMany(kvs map[string][]byte) error {
 // put sets keys[i] to values[i], all or none.
 func (s *Storage) put(keys []string, values [][]byte) error {
 	for i, k := range keys {
-		if err := checkKey(k); err != nil {
+		if err := s.checkKey(k); err != nil {
 			return err
 		}
 		if len(values[i]) > MaxValueSize {
@@ -222,7 +232,7 @@ func (s *Storage) put(keys []string, values [][]byte) error {
 // Delete removes keys with the event's writes.
 func (s *Storage) Delete(keys ...string) error {
 	for _, k := range keys {
-		if err := checkKey(k); err != nil {
+		if err := s.checkKey(k); err != nil {
 			return err
 		}
 	}
@@ -243,12 +253,23 @@ func (s *Storage) DeleteAll() error {
 		return err
 	}
 	w.wipe()
+	if s.inst.inEvent {
+		// The schedules go with the keys; the alarm stays.
+		s.inst.cur.sched = true
+	}
 	return nil
 }
 
 // List returns the keys o selects with their values, the room's own
 // uncommitted writes included.
 func (s *Storage) List(ctx context.Context, o ListOptions) ([]KV, error) {
+	if o.End == "" || o.End > reservedPrefix {
+		o.End = reservedPrefix // the schedules' keys are not the room's to see
+	}
+	return s.list(ctx, o)
+}
+
+func (s *Storage) list(ctx context.Context, o ListOptions) ([]KV, error) {
 	layers := s.layers()
 	// Each uncommitted key can hide at most one stored key, so asking the
 	// store for that many more than o.Limit always leaves enough.

@@ -58,7 +58,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "roomgate_room_overloaded_total", Help: "Messages refused because their room had too many queued events: the new message, or those queued by the socket with the most, which is closed; and RPC calls refused for the same reason.",
 		}),
 		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "roomgate_room_limited_total", Help: "Requests refused by a room limit, by kind: storage_quota (a write that would take a room past -max-room-bytes fails with ErrLimit).",
+			Name: "roomgate_room_limited_total", Help: "Requests refused by a room limit, by kind: storage_quota (a write that would take a room past -max-room-bytes fails with ErrLimit); schedule (a schedule name over 256 bytes, a payload over 16 KiB, or a time the stores cannot hold); reserved_key (a storage key starting with byte 0xff, kept for schedules).",
 		}, []string{"kind"}),
 		alarmsFired: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "roomgate_alarms_fired_total", Help: "Alarms whose OnAlarm succeeded.",
@@ -112,7 +112,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range []string{"idle", "pressure"} {
 		m.evictions.WithLabelValues(r)
 	}
-	for _, k := range []string{"storage_quota"} {
+	for _, k := range []string{"storage_quota", "schedule", "reserved_key"} {
 		m.limited.WithLabelValues(k)
 	}
 	return m, nil

@@ -128,16 +128,7 @@ type Alarm struct{ inst *instance }
 
 // Get returns the alarm's time; ok is false when none is set.
 func (a *Alarm) Get(ctx context.Context) (at time.Time, ok bool, err error) {
-	for _, w := range a.inst.layers() {
-		if w.alarm != nil {
-			return w.alarm.At, !w.alarm.At.IsZero(), nil
-		}
-	}
-	st, ok, err := a.inst.rt.store.Stat(ctx, a.inst.room)
-	if err != nil || !ok || st.Alarm.IsZero() {
-		return time.Time{}, false, err
-	}
-	return st.Alarm, true, nil
+	return a.inst.userAlarm(ctx)
 }
 
 // latestAlarm is the last time an alarm can be set for.
@@ -158,6 +149,7 @@ func (a *Alarm) Set(at time.Time) error {
 		return err
 	}
 	w.alarm = &storage.AlarmChange{At: at}
+	w.sched = true // the store's alarm may be a schedule's
 	return nil
 }
 
@@ -168,5 +160,6 @@ func (a *Alarm) Delete() error {
 		return err
 	}
 	w.alarm = &storage.AlarmChange{}
+	w.sched = true
 	return nil
 }
