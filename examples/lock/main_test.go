@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"sort"
 	"sync"
@@ -25,6 +26,7 @@ func start(t *testing.T) *client.Client {
 	}
 	cfg := roomgate.DefaultConfig()
 	cfg.Listener, cfg.Data = ln, t.TempDir()
+	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	srv, err := roomgate.New(cfg, roomgate.Class("lock", func() rooms.Handler { return Lock{} }))
 	if err != nil {
 		t.Fatal(err)
