@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"time"
 
 	"github.com/roomgate/roomgate"
@@ -17,95 +18,81 @@ import (
 // Lock is the class: one room per lock, its lease kept in storage.
 type Lock struct{}
 
-// lease is the room's one key. Token is the last token granted, kept when
-// the lock is free so that the next grant's is greater.
-type lease struct {
+// Lease is the room's one key and every method's argument: acquire reads
+// Holder and TTL, renew and release Holder and Token. The stored Token is
+// the last one granted, kept while the lock is free so the next is greater.
+type Lease struct {
 	Holder string `json:"holder"` // "" when free
 	Token  int64  `json:"token"`
 	TTL    int64  `json:"ttl_ms"`
 }
 
-// Args are every method's argument: acquire reads Holder and TTL, renew
-// and release Holder and Token.
-type Args struct {
-	Holder string `json:"holder"`
-	Token  int64  `json:"token"`
-	TTL    int64  `json:"ttl_ms"`
-}
-
-var errLost = &rooms.UserError{Status: 409, Code: "lost", Message: "not the holder of this lease"}
-
 func (Lock) OnMessage(context.Context, *rooms.Room, *rooms.Conn, rooms.Frame) error { return nil }
 
 func (Lock) Methods() []rooms.RPCMethod {
-	return []rooms.RPCMethod{
-		rooms.Method("acquire", acquire),
-		rooms.Method("renew", renew),
-		rooms.Method("release", release),
-	}
+	return []rooms.RPCMethod{rooms.Method("acquire", acquire), rooms.Method("renew", renew), rooms.Method("release", release)}
 }
 
-func acquire(ctx context.Context, r *rooms.Room, a Args) (int64, error) {
-	if a.Holder == "" || a.TTL < 1 || a.TTL > 3_600_000 {
-		return 0, &rooms.UserError{Code: "bad_args", Message: "a holder and a ttl_ms of 1 to 3600000"}
-	}
+func acquire(ctx context.Context, r *rooms.Room, a Lease) (int64, error) {
 	l, err := load(ctx, r)
-	if err != nil {
+	switch {
+	case err != nil:
 		return 0, err
-	}
-	if l.Holder != "" {
+	case l.Holder != "":
 		return 0, &rooms.UserError{Status: 409, Code: "held", Message: "held by " + l.Holder}
+	case a.Holder == "" || a.TTL < 1:
+		return 0, &rooms.UserError{Code: "bad_lease", Message: "a holder and a ttl_ms"}
 	}
-	l = lease{Holder: a.Holder, Token: l.Token + 1, TTL: a.TTL}
-	return l.Token, arm(r, l)
+	a.Token = l.Token + 1
+	return a.Token, arm(r, a)
 }
 
-func renew(ctx context.Context, r *rooms.Room, a Args) (int64, error) {
-	l, err := load(ctx, r)
-	if err == nil && (l.Holder != a.Holder || l.Token != a.Token) {
-		err = errLost
-	}
+func renew(ctx context.Context, r *rooms.Room, a Lease) (int64, error) {
+	l, err := mine(ctx, r, a)
 	if err != nil {
 		return 0, err
 	}
 	return l.Token, arm(r, l)
 }
 
-func release(ctx context.Context, r *rooms.Room, a Args) (bool, error) {
-	l, err := load(ctx, r)
-	if err == nil && (l.Holder != a.Holder || l.Token != a.Token) {
-		err = errLost
-	}
+func release(ctx context.Context, r *rooms.Room, a Lease) (bool, error) {
+	l, err := mine(ctx, r, a)
 	if err != nil {
 		return false, err
 	}
 	l.Holder = ""
-	if err := save(r, l); err != nil {
-		return false, err
-	}
-	return true, r.CancelSchedule("expire")
+	return true, errors.Join(save(r, l), r.CancelSchedule("expire"))
 }
 
 // OnAlarm runs only when the lease lapsed: renew replaces the "expire"
 // schedule and release cancels it, each in the event that changes the lease.
-func (Lock) OnAlarm(ctx context.Context, r *rooms.Room, info rooms.AlarmInfo) error {
+func (Lock) OnAlarm(ctx context.Context, r *rooms.Room, _ rooms.AlarmInfo) error {
 	l, err := load(ctx, r)
-	if err != nil || l.Holder == "" {
+	if err != nil {
 		return err
 	}
 	l.Holder = ""
 	return save(r, l)
 }
 
+// mine loads the lease, refused with 409 "lost" unless a holds it.
+func mine(ctx context.Context, r *rooms.Room, a Lease) (Lease, error) {
+	l, err := load(ctx, r)
+	if err == nil && (l.Holder == "" || l.Holder != a.Holder || l.Token != a.Token) {
+		err = &rooms.UserError{Status: 409, Code: "lost", Message: "not the holder of this lease"}
+	}
+	return l, err
+}
+
 // arm stores the lease and sets its expiry a TTL from now.
-func arm(r *rooms.Room, l lease) error {
+func arm(r *rooms.Room, l Lease) error {
 	if err := save(r, l); err != nil {
 		return err
 	}
 	return r.Schedule("expire", time.Now().Add(time.Duration(l.TTL)*time.Millisecond), nil)
 }
 
-func load(ctx context.Context, r *rooms.Room) (l lease, err error) {
+func load(ctx context.Context, r *rooms.Room) (l Lease, err error) {
 	v, err := r.Storage().Get(ctx, "lease")
 	if err == nil && v != nil {
 		err = json.Unmarshal(v, &l)
@@ -113,7 +100,7 @@ func load(ctx context.Context, r *rooms.Room) (l lease, err error) {
 	return l, err
 }
 
-func save(r *rooms.Room, l lease) error {
+func save(r *rooms.Room, l Lease) error {
 	b, _ := json.Marshal(l)
 	return r.Storage().Put("lease", b)
 }

@@ -79,7 +79,7 @@ func TestNeverHeldTwice(t *testing.T) {
 			for range 3 {
 				var token int64
 				for {
-					err := lock.Call(ctx, "acquire", Args{Holder: who, TTL: 30_000}, &token)
+					err := lock.Call(ctx, "acquire", Lease{Holder: who, TTL: 30_000}, &token)
 					if err == nil {
 						break
 					}
@@ -100,7 +100,7 @@ func TestNeverHeldTwice(t *testing.T) {
 				h.end = time.Now()
 				holds = append(holds, h)
 				mu.Unlock()
-				if err := lock.Call(ctx, "release", Args{Holder: who, Token: token}, nil); err != nil {
+				if err := lock.Call(ctx, "release", Lease{Holder: who, Token: token}, nil); err != nil {
 					errs <- fmt.Errorf("%s: release: %w", who, err)
 					return
 				}
@@ -143,17 +143,17 @@ func TestExpiresWithoutRenew(t *testing.T) {
 
 	var first int64
 	acquired := time.Now()
-	if err := lock.Call(ctx, "acquire", Args{Holder: "a", TTL: ttl.Milliseconds()}, &first); err != nil {
+	if err := lock.Call(ctx, "acquire", Lease{Holder: "a", TTL: ttl.Milliseconds()}, &first); err != nil {
 		t.Fatal(err)
 	}
 	// Renewed every 100 ms, it outlives its TTL twice over.
 	var lastRenew time.Time
 	for time.Since(acquired) < 2*ttl {
 		lastRenew = time.Now()
-		if err := lock.Call(ctx, "renew", Args{Holder: "a", Token: first}, nil); err != nil {
+		if err := lock.Call(ctx, "renew", Lease{Holder: "a", Token: first}, nil); err != nil {
 			t.Fatalf("renew: %v", err)
 		}
-		err := lock.Call(ctx, "acquire", Args{Holder: "b", TTL: 1000}, nil)
+		err := lock.Call(ctx, "acquire", Lease{Holder: "b", TTL: 1000}, nil)
 		var ce *client.Error
 		if !errors.As(err, &ce) || ce.Status != 409 || ce.Code != "held" {
 			t.Fatalf("b's acquire while a renews: %v, want 409 held", err)
@@ -164,7 +164,7 @@ func TestExpiresWithoutRenew(t *testing.T) {
 	// a stops renewing: b gets it once the TTL lapsed, with a greater token.
 	var second int64
 	for {
-		err := lock.Call(ctx, "acquire", Args{Holder: "b", TTL: 1000}, &second)
+		err := lock.Call(ctx, "acquire", Lease{Holder: "b", TTL: 1000}, &second)
 		if err == nil {
 			break
 		}
@@ -179,14 +179,14 @@ func TestExpiresWithoutRenew(t *testing.T) {
 	if second <= first {
 		t.Errorf("b's token %d, want more than a's %d", second, first)
 	}
-	if err := lock.Call(ctx, "renew", Args{Holder: "a", Token: first}, nil); client.CodeOf(err) != "lost" {
+	if err := lock.Call(ctx, "renew", Lease{Holder: "a", Token: first}, nil); client.CodeOf(err) != "lost" {
 		t.Errorf("a's renew after expiry: %v, want lost", err)
 	}
-	if err := lock.Call(ctx, "release", Args{Holder: "b", Token: second}, nil); err != nil {
+	if err := lock.Call(ctx, "release", Lease{Holder: "b", Token: second}, nil); err != nil {
 		t.Errorf("b's release: %v", err)
 	}
 	var third int64
-	if err := lock.Call(ctx, "acquire", Args{Holder: "c", TTL: 1000}, &third); err != nil || third <= second {
+	if err := lock.Call(ctx, "acquire", Lease{Holder: "c", TTL: 1000}, &third); err != nil || third <= second {
 		t.Errorf("c's acquire after release: token %d, %v; want more than %d", third, err, second)
 	}
 }
