@@ -15,8 +15,9 @@ import (
 	"github.com/roomgate/roomgate/rooms"
 )
 
-// Lock is the class: one room per lock, its lease kept in storage.
-type Lock struct{}
+// Lock is the class: one room per lock. Its lease is kept in storage;
+// the field is a cache of it, loaded by OnStart.
+type Lock struct{ l Lease }
 
 // Lease is the room's one key and every method's argument: acquire reads
 // Holder and TTL, renew and release Holder and Token. The stored Token is
@@ -27,84 +28,74 @@ type Lease struct {
 	TTL    int64  `json:"ttl_ms"`
 }
 
-func (Lock) OnMessage(context.Context, *rooms.Room, *rooms.Conn, rooms.Frame) error { return nil }
+var errLost = &rooms.UserError{Status: 409, Code: "lost", Message: "not the holder of this lease"}
 
-func (Lock) Methods() []rooms.RPCMethod {
-	return []rooms.RPCMethod{rooms.Method("acquire", acquire), rooms.Method("renew", renew), rooms.Method("release", release)}
+func (k *Lock) OnStart(ctx context.Context, r *rooms.Room) error {
+	v, err := r.Storage().Get(ctx, "lease")
+	if err == nil && v != nil {
+		err = json.Unmarshal(v, &k.l)
+	}
+	return err
 }
 
-func acquire(ctx context.Context, r *rooms.Room, a Lease) (int64, error) {
-	l, err := load(ctx, r)
-	switch {
-	case err != nil:
-		return 0, err
-	case l.Holder != "":
-		return 0, &rooms.UserError{Status: 409, Code: "held", Message: "held by " + l.Holder}
-	case a.Holder == "" || a.TTL < 1:
+func (k *Lock) OnMessage(context.Context, *rooms.Room, *rooms.Conn, rooms.Frame) error { return nil }
+
+func (k *Lock) Methods() []rooms.RPCMethod {
+	return []rooms.RPCMethod{rooms.Method("acquire", k.acquire), rooms.Method("renew", k.renew), rooms.Method("release", k.release)}
+}
+
+func (k *Lock) acquire(ctx context.Context, r *rooms.Room, a Lease) (int64, error) {
+	if k.l.Holder != "" {
+		return 0, &rooms.UserError{Status: 409, Code: "held", Message: "held by " + k.l.Holder}
+	}
+	if a.Holder == "" || a.TTL < 1 {
 		return 0, &rooms.UserError{Code: "bad_lease", Message: "a holder and a ttl_ms"}
 	}
-	a.Token = l.Token + 1
-	return a.Token, arm(r, a)
+	a.Token = k.l.Token + 1
+	return a.Token, k.arm(r, a)
 }
 
-func renew(ctx context.Context, r *rooms.Room, a Lease) (int64, error) {
-	l, err := mine(ctx, r, a)
-	if err != nil {
-		return 0, err
+func (k *Lock) renew(ctx context.Context, r *rooms.Room, a Lease) (int64, error) {
+	if !k.holds(a) {
+		return 0, errLost
 	}
-	return l.Token, arm(r, l)
+	return a.Token, k.arm(r, k.l)
 }
 
-func release(ctx context.Context, r *rooms.Room, a Lease) (bool, error) {
-	l, err := mine(ctx, r, a)
-	if err != nil {
-		return false, err
+func (k *Lock) release(ctx context.Context, r *rooms.Room, a Lease) (bool, error) {
+	if !k.holds(a) {
+		return false, errLost
 	}
-	l.Holder = ""
-	return true, errors.Join(save(r, l), r.CancelSchedule("expire"))
+	k.l.Holder = ""
+	return true, errors.Join(k.save(r), r.CancelSchedule("expire"))
 }
 
 // OnAlarm runs only when the lease lapsed: renew replaces the "expire"
 // schedule and release cancels it, each in the event that changes the lease.
-func (Lock) OnAlarm(ctx context.Context, r *rooms.Room, _ rooms.AlarmInfo) error {
-	l, err := load(ctx, r)
-	if err != nil {
-		return err
-	}
-	l.Holder = ""
-	return save(r, l)
+func (k *Lock) OnAlarm(ctx context.Context, r *rooms.Room, _ rooms.AlarmInfo) error {
+	k.l.Holder = ""
+	return k.save(r)
 }
 
-// mine loads the lease, refused with 409 "lost" unless a holds it.
-func mine(ctx context.Context, r *rooms.Room, a Lease) (Lease, error) {
-	l, err := load(ctx, r)
-	if err == nil && (l.Holder == "" || l.Holder != a.Holder || l.Token != a.Token) {
-		err = &rooms.UserError{Status: 409, Code: "lost", Message: "not the holder of this lease"}
-	}
-	return l, err
+func (k *Lock) holds(a Lease) bool {
+	return k.l.Holder != "" && k.l.Holder == a.Holder && k.l.Token == a.Token
 }
 
-// arm stores the lease and sets its expiry a TTL from now.
-func arm(r *rooms.Room, l Lease) error {
-	if err := save(r, l); err != nil {
+// arm makes l the lease and sets its expiry a TTL from now.
+func (k *Lock) arm(r *rooms.Room, l Lease) error {
+	k.l = l
+	if err := k.save(r); err != nil {
 		return err
 	}
 	return r.Schedule("expire", time.Now().Add(time.Duration(l.TTL)*time.Millisecond), nil)
 }
 
-func load(ctx context.Context, r *rooms.Room) (l Lease, err error) {
-	v, err := r.Storage().Get(ctx, "lease")
-	if err == nil && v != nil {
-		err = json.Unmarshal(v, &l)
-	}
-	return l, err
-}
-
-func save(r *rooms.Room, l Lease) error {
-	b, _ := json.Marshal(l)
+// save writes the lease; an event that fails rebuilds the field from it.
+func (k *Lock) save(r *rooms.Room) error {
+	b, _ := json.Marshal(k.l)
 	return r.Storage().Put("lease", b)
 }
 
 func main() {
-	roomgate.Main(roomgate.Builtins(), roomgate.Class("lock", func() rooms.Handler { return Lock{} }))
+	roomgate.Main(roomgate.Builtins(), roomgate.Class("lock", func() rooms.Handler { return new(Lock) }))
 }

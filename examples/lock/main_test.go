@@ -27,7 +27,7 @@ func start(t *testing.T) *client.Client {
 	cfg := roomgate.DefaultConfig()
 	cfg.Listener, cfg.Data = ln, t.TempDir()
 	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := roomgate.New(cfg, roomgate.Class("lock", func() rooms.Handler { return Lock{} }))
+	srv, err := roomgate.New(cfg, roomgate.Class("lock", func() rooms.Handler { return new(Lock) }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +43,7 @@ func start(t *testing.T) *client.Client {
 }
 
 func TestLockHandlers(t *testing.T) {
-	if err := rooms.CheckClass(func() rooms.Handler { return Lock{} }); err != nil {
+	if err := rooms.CheckClass(func() rooms.Handler { return new(Lock) }); err != nil {
 		t.Fatal(err)
 	}
 }
