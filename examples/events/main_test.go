@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/roomgate/roomgate"
+	"github.com/roomgate/roomgate/client"
+	"github.com/roomgate/roomgate/internal/testkit"
+	"github.com/roomgate/roomgate/rooms"
+)
+
+// start runs a node with the events class on a loopback port; do is the
+// jobs' work.
+func start(t *testing.T, do func(string, []byte) error) *client.Client {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := roomgate.DefaultConfig()
+	cfg.Listener, cfg.Data = ln, t.TempDir()
+	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	srv, err := roomgate.New(cfg, roomgate.Class("events", func() rooms.Handler { return Events{Do: do} }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	c, err := client.New("http://"+ln.Addr().String(), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestEventsHandlers(t *testing.T) {
+	if err := rooms.CheckClass(func() rooms.Handler { return Events{} }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestJobsRunInTimeOrder: three jobs scheduled out of order run in the
+// order of their times, each with its payload and not before its time; a
+// cancelled job never runs; a job that fails its first run is retried
+// (AlarmInfo.Retry 1) and then succeeds.
+func TestJobsRunInTimeOrder(t *testing.T) {
+	var (
+		mu     sync.Mutex
+		tries  = map[string]int{}
+		ranAt  = map[string]time.Time{}
+		failed = errors.New("first try fails")
+	)
+	c := start(t, func(name string, payload []byte) error {
+		mu.Lock()
+		defer mu.Unlock()
+		tries[name]++
+		if name == "flaky" && tries[name] == 1 {
+			return failed
+		}
+		ranAt[name] = time.Now()
+		return nil
+	})
+	room := c.Room("events", "jobs")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	began := time.Now()
+	jobs := []Job{
+		{Name: "third", DelayMS: 600, Payload: "c"},
+		{Name: "first", DelayMS: 200, Payload: "a"},
+		{Name: "cancelled", DelayMS: 300, Payload: "never"},
+		{Name: "second", DelayMS: 400, Payload: "b"},
+		{Name: "flaky", DelayMS: 100, Payload: "f"},
+	}
+	for _, j := range jobs {
+		if err := room.Call(ctx, "schedule", j, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := room.Call(ctx, "cancel", "cancelled", nil); err != nil {
+		t.Fatal(err)
+	}
+
+	// flaky's retry comes 2 s after its first try (the runtime's backoff).
+	var ran []Ran
+	testkit.Eventually(t, 15*time.Second, func() error {
+		if err := room.Call(ctx, "ran", nil, &ran); err != nil {
+			return err
+		}
+		if len(ran) < 4 {
+			return fmt.Errorf("ran %+v, want 4 jobs", ran)
+		}
+		return nil
+	})
+	want := []Ran{{"first", "a", 0}, {"second", "b", 0}, {"third", "c", 0}, {"flaky", "f", 1}}
+	if !reflect.DeepEqual(ran, want) {
+		t.Errorf("ran %+v, want %+v", ran, want)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, j := range jobs {
+		if at, ok := ranAt[j.Name]; ok && at.Sub(began) < time.Duration(j.DelayMS)*time.Millisecond {
+			t.Errorf("%s ran %v after scheduling, before its delay of %d ms", j.Name, at.Sub(began), j.DelayMS)
+		}
+	}
+	if tries["cancelled"] != 0 {
+		t.Errorf("the cancelled job ran %d times", tries["cancelled"])
+	}
+	if tries["flaky"] != 2 {
+		t.Errorf("flaky tried %d times, want 2", tries["flaky"])
+	}
+}
