@@ -1,14 +1,13 @@
 package main
 
 import (
-	"context"
-	"net"
+	"strings"
 	"testing"
-	"time"
 
 	"github.com/gobwas/ws/wsutil"
 
 	"github.com/roomgate/roomgate"
+	"github.com/roomgate/roomgate/examples/internal/examplenode"
 	"github.com/roomgate/roomgate/internal/testkit"
 	"github.com/roomgate/roomgate/rooms"
 )
@@ -22,27 +21,8 @@ func TestClass(t *testing.T) {
 // TestServesClassAndBuiltins runs a node with main's options and talks to
 // the class and to the built-in echo over WebSocket.
 func TestServesClassAndBuiltins(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := roomgate.DefaultConfig()
-	cfg.Listener, cfg.Data = ln, t.TempDir()
-	srv, err := roomgate.New(cfg, roomgate.Builtins(), roomgate.Class("shout", newShout))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	addr := ln.Addr().String()
-	testkit.WaitReady(t, "http://"+addr+"/readyz", 10*time.Second)
+	url, _ := examplenode.Start(t, "", roomgate.Builtins(), roomgate.Class("shout", newShout))
+	addr := strings.TrimPrefix(url, "http://")
 
 	for _, tc := range []struct{ path, send, want string }{
 		{"/ws/shout/lobby", "hello", "HELLO"},

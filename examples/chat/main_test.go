@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/roomgate/roomgate"
 	"github.com/roomgate/roomgate/client"
+	"github.com/roomgate/roomgate/examples/internal/examplenode"
 	"github.com/roomgate/roomgate/internal/testkit"
 	"github.com/roomgate/roomgate/rooms"
 )
@@ -27,28 +29,10 @@ func TestClass(t *testing.T) {
 const retention = 1500 * time.Millisecond
 
 func TestChat(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := roomgate.DefaultConfig()
-	cfg.Listener, cfg.Data = ln, t.TempDir()
-	srv, err := roomgate.New(cfg, roomgate.Builtins(), roomgate.Class("stored-chat", newChat(retention)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	addr := ln.Addr().String()
-	testkit.WaitReady(t, "http://"+addr+"/readyz", 10*time.Second)
-	api, err := client.New("http://"+addr, client.Options{})
+	url, _ := examplenode.Start(t, "", roomgate.Builtins(), roomgate.Class("stored-chat", newChat(retention)))
+	addr := strings.TrimPrefix(url, "http://")
+	ctx := context.Background()
+	api, err := client.New(url, client.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

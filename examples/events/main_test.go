@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net"
 	"reflect"
 	"sync"
 	"testing"
@@ -13,35 +11,10 @@ import (
 
 	"github.com/roomgate/roomgate"
 	"github.com/roomgate/roomgate/client"
+	"github.com/roomgate/roomgate/examples/internal/examplenode"
 	"github.com/roomgate/roomgate/internal/testkit"
 	"github.com/roomgate/roomgate/rooms"
 )
-
-// start runs a node with the events class on a loopback port; do is the
-// jobs' work.
-func start(t *testing.T, do func(string, []byte) error) *client.Client {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := roomgate.DefaultConfig()
-	cfg.Listener, cfg.Data = ln, t.TempDir()
-	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := roomgate.New(cfg, roomgate.Class("events", func() rooms.Handler { return Events{Do: do} }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	c, err := client.New("http://"+ln.Addr().String(), client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
 
 func TestEventsHandlers(t *testing.T) {
 	if err := rooms.CheckClass(func() rooms.Handler { return Events{} }); err != nil {
@@ -119,4 +92,15 @@ func TestJobsRunInTimeOrder(t *testing.T) {
 	if tries["flaky"] != 2 {
 		t.Errorf("flaky tried %d times, want 2", tries["flaky"])
 	}
+}
+
+// start runs a node with the class whose jobs run do, and a client of it.
+func start(t *testing.T, do func(string, []byte) error) *client.Client {
+	t.Helper()
+	url, _ := examplenode.Start(t, "", roomgate.Class("events", func() rooms.Handler { return Events{Do: do} }))
+	c, err := client.New(url, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net"
 	"sort"
 	"sync"
 	"testing"
@@ -13,34 +11,9 @@ import (
 
 	"github.com/roomgate/roomgate"
 	"github.com/roomgate/roomgate/client"
+	"github.com/roomgate/roomgate/examples/internal/examplenode"
 	"github.com/roomgate/roomgate/rooms"
 )
-
-// start runs a node with the lock class on a loopback port and returns a
-// client for it.
-func start(t *testing.T) *client.Client {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := roomgate.DefaultConfig()
-	cfg.Listener, cfg.Data = ln, t.TempDir()
-	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := roomgate.New(cfg, roomgate.Class("lock", func() rooms.Handler { return new(Lock) }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	c, err := client.New("http://"+ln.Addr().String(), client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
 
 func TestLockHandlers(t *testing.T) {
 	if err := rooms.CheckClass(func() rooms.Handler { return new(Lock) }); err != nil {
@@ -189,4 +162,15 @@ func TestExpiresWithoutRenew(t *testing.T) {
 	if err := lock.Call(ctx, "acquire", Lease{Holder: "c", TTL: 1000}, &third); err != nil || third <= second {
 		t.Errorf("c's acquire after release: token %d, %v; want more than %d", third, err, second)
 	}
+}
+
+// start runs a node with the lock class, and a client of it.
+func start(t *testing.T) *client.Client {
+	t.Helper()
+	url, _ := examplenode.Start(t, "", roomgate.Class("lock", func() rooms.Handler { return new(Lock) }))
+	c, err := client.New(url, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -3,13 +3,13 @@ package main
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/roomgate/roomgate"
 	"github.com/roomgate/roomgate/client"
+	"github.com/roomgate/roomgate/examples/internal/examplenode"
 	"github.com/roomgate/roomgate/internal/testkit"
 	"github.com/roomgate/roomgate/rooms"
 )
@@ -28,27 +28,8 @@ const (
 )
 
 func TestRateLimit(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := roomgate.DefaultConfig()
-	cfg.Listener, cfg.Data = ln, t.TempDir()
-	srv, err := roomgate.New(cfg, roomgate.Builtins(), roomgate.Class("ratelimit", newLimiter(burst, interval)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	url := "http://" + ln.Addr().String()
-	testkit.WaitReady(t, url+"/readyz", 10*time.Second)
+	url, _ := examplenode.Start(t, "", roomgate.Builtins(), roomgate.Class("ratelimit", newLimiter(burst, interval)))
+	ctx := context.Background()
 	// One attempt: the client would otherwise wait out the Retry-After
 	// and try again.
 	api, err := client.New(url, client.Options{MaxAttempts: 1})

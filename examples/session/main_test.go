@@ -3,9 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 
 	"github.com/roomgate/roomgate"
 	"github.com/roomgate/roomgate/client"
+	"github.com/roomgate/roomgate/examples/internal/examplenode"
 	"github.com/roomgate/roomgate/internal/testkit"
 	"github.com/roomgate/roomgate/rooms"
 )
@@ -20,28 +20,6 @@ import (
 const idle = 400 * time.Millisecond
 
 func newSession() rooms.Handler { return Session{Idle: idle} }
-
-// start runs a node with the session class, its idle time short, on a
-// loopback port, and returns its address.
-func start(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := roomgate.DefaultConfig()
-	cfg.Listener, cfg.Data = ln, t.TempDir()
-	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := roomgate.New(cfg, roomgate.Class("session", newSession))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return ln.Addr().String()
-}
 
 func TestSessionHandlers(t *testing.T) {
 	if err := rooms.CheckClass(newSession); err != nil {
@@ -98,4 +76,11 @@ func TestSessionExpires(t *testing.T) {
 		}
 		return fmt.Errorf("room after expiry: %+v, %v; want no storage and no sockets", info, err)
 	})
+}
+
+// start runs a node with the session class and returns its host:port.
+func start(t *testing.T) string {
+	t.Helper()
+	url, _ := examplenode.Start(t, "", roomgate.Class("session", newSession))
+	return strings.TrimPrefix(url, "http://")
 }
