@@ -320,22 +320,7 @@ func TestAdminAPIWithKey(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if resp.StatusCode != tc.status {
-				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
-			}
-			if tc.status == 200 {
-				resp.Body.Close()
-				return
-			}
-			if code := errorCode(t, resp); code != tc.code {
-				t.Fatalf("code %q, want %q", code, tc.code)
-			}
-			if tc.status == 401 && resp.Header.Get("WWW-Authenticate") == "" {
-				t.Error("a 401 without WWW-Authenticate")
-			}
-			if got := ts.badInput(tc.kind); got != before+1 {
-				t.Fatalf("roomgate_bad_input_total{kind=%q} = %v, want %v", tc.kind, got, before+1)
-			}
+			checkAnswer(t, ts, resp, tc.status, tc.code, tc.kind, before)
 		})
 	}
 	// An admin token broadcasts with any body type: no page of another
@@ -468,5 +453,30 @@ func TestTokenFarInTheFutureDoesNotExpire(t *testing.T) {
 	})
 	if n != 1 {
 		t.Fatalf("%d sockets open, want 1", n)
+	}
+}
+
+// checkAnswer fails unless resp has status and, for a refusal, the JSON
+// error code, a WWW-Authenticate header on a 401, and one more count of
+// kind in roomgate_bad_input_total than before.
+func checkAnswer(t *testing.T, ts *testServer, resp *http.Response, status int, code, kind string, before float64) {
+	t.Helper()
+	if resp.StatusCode != status {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		t.Fatalf("status %d %s, want %d", resp.StatusCode, b, status)
+	}
+	if status == 200 {
+		resp.Body.Close()
+		return
+	}
+	if got := errorCode(t, resp); got != code {
+		t.Fatalf("code %q, want %q", got, code)
+	}
+	if status == 401 && resp.Header.Get("WWW-Authenticate") == "" {
+		t.Error("a 401 without WWW-Authenticate")
+	}
+	if got := ts.badInput(kind); got != before+1 {
+		t.Fatalf("roomgate_bad_input_total{kind=%q} = %v, want %v", kind, got, before+1)
 	}
 }

@@ -235,24 +235,7 @@ func TestRPCAuthorization(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if resp.StatusCode != tc.status {
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				t.Fatalf("status %d %s, want %d", resp.StatusCode, b, tc.status)
-			}
-			if tc.status == 200 {
-				resp.Body.Close()
-				return
-			}
-			if code := errorCode(t, resp); code != tc.code {
-				t.Fatalf("code %q, want %q", code, tc.code)
-			}
-			if tc.status == 401 && resp.Header.Get("WWW-Authenticate") == "" {
-				t.Error("a 401 without WWW-Authenticate")
-			}
-			if got := ts.badInput(tc.kind); got != before+1 {
-				t.Fatalf("roomgate_bad_input_total{kind=%q} = %v, want %v", tc.kind, got, before+1)
-			}
+			checkAnswer(t, ts, resp, tc.status, tc.code, tc.kind, before)
 		})
 	}
 	if resp, _ := rpc(t, ts, "/v1/rooms/stub/a/rpc/get?token="+admin, ""); resp.StatusCode != 401 {
