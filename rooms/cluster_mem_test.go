@@ -99,14 +99,7 @@ func holeFree(t *testing.T, s *testSocket) {
 func TestLinkResetLosesTheFrameInFlight(t *testing.T) {
 	nw := linknet.NewNetwork()
 	owner, edge, sockets, room, broadcast := memCluster(t, nw)
-	s, err := joinEdge(t, edge, sockets, room, "u")
-	if err != nil {
-		t.Fatal(err)
-	}
-	broadcast("/1")
-	if got := s.next(t); got != "/1" {
-		t.Fatalf("first frame %q", got)
-	}
+	s := joinSynced(t, edge, sockets, room, "u", broadcast)
 	gen := owner.cl.generation("b")
 	nw.Drop(memA, memB)
 	broadcast("/2")
@@ -127,14 +120,7 @@ func TestLinkResetLosesTheFrameInFlight(t *testing.T) {
 func TestLinkDropStallsThenCloses(t *testing.T) {
 	nw := linknet.NewNetwork()
 	owner, edge, sockets, room, broadcast := memCluster(t, nw)
-	s, err := joinEdge(t, edge, sockets, room, "u")
-	if err != nil {
-		t.Fatal(err)
-	}
-	broadcast("/1")
-	if got := s.next(t); got != "/1" {
-		t.Fatalf("first frame %q", got)
-	}
+	s := joinSynced(t, edge, sockets, room, "u", broadcast)
 	gen := owner.cl.generation("b")
 	nw.Drop(memA, memB)
 	broadcast("/2") // lost
@@ -156,14 +142,7 @@ func TestLinkDropStallsThenCloses(t *testing.T) {
 func TestPartitionBetweenEdgeAndOwnerThenHeal(t *testing.T) {
 	nw := linknet.NewNetwork()
 	owner, edge, sockets, room, broadcast := memCluster(t, nw)
-	old, err := joinEdge(t, edge, sockets, room, "old")
-	if err != nil {
-		t.Fatal(err)
-	}
-	broadcast("/1")
-	if got := old.next(t); got != "/1" {
-		t.Fatalf("first frame %q", got)
-	}
+	old := joinSynced(t, edge, sockets, room, "old", broadcast)
 
 	nw.Partition(memA, memB)
 	if err := edge.Message(context.Background(), room, old, Frame{Op: Text, Data: []byte("lost")}); err != nil {
@@ -180,10 +159,10 @@ func TestPartitionBetweenEdgeAndOwnerThenHeal(t *testing.T) {
 	// A client reconnects on 1012. The room's stream to b broke twice
 	// (the link, then the closes it queued for b, dropped with the dial
 	// that hung in the partition), and its next frame to b closes all
-	// it has there, a socket that joined after the break too: a known
-	// gap (TestSocketJoinedAfterABreakStaysOpen), so the client may need
-	// another try.
+	// it has there that it knew before the break; a socket whose join
+	// raced the break is one of them, so the client may need another try.
 	var s *testSocket
+	var err error
 	for try := 0; ; try++ {
 		testkit.WaitFor(t, 10*time.Second, "a new socket to join through the edge", func() bool {
 			s, err = joinEdge(t, edge, sockets, room, "new")
@@ -221,14 +200,7 @@ func TestPartitionBetweenEdgeAndOwnerThenHeal(t *testing.T) {
 func TestSocketJoinedAfterABreakStaysOpen(t *testing.T) {
 	nw := linknet.NewNetwork()
 	owner, edge, sockets, room, broadcast := memCluster(t, nw)
-	old, err := joinEdge(t, edge, sockets, room, "old")
-	if err != nil {
-		t.Fatal(err)
-	}
-	broadcast("/1")
-	if got := old.next(t); got != "/1" {
-		t.Fatalf("first frame %q", got)
-	}
+	joinSynced(t, edge, sockets, room, "old", broadcast)
 	gen := owner.cl.generation("b")
 	nw.Partition(memA, memB)
 	// The links die, and the closes the room sends old die with the
@@ -362,4 +334,19 @@ func TestLeaveWaitsForTheLinks(t *testing.T) {
 		}
 		b.closeLinks()
 	})
+}
+
+// joinSynced connects a socket of user to room through edge and waits for
+// the room's first broadcast ("/1") to reach it: the stream is up.
+func joinSynced(t *testing.T, edge *Runtime, sockets *testEdge, room Addr, user string, broadcast func(string)) *testSocket {
+	t.Helper()
+	s, err := joinEdge(t, edge, sockets, room, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	broadcast("/1")
+	if got := s.next(t); got != "/1" {
+		t.Fatalf("first frame %q", got)
+	}
+	return s
 }
